@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# The venv is reused while the lock and the project metadata are unchanged.
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+
+DEMO := demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install test serve demo clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/slpt demo --dir $(DEMO)
+
+serve: demo
+	$(BIN)/slpt serve --studies $(DEMO)/studies --host $(HOST) --port $(PORT)
+
+clean:
+	rm -rf $(VENV) $(DEMO)

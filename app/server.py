@@ -1,0 +1,27 @@
+"""Starting the MONAI Label server over our app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from monailabel.main import Main
+
+from app.main import app_dir
+
+
+def start_server(
+    studies: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    conf: list[tuple[str, str]] | None = None,
+    extra_args: list[str] | None = None,
+) -> None:
+    """Run ``monailabel start_server`` in this process with our app folder; blocks until the server stops."""
+    argv = ["start_server", "--app", str(app_dir()), "--studies", str(studies), "--host", host, "--port", str(port)]
+    for key, value in conf or []:
+        argv += ["--conf", key, value]
+    argv += extra_args or []
+    main = Main(actions=("start_server",))
+    args = main.args_parser("slpt serve").parse_args(argv)
+    main.action_start_server(args)

@@ -1,0 +1,35 @@
+"""App settings: the one place where MONAI Label's ``--conf KEY VALUE`` strings are parsed.
+
+Every option can also come from the environment as ``SLPT_<KEY>`` (e.g. ``SLPT_DB``); a ``--conf`` value wins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AppSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLPT_", extra="ignore")
+
+    db: str = Field("", description="SQLAlchemy URL; empty = SQLite file <studies>/.slpt/slpt.db")
+    lease_hours: float = Field(2.0, gt=0, description="How long a claimed volume stays reserved for its annotator")
+    import_labels: bool = Field(
+        False, description="Import an MSD folder's labelsTr/ as final labels (normally ground truth kept for simulations)"
+    )
+    backbone: str = Field("", description="Pre-trained backbone checkpoint (state dict); empty = <studies>/.slpt/backbone.pt")
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    max_upload_mb: int = Field(512, gt=0, description="Largest accepted image or label upload")
+
+    @classmethod
+    def from_conf(cls, conf: dict[str, Any] | None) -> "AppSettings":
+        """Parse MONAI Label's conf dict (all values are strings); unknown keys are ignored."""
+        known = {k: v for k, v in (conf or {}).items() if k in cls.model_fields}
+        return cls(**known)
+
+    def work_dir(self, studies: Path) -> Path:
+        """Folder for everything the server generates beside the studies (database, models, scores)."""
+        return studies / ".slpt"

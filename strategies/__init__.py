@@ -1,0 +1,31 @@
+"""Selection logic on arrays: which unlabeled volumes to label next (SPEC §2).
+
+Pure NumPy / scikit-learn: no torch, no server code. Every rule implements ``Strategy.select``.
+"""
+
+from strategies.base import SelectionError, Strategy, UnknownStrategyError
+from strategies.baselines import CoreSet, Entropy, Epistemic, First, Random
+from strategies.features import reduce, standardise
+from strategies.registry import STRATEGIES, get_strategy
+from strategies.tesla import TESLA
+from strategies.uncertainty import bald, entropy, mean_pairwise_js_divergence, prompt_uncertainty
+
+__all__ = [
+    "STRATEGIES",
+    "TESLA",
+    "CoreSet",
+    "Entropy",
+    "Epistemic",
+    "First",
+    "Random",
+    "SelectionError",
+    "Strategy",
+    "UnknownStrategyError",
+    "bald",
+    "entropy",
+    "get_strategy",
+    "mean_pairwise_js_divergence",
+    "prompt_uncertainty",
+    "reduce",
+    "standardise",
+]

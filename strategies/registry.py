@@ -1,0 +1,34 @@
+"""Strategies by name, for configuration files, the CLI and the MONAI Label app.
+
+Order matters: the app lists strategies in this order and 3D Slicer preselects the first, so TESLA leads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strategies.base import SelectionError, Strategy, UnknownStrategyError
+from strategies.baselines import CoreSet, Entropy, Epistemic, First, Random
+from strategies.tesla import TESLA
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (TESLA, Random, First, Entropy, Epistemic, CoreSet)
+}
+
+
+def get_strategy(name: str, **config: Any) -> Strategy:
+    """Build the strategy registered as ``name`` with the given options (see each class's ``config()``).
+
+    Raises UnknownStrategyError for an unknown name and SelectionError for an unknown or invalid option.
+    """
+    try:
+        cls = STRATEGIES[name]
+    except KeyError:
+        raise UnknownStrategyError(
+            f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}"
+        ) from None
+    unknown = sorted(set(config) - set(cls.option_names()))
+    if unknown:
+        options = ", ".join(cls.option_names()) or "none"
+        raise SelectionError(f"strategy {name!r} has no option {', '.join(unknown)}; its options: {options}")
+    return cls(**config)

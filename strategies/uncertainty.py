@@ -1,0 +1,82 @@
+"""Uncertainty scores from class-probability maps (NumPy arrays only; natural logarithm throughout).
+
+Shapes: C classes (index 0 = background), K prompts, T stochastic passes, ``*spatial`` any voxel grid.
+Probabilities are clipped to [eps, 1] before taking logarithms, so 0 * log 0 contributes ~0 instead of
+NaN, and divergences are clamped at 0 against rounding.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+
+from strategies.base import SelectionError
+
+EPS = 1e-12
+
+
+def entropy(probs: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Shannon entropy over the class axis: (C, ...) -> (...) with the default axis=0.
+
+    Maximal (log C) for a uniform distribution, 0 for a one-hot one.
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0)
+    return -(p * np.log(p)).sum(axis=axis)
+
+
+def _mutual_information(member_probs: np.ndarray) -> np.ndarray:
+    """Entropy of the mean minus mean entropy over axis 0: (S, C, ...) -> (...), >= 0."""
+    mean_entropy = entropy(member_probs.mean(axis=0), axis=0)
+    entropy_mean = entropy(member_probs, axis=1).mean(axis=0)
+    return np.maximum(mean_entropy - entropy_mean, 0.0)
+
+
+def mean_pairwise_js_divergence(prompt_probs: np.ndarray) -> np.ndarray:
+    """Voxel-wise mean over prompt pairs of the Jensen-Shannon divergence: (K, C, *spatial) -> (*spatial).
+
+    JS(p, q) = H((p + q) / 2) - (H(p) + H(q)) / 2, in nats: 0 for identical maps, at most log 2.
+    Needs K >= 2 prompts.
+    """
+    probs = _check_member_probs(prompt_probs, "prompt_probs", "(K prompts, C classes, *spatial)")
+    pairs = list(combinations(range(probs.shape[0]), 2))
+    total = sum(_mutual_information(probs[[i, j]]) for i, j in pairs)
+    return total / len(pairs)
+
+
+def prompt_uncertainty(prompt_probs: np.ndarray, foreground_threshold: float = 0.5) -> float:
+    """Prompt-based uncertainty U(v) of one volume (SPEC §2): (K, C, *spatial) -> float.
+
+    Per voxel: mean pairwise JS divergence of the K prompt maps + entropy of their mean map. U(v) is the
+    average over the voxels that any prompt calls foreground: its argmax is not background, or its
+    foreground probability (1 - p[background]) exceeds ``foreground_threshold``. Restricting to those
+    voxels keeps the vast, confidently-empty background from diluting the score. 0.0 when no voxel is
+    foreground for any prompt.
+    """
+    probs = _check_member_probs(prompt_probs, "prompt_probs", "(K prompts, C classes, *spatial)")
+    foreground = (probs.argmax(axis=1) != 0) | (1.0 - probs[:, 0] > foreground_threshold)
+    any_foreground = foreground.any(axis=0)
+    if not any_foreground.any():
+        return 0.0
+    voxel_score = mean_pairwise_js_divergence(probs) + entropy(probs.mean(axis=0), axis=0)
+    return float(voxel_score[any_foreground].mean())
+
+
+def bald(mc_probs: np.ndarray) -> np.ndarray:
+    """BALD mutual information of T stochastic passes (e.g. MC dropout): (T, C, ...) -> (...).
+
+    H(mean_t p_t) - mean_t H(p_t): 0 when all passes agree. A (T, C) input gives a 0-d array.
+    """
+    probs = _check_member_probs(mc_probs, "mc_probs", "(T passes, C classes, ...)")
+    return _mutual_information(probs)
+
+
+def _check_member_probs(array: np.ndarray, what: str, shape_doc: str) -> np.ndarray:
+    probs = np.asarray(array, dtype=np.float64)
+    if probs.ndim < 2:
+        raise SelectionError(f"{what} must have shape {shape_doc}, got {probs.shape}")
+    if probs.shape[0] < 2:
+        raise SelectionError(f"{what} needs at least 2 members along axis 0 to disagree, got {probs.shape[0]}")
+    if probs.shape[1] < 2:
+        raise SelectionError(f"{what} needs at least 2 classes along axis 1, got {probs.shape[1]}")
+    return probs
