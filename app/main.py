@@ -9,15 +9,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from monailabel.datastore.local import LocalDatastore
+from datetime import timedelta
+
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
-from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 
 from app.settings import AppSettings
-from app.studies import resolve_studies
+from app.strategies import claim_strategies
+from app.studies import StudiesLayout, resolve_studies
+from db.datastore import SQLDatastore
+from db.engine import create_db_engine, default_db_url, session_factory
+from db.migrate import upgrade
+from sim.msd import load_msd
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +45,55 @@ class SLPTApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
-        images_dir = self.layout.images_dir.relative_to(self.layout.root)
-        return LocalDatastore(
-            str(self.layout.root),
-            images_dir=str(images_dir),
-            labels_dir="labels",
-            extensions=("*.nii.gz", "*.nii", "*.nrrd"),
-            auto_reload=False,
+        """The SQL datastore (migrated to the newest schema), with new volumes in the studies folder ingested."""
+        self.db_url = self.settings.db or default_db_url(self.layout.root)
+        upgrade(self.db_url)
+        self.engine = create_db_engine(self.db_url)
+        datastore = SQLDatastore(
+            session_factory(self.engine),
+            images_dir=self.layout.images_dir,
+            labels_dir=self.layout.labels_dir,
+            label_values=set(LABELS.values()),
+            lease=timedelta(hours=self.settings.lease_hours),
+            groups=_msd_groups(self.layout),
         )
+        datastore.refresh()
+        if self.settings.import_labels and self.layout.is_msd:
+            _import_ground_truth(datastore, self.layout)
+        return datastore
 
     def init_strategies(self) -> dict[str, Strategy]:
         # Slicer preselects the first strategy: dict order is the default order.
-        return {"random": Random(), "first": First()}
+        return claim_strategies()
+
+    def strategy_names(self) -> list[str]:
+        return list(self._strategies)
+
+    def next_sample(self, request: dict) -> dict:
+        """Claim the next volume for ``request["annotator"]``; ``{}`` when nothing is left (MONAI Label's empty answer).
+
+        Unlike the stock method this neither triggers scoring nor writes image info on every call.
+        """
+        strategy = self._strategies[request.get("strategy") or "random"]
+        result = strategy(request, self.datastore())
+        if not result:
+            return {}
+        image_id = result["id"]
+        return {**self.datastore().get_image_info(image_id), **result, "path": self.datastore().get_image_uri(image_id)}
+
+
+def _msd_groups(layout: StudiesLayout) -> dict[str, str]:
+    if not layout.is_msd:
+        return {}
+    return {case.name: case.group for case in load_msd(layout.root).cases if case.group}
+
+
+def _import_ground_truth(datastore: SQLDatastore, layout: StudiesLayout) -> None:
+    """``--conf import_labels true``: an MSD folder's labelsTr/ become final labels of still unlabeled volumes."""
+    unlabeled = set(datastore.get_unlabeled_images())
+    for case in load_msd(layout.root).cases:
+        if case.label is not None and case.name in unlabeled:
+            datastore.save_label(case.name, str(case.label), "final", {"annotator": "import"})
 
 
 def app_dir() -> Path:

@@ -21,7 +21,10 @@ def start_server(
     argv = ["start_server", "--app", str(app_dir()), "--studies", str(studies), "--host", host, "--port", str(port)]
     for key, value in conf or []:
         argv += ["--conf", key, value]
-    argv += extra_args or []
+    extra = list(extra_args or [])
+    if "--uvicorn_app" not in extra:
+        extra += ["--uvicorn_app", "app.api.asgi:app"]
+    argv += extra
     main = Main(actions=("start_server",))
     args = main.args_parser("slpt serve").parse_args(argv)
     main.action_start_server(args)

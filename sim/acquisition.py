@@ -64,7 +64,7 @@ GROUPS: tuple[AcquisitionGroup, ...] = (
         bowel_wall_hu=35.0, lesion_contrast_hu=(-22.0, -8.0), lesion_rim_hu=0.0,
     ),
     AcquisitionGroup(
-        name="delayed", frequency=0.15, z_coverage_mm=300.0, noise_hu=22.0, kernel_sigma_vox=0.8,
+        name="delayed", frequency=0.15, z_coverage_mm=280.0, noise_hu=22.0, kernel_sigma_vox=0.8,
         liver_hu=90.0, liver_vessel_hu=115.0, aorta_hu=110.0, vein_hu=110.0, spleen_hu=95.0,
         spleen_texture_hu=3.0, kidney_cortex_hu=140.0, kidney_medulla_hu=150.0, heart_hu=105.0,
         bowel_wall_hu=60.0, lesion_contrast_hu=(-40.0, -15.0), lesion_rim_hu=35.0,
@@ -83,10 +83,3 @@ def block_slots() -> list[AcquisitionGroup]:
         raise AssertionError(f"group frequencies give {len(slots)} slots, expected {BLOCK_CASES}")
     return slots
 
-
-def group_by_name(name: str) -> AcquisitionGroup:
-    """Look up a group by its name (KeyError naming the valid names if unknown)."""
-    for group in GROUPS:
-        if group.name == name:
-            return group
-    raise KeyError(f"unknown acquisition group {name!r}; known: {[g.name for g in GROUPS]}")

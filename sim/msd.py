@@ -136,6 +136,8 @@ def load_msd(root: Path) -> MSDDataset:
         labels = _labels_from_json(meta, json_path)
         pairs = _pairs_from_json(root, meta, json_path)
         groups = meta.get(GROUPS_KEY) or {}
+        if not isinstance(groups, dict):
+            raise CohortError(f"{json_path}: '{GROUPS_KEY}' must map case names to group names")
     else:
         labels = dict(DEFAULT_LABELS)
         pairs = _pairs_from_folders(root)

@@ -220,12 +220,13 @@ class _CaseBuilder:
         self.dome_right = self.right_lobe[2] + self.right_semi[2] * rng.uniform(0.7, 0.85)
         dome_left = self.dome_right - rng.uniform(10, 25)
         curvature = np.float32(1 / rng.uniform(150, 250))
-        dome = np.minimum(
-            self.dome_right + curvature * ((grid.lat - self.right_lobe[0]) ** 2 + (grid.post - self.right_lobe[1]) ** 2),
-            dome_left
-            + curvature * ((grid.lat - self.body_lat - self.half_width * 0.45) ** 2 + (grid.post - self.body_post) ** 2),
-        )
-        chest = self.masks["cavity"] & (grid.sup > dome)
+
+        def dome(apex_lat: float, apex_post: float, apex_sup: float) -> np.ndarray:  # (X, Y, 1) height in mm
+            return apex_sup + curvature * ((grid.lat - apex_lat) ** 2 + (grid.post - apex_post) ** 2)
+
+        right = dome(self.right_lobe[0], self.right_lobe[1], self.dome_right)
+        left = dome(self.body_lat + self.half_width * 0.45, self.body_post, dome_left)
+        chest = self.masks["cavity"] & (grid.sup > np.minimum(right, left))
         heart_centre = (self.body_lat + 25, self.body_post - self.half_depth * 0.25, dome_left + 45)
         self.claim("heart", chest & ellipsoid(grid, heart_centre, (65, 55, 55)))
         self.claim("lung", chest)
@@ -268,6 +269,7 @@ class _CaseBuilder:
         """Bile-filled pear under the right lobe (75 % of cases; absent after cholecystectomy)."""
         rng = self.rng
         if rng.random() >= 0.75:
+            self.masks["gallbladder"] = np.zeros(self.grid.shape, dtype=bool)
             return
         centre = (
             self.right_lobe[0] + rng.uniform(20, 40),
@@ -334,11 +336,15 @@ class _CaseBuilder:
         rib_pattern = (self.phi * 8 / (2 * math.pi) + self.grid.sup / 28.0) % 1.0 < 0.15
         lateral = np.abs(self.grid.lat - self.body_lat) > 40
         hu[wall & rib_pattern & lateral & (self.grid.sup > self.right_lobe[2] - 70)] = RIB_HU
-        fixed = {"lung": LUNG_HU, "heart": group.heart_hu, "kidney": group.kidney_medulla_hu, "sinus": SINUS_FAT_HU}
-        fixed |= {"kidney_cortex": group.kidney_cortex_hu, "gallbladder": BILE_HU}
-        for name, value in fixed.items():
-            if name in masks:
-                hu[masks[name]] = value
+        for name, value in (
+            ("lung", LUNG_HU),
+            ("heart", group.heart_hu),
+            ("kidney", group.kidney_medulla_hu),
+            ("kidney_cortex", group.kidney_cortex_hu),
+            ("sinus", SINUS_FAT_HU),
+            ("gallbladder", BILE_HU),
+        ):
+            hu[masks[name]] = value
         hu[masks["lung"]] += 25 * texture[masks["lung"]]
         hu[masks["bowel"]] = group.bowel_wall_hu + 12 * texture[masks["bowel"]]
         hu[masks["gas"]] = GAS_HU
@@ -374,8 +380,8 @@ class _CaseBuilder:
         for _ in range(1 + int(rng.choice(MAX_LESIONS, p=LESION_COUNT_P))):
             radius = math.exp(rng.uniform(math.log(5), math.log(35)))
             semi = tuple(max(radius * rng.uniform(0.75, 1.25), 0.9 * spacing) for spacing in grid.spacing)
-            centre_index = random_voxel(rng, liver & (depth >= min(0.5 * radius, 0.6 * float(depth.max()))))
-            # Jitter within the voxel: semi-axes of >= 0.9 voxel still cover the centre voxel.
+            wanted_depth = min(rng.uniform(0.5, 1.0) * radius, 0.6 * float(depth.max()))
+            centre_index = random_voxel(rng, liver & (depth >= wanted_depth))
             centre = grid.position(centre_index) + rng.uniform(-0.5, 0.5, 3) * np.array(grid.spacing)
             # Roughening scales the radius by >= 0.6, so the lesion stays within 1/0.6 of its semi-axes.
             reach = max(semi) / 0.6
@@ -384,7 +390,7 @@ class _CaseBuilder:
             radial = ellipsoid_radius(grid, tuple(centre), semi, rng.uniform(0, math.pi), box)
             radial *= np.maximum(1 + rng.uniform(0.0, 0.25) * texture, 0.6)
             lesion = (radial < 1) & liver[box]
-            lesion[tuple(c - b.start for c, b in zip(centre_index, box))] = True
+            lesion[tuple(c - b.start for c, b in zip(centre_index, box))] = True  # sub-voxel lesions too
             values = liver_hu + rng.uniform(*self.group.lesion_contrast_hu) * (1 + rng.uniform(0.1, 0.4) * texture)
             if radius > 15 and rng.random() < 0.5:
                 values = np.where(radial < rng.uniform(0.3, 0.6), FLUID_HU + 5 * texture, values)

@@ -1,0 +1,31 @@
+"""``POST /activelearning/{strategy}``: Next Sample as a database claim.
+
+Stock MONAI Label runs this as ``async def`` calling blocking code (one slow request stalls every user), rebuilds the
+whole ``/info`` on every call and rewrites the image's info after each sample. Here it is a plain ``def`` (run in the
+worker thread pool) doing one claim transaction and one read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, HTTPException, Request
+
+from app.api.deps import AnyUser, AppDep, annotator_key
+
+router = APIRouter(prefix="/activelearning", tags=["ActiveLearning"])
+
+
+@router.post("/{strategy}", summary="Claim the next volume to label with a strategy")
+def next_sample(
+    strategy: str,
+    request: Request,
+    app: AppDep,
+    user: AnyUser,
+    params: dict[str, Any] | None = Body(None),
+) -> dict[str, Any]:
+    if strategy not in app.strategy_names():
+        raise HTTPException(404, f"unknown strategy {strategy!r}; available: {sorted(app.strategy_names())}")
+    params = dict(params or {})
+    params["annotator"] = annotator_key(request, user, params.get("client_id"))
+    return app.next_sample({**params, "strategy": strategy})

@@ -1,0 +1,106 @@
+"""``PUT /datastore/label`` and ``PUT /datastore/image`` with validation.
+
+Stock MONAI Label accepts a label of the wrong shape or a non-NIfTI file as "final" and answers 500 for an unknown
+image. Here every bad input gets a 4xx naming the problem, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from monailabel.interfaces.datastore import DefaultLabelTag
+
+from app.api.deps import AnnotatorUser, AppDep, annotator_key
+from db.errors import NotFoundError
+from db.volumes import InvalidIdError, InvalidLabelError, InvalidVolumeError, check_image_id, volume_suffix
+
+router = APIRouter(prefix="/datastore", tags=["Datastore"])
+
+CHUNK = 1 << 20
+
+
+def _parse_params(params: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(params) if params else {}
+    except json.JSONDecodeError as exc:
+        raise HTTPException(400, f"params is not valid JSON: {exc.msg}") from None
+    if not isinstance(parsed, dict):
+        raise HTTPException(400, "params must be a JSON object")
+    return parsed
+
+
+def _receive(upload: UploadFile, folder: Path, max_bytes: int) -> Path:
+    """Stream an upload into ``folder`` (413 past ``max_bytes``); keep a volume suffix so readers know the format."""
+    suffix = volume_suffix(upload.filename or "") or ".nii.gz"
+    target = folder / f"upload{suffix}"
+    size = 0
+    with open(target, "wb") as out:
+        while chunk := upload.file.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise HTTPException(413, f"upload larger than the limit of {max_bytes // CHUNK} MB")
+            out.write(chunk)
+    return target
+
+
+def _check_id(image_id: str) -> str:
+    try:
+        return check_image_id(image_id)
+    except InvalidIdError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+@router.put("/label", summary="Save a label (validated: readable, on the image's grid, values in the label map)")
+def save_label(
+    request: Request,
+    app: AppDep,
+    user: AnnotatorUser,
+    image: str,
+    params: str = Form("{}"),
+    tag: str = DefaultLabelTag.FINAL.value,
+    label: UploadFile = File(...),
+) -> dict[str, Any]:
+    _check_id(image)
+    tag = tag or DefaultLabelTag.FINAL.value
+    _check_id(tag)
+    info = _parse_params(params)
+    info["annotator"] = annotator_key(request, user, info.get("client_id"))
+    datastore = app.datastore()
+    if not datastore.get_image_uri(image):
+        raise HTTPException(404, f"unknown image id {image!r}")
+    with tempfile.TemporaryDirectory() as folder:
+        upload = _receive(label, Path(folder), app.settings.max_upload_mb * CHUNK)
+        try:
+            label_id = datastore.save_label(image, str(upload), tag, info)
+        except InvalidLabelError as exc:
+            raise HTTPException(422, f"label rejected: {exc}") from None
+        except NotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+    result = app.on_save_label(image, label_id) or {}
+    return {**result, "image": image, "label": label_id}
+
+
+@router.put("/image", summary="Upload a new volume (ingested into the database)")
+def add_image(
+    app: AppDep,
+    user: AnnotatorUser,
+    image: str | None = None,
+    params: str = Form("{}"),
+    file: UploadFile = File(...),
+) -> dict[str, Any]:
+    name = Path(file.filename or "").name
+    suffix = volume_suffix(name)
+    image_id = _check_id(image or (name[: -len(suffix)] if suffix else name))
+    info = _parse_params(params)
+    info["user"] = user.username
+    with tempfile.TemporaryDirectory() as folder:
+        upload = _receive(file, Path(folder), app.settings.max_upload_mb * CHUNK)
+        try:
+            image_id = app.datastore().add_image(image_id, str(upload), info)
+        except InvalidVolumeError as exc:
+            raise HTTPException(422, f"image rejected: {exc}") from None
+    return {"image": image_id}

@@ -1,0 +1,372 @@
+"""The SQL-backed MONAI Label datastore: volumes and label files stay on disk, every status lives in the database.
+
+Unlike MONAI Label's ``LocalDatastore`` (one JSON file rewritten on every change, state in memory) this datastore
+keeps nothing only in memory, so the server, its training and scoring subprocesses and the CLI all see the same
+state. ``json()`` keeps LocalDatastore's shape, which 3D Slicer reads.
+
+Labels are written crash-safely: the uploaded file is checked, copied to a new versioned file
+(``labels/<tag>/<image>.v<N><ext>``, temp file + rename), and only then is the database row committed. A crash in
+between leaves at worst an orphan file that no row points at; the row and the file it names always agree.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import claims, images, labels
+from db.engine import write_session
+from db.errors import UnknownImageError
+from db.schema import Image, Label
+from db.volumes import (
+    VOLUME_SUFFIXES,
+    check_image_id,
+    file_checksum,
+    image_id_of,
+    validate_label_file,
+    volume_facts,
+    volume_suffix,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class SQLDatastore(Datastore):
+    """MONAI Label datastore over a studies folder and a SQL database.
+
+    ``images_dir``: the volumes served (e.g. an MSD dataset's ``imagesTr/``); ``labels_dir``: where annotators' labels
+    are written (one sub-folder per tag); ``label_values``: the integer values a label may hold besides 0.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        images_dir: Path,
+        labels_dir: Path,
+        label_values: set[int],
+        *,
+        name: str = "slpt-label",
+        description: str = "SQL-backed studies",
+        lease: timedelta = claims.DEFAULT_LEASE,
+        groups: dict[str, str] | None = None,
+    ):
+        self.sessions = sessions
+        self.images_dir = Path(images_dir)
+        self.labels_dir = Path(labels_dir)
+        self.label_values = set(label_values)
+        self.lease = lease
+        self._groups = groups or {}
+        self._name = name
+        self._description = description
+
+    # -- identity ---------------------------------------------------------------------------------------------------
+    def name(self) -> str:
+        return self._name
+
+    def set_name(self, name: str):
+        self._name = name
+
+    def description(self) -> str:
+        return self._description
+
+    def set_description(self, description: str):
+        self._description = description
+
+    # -- ingestion --------------------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Ingest volumes that appeared in the images folder since the last scan (known files are not re-read)."""
+        on_disk = {image_id_of(p): p for p in self._volume_files()}
+        with self.sessions() as session:
+            known = set(session.scalars(select(Image.id)))
+        new = sorted(set(on_disk) - known)
+        if new:
+            self.ingest([on_disk[i] for i in new])
+
+    def ingest(self, paths: list[Path], meta: dict[str, Any] | None = None) -> list[str]:
+        """Record volumes (header facts and checksum) in the database; returns their ids."""
+        records = []
+        for path in paths:
+            facts = volume_facts(path)
+            image_id = check_image_id(image_id_of(path))
+            records.append(
+                images.ImageRecord(
+                    id=image_id,
+                    path=str(path.resolve()),
+                    name=path.name,
+                    shape=facts.shape,
+                    spacing=facts.spacing,
+                    checksum=facts.checksum,
+                    grp=self._groups.get(image_id),
+                    meta=dict(meta or {}),
+                )
+            )
+        with write_session(self.sessions) as session:
+            images.upsert_images(session, records)
+        if records:
+            logger.info(f"ingested {len(records)} volumes")
+        return [r.id for r in records]
+
+    def _volume_files(self) -> list[Path]:
+        if not self.images_dir.is_dir():
+            return []
+        return sorted(p for p in self.images_dir.iterdir() if p.is_file() and volume_suffix(p.name) and not p.name.startswith("."))
+
+    # -- images -----------------------------------------------------------------------------------------------------
+    def list_images(self) -> list[str]:
+        with self.sessions() as session:
+            return images.image_ids(session)
+
+    def _image(self, session: Session, image_id: str) -> Image | None:
+        try:
+            check_image_id(image_id)
+        except ValueError:
+            return None
+        return images.get_image(session, image_id)
+
+    def get_image_uri(self, image_id: str) -> str:
+        with self.sessions() as session:
+            image = self._image(session, image_id)
+            return image.path if image else ""
+
+    def get_image(self, image_id: str, params=None) -> Any:
+        uri = self.get_image_uri(image_id)
+        return io.BytesIO(Path(uri).read_bytes()) if uri else None
+
+    def get_image_info(self, image_id: str) -> dict[str, Any]:
+        with self.sessions() as session:
+            image = self._image(session, image_id)
+            return self._image_info(image) if image else {}
+
+    @staticmethod
+    def _image_info(image: Image) -> dict[str, Any]:
+        return {
+            **(image.meta or {}),
+            "name": image.name,
+            "checksum": image.checksum,  # "SHA256:<hex>": Slicer verifies downloads with it
+            "shape": image.shape,
+            "spacing": image.spacing,
+            "group": image.grp,
+            "label_status": image.label_status,
+        }
+
+    def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
+        with write_session(self.sessions) as session:
+            image = images.require_image(session, check_image_id(image_id))
+            image.meta = {**(image.meta or {}), **info}
+
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        """Copy an uploaded volume into the images folder and ingest it."""
+        check_image_id(image_id)
+        volume_facts(Path(image_filename))  # unreadable uploads are refused before anything is written
+        suffix = volume_suffix(Path(image_filename).name) or ".nii.gz"
+        target = self.images_dir / f"{image_id}{suffix}"
+        _atomic_copy(Path(image_filename), target)
+        self.ingest([target], meta=image_info)
+        return image_id
+
+    def remove_image(self, image_id: str) -> None:
+        with write_session(self.sessions) as session:
+            image = images.require_image(session, check_image_id(image_id))
+            paths = [Path(image.path)] + [Path(label.path) for label in labels.labels_for(session, image_id)]
+            session.delete(image)
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    # -- labels -----------------------------------------------------------------------------------------------------
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        """Validate and store a label file as the next version of (image, tag); return the label id (= image id).
+
+        Raises ``InvalidIdError``/``UnknownImageError``/``InvalidLabelError`` (nothing written) for bad input.
+        """
+        check_image_id(image_id)
+        tag = label_tag or DefaultLabelTag.FINAL.value
+        check_image_id(tag)
+        source = Path(label_filename)
+        with self.sessions() as session:
+            image = images.get_image(session, image_id)
+            if image is None:
+                raise UnknownImageError(f"unknown image id {image_id!r}")
+            image_path = Path(image.path)
+        validate_label_file(source, image_path, self.label_values)
+        annotator = str(label_info.get("annotator") or label_info.get("client_id") or label_info.get("user") or "unknown")
+        suffix = volume_suffix(source.name) or ".nii.gz"
+        checksum = file_checksum(source)
+        with write_session(self.sessions) as session:
+            # Lock the image row (SQLite: the write transaction already serialises) so versions never collide.
+            session.scalar(select(Image.id).where(Image.id == image_id).with_for_update())
+            version = 1 + (
+                session.scalar(
+                    select(func.coalesce(func.max(Label.version), 0)).where(Label.image_id == image_id, Label.tag == tag)
+                )
+                or 0
+            )
+            target = self.labels_dir / tag / f"{image_id}.v{version}{suffix}"
+            _atomic_copy(source, target)
+            labels.record_label(session, image_id, tag, str(target), annotator, checksum, meta=dict(label_info))
+        return image_id
+
+    def _latest_label(self, session: Session, label_id: str, tag: str) -> Label | None:
+        try:
+            check_image_id(label_id)
+        except ValueError:
+            return None
+        return labels.latest_label(session, label_id, tag)
+
+    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        with self.sessions() as session:
+            label = self._latest_label(session, label_id, label_tag)
+            return label.path if label else ""
+
+    def get_label(self, label_id: str, label_tag: str, params=None) -> Any:
+        uri = self.get_label_uri(label_id, label_tag)
+        return io.BytesIO(Path(uri).read_bytes()) if uri else None
+
+    def get_labels_by_image_id(self, image_id: str) -> dict[str, str]:
+        with self.sessions() as session:
+            tags = session.scalars(select(Label.tag).where(Label.image_id == image_id).distinct())
+            return {tag: image_id for tag in tags}
+
+    def get_label_by_image_id(self, image_id: str, tag: str) -> str:
+        return self.get_labels_by_image_id(image_id).get(tag, "")
+
+    def get_label_info(self, label_id: str, label_tag: str) -> dict[str, Any]:
+        with self.sessions() as session:
+            label = self._latest_label(session, label_id, label_tag)
+            if label is None:
+                return {}
+            return {
+                **(label.meta or {}),
+                "version": label.version,
+                "annotator": label.annotator,
+                "ts": int(label.created_at.timestamp()),
+                "checksum": label.checksum,
+            }
+
+    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
+        with write_session(self.sessions) as session:
+            label = self._latest_label(session, label_id, label_tag)
+            if label is None:
+                raise UnknownImageError(f"image {label_id!r} has no label tagged {label_tag!r}")
+            label.meta = {**(label.meta or {}), **info}
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        with write_session(self.sessions) as session:
+            removed = labels.delete_label(session, check_image_id(label_id), label_tag, actor="admin")
+        for label in removed:
+            Path(label.path).unlink(missing_ok=True)
+
+    def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
+        tag = label_tag or DefaultLabelTag.FINAL.value
+        with self.sessions() as session:
+            if tag == DefaultLabelTag.FINAL.value:
+                return images.image_ids(session, status="labeled")
+            return sorted(session.scalars(select(Label.image_id).where(Label.tag == tag).distinct()))
+
+    def get_unlabeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
+        tag = label_tag or DefaultLabelTag.FINAL.value
+        with self.sessions() as session:
+            if tag == DefaultLabelTag.FINAL.value:
+                return images.image_ids(session, status="unlabeled")
+        labeled = set(self.get_labeled_images(tag))
+        return [i for i in self.list_images() if i not in labeled]
+
+    def datalist(self, full_path=True) -> list[dict[str, Any]]:
+        """Image/label pairs of the final labels (newest version), for training."""
+        tag = DefaultLabelTag.FINAL.value
+        newest = (
+            select(Label.image_id, func.max(Label.version).label("version"))
+            .where(Label.tag == tag)
+            .group_by(Label.image_id)
+            .subquery()
+        )
+        query = (
+            select(Image.path, Label.path, Image.id)
+            .join(Label, Label.image_id == Image.id)
+            .join(newest, (newest.c.image_id == Label.image_id) & (newest.c.version == Label.version))
+            .where(Label.tag == tag)
+            .order_by(Image.id)
+        )
+        with self.sessions() as session:
+            return [{"image": image, "label": label, "id": image_id} for image, label, image_id in session.execute(query)]
+
+    # -- claims (next sample) ---------------------------------------------------------------------------------------
+    def claim_next(self, annotator: str, strategy: str, *, order: str = "first", round_id: int | None = None) -> str | None:
+        """Lease the next volume to ``annotator`` (see :func:`db.claims.claim_next_volume`)."""
+        return claims.claim_next_volume(self.sessions, annotator, strategy, order=order, round_id=round_id, lease=self.lease)
+
+    # -- summaries --------------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Cheap progress summary (two aggregate queries)."""
+        with self.sessions() as session:
+            counts = images.counts(session)
+            tags = dict(session.execute(select(Label.tag, func.count(func.distinct(Label.image_id))).group_by(Label.tag)).all())
+        return {
+            "total": counts["total"],
+            "completed": counts["labeled"],
+            "label_tags": tags,
+            "leased": counts["leased"],
+        }
+
+    def json(self) -> dict[str, Any]:
+        """All images and their labels in LocalDatastore's shape (what Slicer reads)."""
+        objects: dict[str, Any] = {}
+        with self.sessions() as session:
+            for image in session.scalars(select(Image).order_by(Image.id)):
+                objects[image.id] = {
+                    "image": {"ext": volume_suffix(image.name) or "", "info": self._image_info(image)},
+                    "labels": {},
+                }
+            newest = select(Label).order_by(Label.image_id, Label.tag, Label.version)
+            for label in session.scalars(newest):  # later versions overwrite earlier ones
+                objects[label.image_id]["labels"][label.tag] = {
+                    "ext": volume_suffix(label.path) or "",
+                    "info": {**(label.meta or {}), "version": label.version, "annotator": label.annotator},
+                }
+        return {
+            "name": self._name,
+            "description": self._description,
+            "images_dir": str(self.images_dir),
+            "labels_dir": str(self.labels_dir),
+            "objects": objects,
+        }
+
+    def get_dataset_archive(self, limit_cases: int | None) -> str:
+        """A zip of the labeled dataset (images + newest final labels) in MSD-like layout."""
+        pairs = self.datalist()[: limit_cases or None]
+        handle, archive = tempfile.mkstemp(suffix=".zip")
+        os.close(handle)
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+            for pair in pairs:
+                zf.write(pair["image"], f"imagesTr/{Path(pair['image']).name}")
+                suffix = volume_suffix(pair["label"]) or ".nii.gz"
+                zf.write(pair["label"], f"labelsTr/{pair['id']}{suffix}")
+        return archive
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` so that ``target`` is either absent or complete (temp file + fsync + rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["SQLDatastore", "VOLUME_SUFFIXES"]

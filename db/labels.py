@@ -1,0 +1,113 @@
+"""Label records (the files stay on disk; the caller writes them, this module records them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from db.audit import audit
+from db.engine import is_postgresql
+from db.errors import DBError, NotFoundError, UnknownImageError
+from db.images import check_checksum
+from db.schema import Assignment, Image, Label, check_aware, utcnow
+
+FINAL_TAG = "final"
+
+
+def record_label(
+    session: Session,
+    image_id: str,
+    tag: str,
+    path: str,
+    annotator: str | None,
+    checksum: str | None = None,
+    meta: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> Label:
+    """Record a saved label file as the next version of (image, tag), in the caller's transaction.
+
+    For ``tag == "final"`` the image also becomes ``labeled`` and its active lease is closed (state
+    ``labeled``). Every save writes a ``label_saved`` audit event. Raises :class:`UnknownImageError` for an
+    unknown image and :class:`DBError` for an empty tag or a malformed checksum (``SHA256:<hex>``).
+    On SQLite, open the transaction with :func:`db.engine.write_session`.
+    """
+    if not tag:
+        raise DBError(f"label tag of image {image_id!r} must be a non-empty string")
+    if checksum is not None:
+        check_checksum(checksum, what=f"label {tag!r} of image {image_id!r}")
+    check_aware(now)
+    image = _lock_image(session, image_id)  # serialises saves per image, so versions never collide
+    when = now or utcnow()
+    previous = session.scalar(
+        select(func.coalesce(func.max(Label.version), 0)).where(Label.image_id == image_id, Label.tag == tag)
+    )
+    label = Label(
+        image_id=image_id,
+        tag=tag,
+        path=path,
+        annotator=annotator,
+        created_at=when,
+        version=previous + 1,
+        checksum=checksum,
+        meta=meta or {},
+    )
+    session.add(label)
+    if tag == FINAL_TAG:
+        image.label_status = "labeled"
+        image.lease_holder = image.lease_expires_at = None
+        session.execute(
+            update(Assignment)
+            .where(Assignment.image_id == image_id, Assignment.state == "active")
+            .values(state="labeled", closed_at=when)
+        )
+    audit(session, annotator or "unknown", "label_saved", image_id, tag=tag, version=label.version, path=path)
+    session.flush()
+    return label
+
+
+def labels_for(session: Session, image_id: str) -> list[Label]:
+    """Every label version of an image, by tag then version."""
+    query = select(Label).where(Label.image_id == image_id).order_by(Label.tag, Label.version)
+    return list(session.scalars(query))
+
+
+def latest_label(session: Session, image_id: str, tag: str) -> Label | None:
+    """The newest version of the image's label with ``tag``, if any."""
+    query = (
+        select(Label).where(Label.image_id == image_id, Label.tag == tag).order_by(Label.version.desc()).limit(1)
+    )
+    return session.scalar(query)
+
+
+def delete_label(session: Session, image_id: str, tag: str, actor: str) -> list[Label]:
+    """Delete every version of the image's label with ``tag``; return them so the caller removes the files.
+
+    Deleting ``final`` makes the image ``unlabeled`` again. Writes a ``label_deleted`` audit event.
+    Raises :class:`NotFoundError` if the image has no label with that tag.
+    """
+    image = _lock_image(session, image_id)
+    removed = list(session.scalars(select(Label).where(Label.image_id == image_id, Label.tag == tag)))
+    if not removed:
+        raise NotFoundError(f"image {image_id!r} has no label tagged {tag!r}")
+    session.execute(delete(Label).where(Label.image_id == image_id, Label.tag == tag))
+    if tag == FINAL_TAG:
+        image.label_status = "unlabeled"
+    audit(
+        session, actor, "label_deleted", image_id, tag=tag, versions=[label.version for label in removed]
+    )
+    session.flush()
+    return removed
+
+
+def _lock_image(session: Session, image_id: str) -> Image:
+    """Load (PostgreSQL: lock) the image row for the rest of the transaction."""
+    query = select(Image).where(Image.id == image_id).execution_options(populate_existing=True)
+    if is_postgresql(session):
+        query = query.with_for_update()
+    image = session.scalar(query)
+    if image is None:
+        raise UnknownImageError(f"unknown image id {image_id!r}")
+    return image

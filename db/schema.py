@@ -1,0 +1,276 @@
+"""SQLAlchemy 2.0 schema of the annotation database (SPEC §3 "Database").
+
+Every timestamp is timezone-aware UTC (:class:`UTCDateTime`). The current lease of a volume lives on its
+``images`` row (``lease_holder``, ``lease_expires_at``) because that row is what a claim locks and updates:
+PostgreSQL re-checks the claim's WHERE clause on the locked row (see :mod:`db.claims`). The ``assignments``
+table is the ledger of every lease ever given; a partial unique index lets the database itself refuse two
+active leases on one image.
+
+Schema changes go through Alembic (``db/migrations``); ``tests/db/test_migrations.py`` checks that the
+migrations produce exactly this metadata.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from db.errors import DBError
+
+LABEL_STATUSES = ("unlabeled", "labeled")
+ASSIGNMENT_STATES = ("active", "labeled", "skipped", "expired", "released")
+ROUND_STATES = ("building", "ready", "exhausted", "superseded")
+MODEL_KINDS = ("prompt", "finetune")
+MODEL_STATES = ("published", "failed")
+JOB_KINDS = ("train", "scoring", "embedding", "round")
+JOB_STATES = ("queued", "running", "done", "failed")
+
+# Deterministic constraint/index names on every backend, so migrations can name what they alter.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def check_aware(moment: datetime | None) -> None:
+    """Raise :class:`DBError` for a naive datetime (its time zone would be a guess)."""
+    if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
+        raise DBError(f"naive datetime {moment!r}: pass a timezone-aware datetime (UTC)")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no time zones, so values are stored as naive UTC text in
+    SQLite's fixed format; string comparison there is then chronological, which lease expiry relies on.
+    Naive datetimes are refused: their zone would be a guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        check_aware(value)  # SQLAlchemy wraps it in a StatementError; repositories check earlier
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[int]: JSON, list[float]: JSON}
+
+
+class Image(Base):
+    """One volume in the studies folder; ``id`` is MONAI Label's image id (file name without extension)."""
+
+    __tablename__ = "images"
+    __table_args__ = (_one_of("label_status", LABEL_STATUSES, "label_status"),)
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(String(255))
+    shape: Mapped[list[int]]
+    spacing: Mapped[list[float]]
+    checksum: Mapped[str] = mapped_column(String(80))  # "SHA256:<hex>", the form Slicer verifies
+    ingested_at: Mapped[datetime]
+    grp: Mapped[str | None] = mapped_column(String(64))  # acquisition group, when known
+    meta: Mapped[dict[str, Any]]  # MONAI Label's per-image info dict
+    # Denormalised from labels (a "final" label exists) so the claim query needs no join.
+    label_status: Mapped[str] = mapped_column(String(16), index=True, default="unlabeled")
+    lease_holder: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class Label(Base):
+    """One saved label file; ``version`` counts up per (image, tag)."""
+
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("image_id", "tag", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    tag: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    annotator: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    version: Mapped[int] = mapped_column(Integer)
+    checksum: Mapped[str | None] = mapped_column(String(80))
+    meta: Mapped[dict[str, Any]]
+
+
+class Assignment(Base):
+    """The lease ledger: one row per volume handed to an annotator."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        _one_of("state", ASSIGNMENT_STATES, "state"),
+        Index(None, "annotator", "state"),
+        Index(None, "image_id", "state"),
+        # The database itself forbids two active leases on one image.
+        Index(
+            "uq_assignments_active_image",
+            "image_id",
+            unique=True,
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    annotator: Mapped[str] = mapped_column(String(255))
+    strategy: Mapped[str] = mapped_column(String(64))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("selection_rounds.id", ondelete="SET NULL"))
+    claimed_at: Mapped[datetime]
+    lease_expires_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16), default="active")
+
+
+class Embedding(Base):
+    """A volume's embedding from one backbone (``key``): ``dim`` float32 values as raw bytes."""
+
+    __tablename__ = "embeddings"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    dim: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class Score(Base):
+    """One selection score (e.g. prompt uncertainty) of a volume under one model version."""
+
+    __tablename__ = "scores"
+    __table_args__ = (
+        UniqueConstraint("image_id", "method", "model_version"),
+        Index(None, "method", "model_version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]
+
+
+class SelectionRound(Base):
+    """One run of a selection strategy over the unlabeled pool; its items are the ranked queue."""
+
+    __tablename__ = "selection_rounds"
+    __table_args__ = (_one_of("state", ROUND_STATES, "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(64))
+    budget: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]]
+
+
+class RoundItem(Base):
+    """A volume chosen by a round; ``rank`` 0 is offered first."""
+
+    __tablename__ = "round_items"
+    __table_args__ = (Index(None, "round_id", "rank"),)
+
+    round_id: Mapped[int] = mapped_column(
+        ForeignKey("selection_rounds.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer)
+
+
+class ModelVersion(Base):
+    """A trained model; the current one is the newest ``published`` version (no flag to keep in sync)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        _one_of("kind", MODEL_KINDS, "kind"),
+        _one_of("state", MODEL_STATES, "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # e.g. "v0003"
+    created_at: Mapped[datetime]
+    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    metrics: Mapped[dict[str, Any]]
+    tunable_params: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+
+
+class Job(Base):
+    """Background work (training, scoring, ...) whose status the API reports across processes."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        _one_of("kind", JOB_KINDS, "kind"),
+        _one_of("state", JOB_STATES, "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[float] = mapped_column(Float)  # 0..1
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    detail: Mapped[dict[str, Any]]
+
+
+class AuditEvent(Base):
+    """Who did what, when. ``image_id`` has no foreign key: the trail outlives a removed image."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    image_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    detail: Mapped[dict[str, Any]]
