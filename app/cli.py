@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+DEMO_UPSTREAM_CASES = 24
+DEMO_PRETRAIN_EPOCHS = 30
+
 cli = typer.Typer(help="slpt-label: SLPT prompt tuning + TESLA selective labeling on MONAI Label.", no_args_is_help=True)
+bench = typer.Typer(help="Benchmarks: our server against stock MONAI Label, measured side by side in one run.", no_args_is_help=True)
+cli.add_typer(bench, name="bench")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -58,20 +64,107 @@ def serve(
 
 
 @cli.command()
+def pretrain(
+    data: Annotated[Path, typer.Option(help="Upstream MSD-layout cohort with organ labels (e.g. `slpt synth --upstream`)")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (a JSON of its config and metrics is written beside it)")],
+    epochs: Annotated[int, typer.Option(help="Passes over the cohort (one random patch per case each)")] = DEMO_PRETRAIN_EPOCHS,
+) -> None:
+    """Pre-train the backbone on an upstream cohort (the frozen network that prompts are tuned on)."""
+    from models.errors import ModelError
+
+    try:
+        metrics = pretrain_with_progress(data, out, epochs)
+    except ModelError as exc:
+        raise fail(str(exc))
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+@cli.command("model-info")
+def model_info(
+    backbone: Annotated[Optional[Path], typer.Option(help="Backbone checkpoint (default: the default architecture)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object")] = False,
+    num_prompts: Annotated[int, typer.Option(help="K, prompt sets")] = 3,
+) -> None:
+    """Parameter counts of the SLPT model: total, tunable (prompts + FPUs + head), fraction."""
+    from models.backbone import BackboneConfig, build_backbone, load_backbone
+    from models.errors import ModelError
+    from models.slpt import SLPTConfig, SLPTNet
+
+    try:
+        network = load_backbone(backbone)[0] if backbone else build_backbone(BackboneConfig())
+    except ModelError as exc:
+        raise fail(str(exc))
+    counts = SLPTNet(network, SLPTConfig(num_prompts=num_prompts)).parameter_counts()
+    if as_json:
+        typer.echo(json.dumps(counts))
+    else:
+        for key, value in counts.items():
+            typer.echo(f"{key:>18}: {value}")
+
+
+@cli.command()
 def demo(
     dir: Annotated[Path, typer.Option(help="Demo folder")] = Path("demo"),
     cases: Annotated[int, typer.Option(help="Volumes in the demo cohort")] = 60,
     size: Annotated[int, typer.Option(help="Edge length of the demo volumes")] = 64,
 ) -> None:
-    """Make the embedded demo (synthetic cohort) if it is missing; leaves an existing demo untouched."""
+    """Make what the demo needs if it is missing: a synthetic cohort and a pre-trained backbone.
+
+    The backbone goes to the studies' default location (`<studies>/.slpt/backbone.pt`); existing files are kept.
+    """
     from sim.synth import generate_cohort
 
-    studies = dir / "studies"
-    if (studies / "dataset.json").is_file():
-        typer.echo(f"demo cohort present: {studies}")
-    else:
+    studies, upstream = dir / "studies", dir / "upstream"
+    if not (studies / "dataset.json").is_file():
         generate_cohort(studies, cases=cases, seed=0, size=size)
-        typer.echo(f"demo cohort written: {studies}")
+    backbone = studies / ".slpt" / "backbone.pt"
+    if not backbone.is_file():
+        if not (upstream / "dataset.json").is_file():
+            generate_cohort(upstream, cases=DEMO_UPSTREAM_CASES, seed=1, size=size, upstream=True)
+        typer.echo("pre-training the demo backbone (once; a few minutes on a CPU)")
+        pretrain_with_progress(upstream, backbone, DEMO_PRETRAIN_EPOCHS)
+    typer.echo(f"demo ready: studies {studies}, backbone {backbone}")
+
+
+def pretrain_with_progress(data: Path, out: Path, epochs: int) -> dict:
+    from tqdm import tqdm
+
+    from models.pretrain import pretrain_backbone
+
+    with tqdm(desc="pre-training", unit="step") as bar:
+
+        def report(done: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.n = done
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.refresh()
+
+        return pretrain_backbone(data, out, epochs=epochs, progress=report)
+
+
+@bench.command("next-sample")
+def bench_next_sample(
+    volumes: Annotated[int, typer.Option(help="Volumes in the generated cohort")] = 10000,
+    clients: Annotated[int, typer.Option(help="Concurrent annotators (one client id each)")] = 16,
+    requests: Annotated[int, typer.Option(help="Sequential timed next-sample requests per annotator")] = 20,
+    size: Annotated[int, typer.Option(help="Edge length of the cubic volumes in voxels")] = 8,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
+) -> None:
+    """Next Sample latency, throughput and duplicate assignments under concurrent annotators: ours vs stock."""
+    import shlex
+    import sys
+
+    from app.bench import BenchError
+    from app.bench.next_sample import run_benchmark
+
+    try:
+        report = run_benchmark(volumes, clients, requests, size, command=shlex.join(["slpt", *sys.argv[1:]]))
+    except BenchError as exc:
+        raise fail(str(exc))
+    typer.echo(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
 
 
 def main() -> None:

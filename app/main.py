@@ -7,17 +7,21 @@ MONAI Label imports this module as ``main`` from the app folder, so everything i
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from datetime import timedelta
+from pathlib import Path
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
 
+from app.modelstore import ModelStore
 from app.settings import AppSettings
 from app.strategies import claim_strategies
 from app.studies import StudiesLayout, resolve_studies
+from app.tasks.infer import SLPTInfer
+from app.tasks.train import SLPTTrain
 from db.datastore import SQLDatastore
 from db.engine import create_db_engine, default_db_url, session_factory
 from db.migrate import upgrade
@@ -60,7 +64,21 @@ class SLPTApp(MONAILabelApp):
         datastore.refresh()
         if self.settings.import_labels and self.layout.is_msd:
             _import_ground_truth(datastore, self.layout)
+        self.model_store = ModelStore(
+            datastore.sessions,
+            folder=self.settings.work_dir(self.layout.root) / "models",
+            backbone_path=self.settings.backbone_path(self.layout.root),
+        )
         return datastore
+
+    def init_infers(self) -> dict[str, InferTask]:
+        return {
+            "slpt": SLPTInfer(self.model_store, LABELS, output="label"),
+            "slpt_uncertainty": SLPTInfer(self.model_store, LABELS, output="disagreement"),
+        }
+
+    def init_trainers(self) -> dict[str, TrainTask]:
+        return {"slpt": SLPTTrain(self.model_store, self.settings, num_classes=len(LABELS) + 1)}
 
     def init_strategies(self) -> dict[str, Strategy]:
         # Slicer preselects the first strategy: dict order is the default order.
@@ -68,6 +86,12 @@ class SLPTApp(MONAILabelApp):
 
     def strategy_names(self) -> list[str]:
         return list(self._strategies)
+
+    def infer_names(self) -> list[str]:
+        return list(self._infers)
+
+    def trainer_names(self) -> list[str]:
+        return list(self._trainers)
 
     def next_sample(self, request: dict) -> dict:
         """Claim the next volume for ``request["annotator"]``; ``{}`` when nothing is left (MONAI Label's empty answer).

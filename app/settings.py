@@ -22,6 +22,9 @@ class AppSettings(BaseSettings):
     )
     backbone: str = Field("", description="Pre-trained backbone checkpoint (state dict); empty = <studies>/.slpt/backbone.pt")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    train_steps: int = Field(200, gt=0, description="Prompt-tuning steps of one training run")
+    num_prompts: int = Field(3, gt=0, description="K, the number of diversified prompt sets")
+    roi_size: int = Field(48, ge=16, description="Edge of the training patch / sliding window (multiple of 16)")
     max_upload_mb: int = Field(512, gt=0, description="Largest accepted image or label upload")
 
     @classmethod
@@ -33,3 +36,6 @@ class AppSettings(BaseSettings):
     def work_dir(self, studies: Path) -> Path:
         """Folder for everything the server generates beside the studies (database, models, scores)."""
         return studies / ".slpt"
+
+    def backbone_path(self, studies: Path) -> Path:
+        return Path(self.backbone).expanduser().resolve() if self.backbone else self.work_dir(studies) / "backbone.pt"

@@ -1,0 +1,58 @@
+"""``POST /infer/{model}`` and ``POST /train/{model}`` for our models, with clear 4xx answers.
+
+Inference runs as a plain ``def`` (worker thread pool), not as stock MONAI Label's ``async def`` that blocks the event
+loop and so every other annotator. Training checks that there is something to learn from before it starts the stock
+background training process.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, BackgroundTasks, Form, HTTPException
+from monailabel.endpoints import train as stock_train
+from monailabel.endpoints.infer import ResultType, send_response
+
+from app.api.deps import AnyUser, AppDep
+from app.modelstore import NoModelError
+
+router = APIRouter(tags=["Models"])
+
+
+@router.post("/infer/{model}", summary="Segment a volume with the newest published prompt model")
+def infer(
+    model: str,
+    app: AppDep,
+    user: AnyUser,
+    background_tasks: BackgroundTasks,
+    image: str = "",
+    params: str = Form("{}"),
+    output: ResultType | None = None,
+) -> Any:
+    if model not in app.infer_names():
+        raise HTTPException(404, f"unknown model {model!r}; available: {sorted(app.infer_names())}")
+    if not image or not app.datastore().get_image_uri(image):
+        raise HTTPException(404, f"unknown image id {image!r}")
+    try:
+        request = {**json.loads(params or "{}"), "model": model, "image": image}
+    except json.JSONDecodeError as exc:
+        raise HTTPException(400, f"params is not valid JSON: {exc.msg}") from None
+    try:
+        result = app.infer(request)
+    except NoModelError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return send_response(app.datastore(), result, output, background_tasks)
+
+
+@router.post("/train/{model}", summary="Start training (prompt tuning) in the background")
+def train(model: str, app: AppDep, user: AnyUser, params: dict[str, Any] | None = None, enqueue: bool = False) -> Any:
+    if model not in app.trainer_names():
+        raise HTTPException(404, f"unknown model {model!r}; available: {sorted(app.trainer_names())}")
+    if not app.datastore().status()["completed"]:
+        raise HTTPException(409, "no volume has a final label yet: submit labels before training")
+    try:
+        app.model_store.backbone()
+    except NoModelError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return stock_train.run_model(model, params, False, enqueue)

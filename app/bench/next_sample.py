@@ -1,0 +1,374 @@
+"""``slpt bench next-sample``: "Next Sample" under concurrent annotators, our server against stock MONAI Label.
+
+Both servers serve their own copy of one generated cohort and are loaded, one after the other on the same machine, by
+the same client code: ``clients`` threads, each one annotator (``client_id = "annotator-<n>"``) with its own keep-alive
+HTTP connection, sending ``requests`` sequential ``POST /activelearning/random``. Before the timed requests every client
+sends :data:`WARMUP_REQUESTS` untimed ones (connections open, caches warm, and every timed request of ours is the steady
+-state kind: release the previous volume, claim a new one); a barrier then starts the timed part together.
+
+Stock is MONAI Label 0.8.5 as a user would set it up: ``LocalDatastore`` over ``imagesTr/`` and the ``Random`` strategy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+import numpy as np
+from tqdm import tqdm
+
+from app.bench import BenchError
+from app.serverproc import free_port, running_server, slpt_serve_command
+from sim.synth import generate_cohort
+
+STRATEGY = "random"
+WARMUP_REQUESTS = 2
+COHORT_SEED = 0
+TARGET_P99_MS = 50.0
+TARGET_P99_RATIO = 20.0  # stock p99 / our p99
+REQUEST_TIMEOUT_S = 300.0  # stock answers one request at a time: under load a request waits for all the others
+
+STOCK_APP_MAIN = '''\
+"""Stock MONAI Label app for the next-sample benchmark: LocalDatastore over imagesTr/ and the Random strategy."""
+
+from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.tasks.activelearning.random import Random
+
+
+class StockApp(MONAILabelApp):
+    def __init__(self, app_dir, studies, conf):
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="stock", description="stock MONAI Label")
+
+    def init_datastore(self):
+        return LocalDatastore(
+            self.studies, images_dir="imagesTr", labels_dir="labels", extensions=("*.nii.gz",), auto_reload=False
+        )
+
+    def init_strategies(self):
+        return {"random": Random()}
+'''
+
+
+@dataclass(frozen=True)
+class Response:
+    """One answered next-sample request. Times are ``time.perf_counter()`` seconds of the load's process."""
+
+    client: int
+    index: int  # request number of this client, warm-up requests included
+    image_id: str | None  # None: the server had nothing to offer
+    sent: float
+    received: float
+    warmup: bool
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.received - self.sent) * 1000.0
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Every response of one load (warm-up included), in the order they were received, and the timed part's length."""
+
+    responses: tuple[Response, ...]
+    wall_s: float
+
+    @property
+    def timed(self) -> list[Response]:
+        return [r for r in self.responses if not r.warmup]
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        """Latency of each timed request, in the order they were received."""
+        return [r.latency_ms for r in self.timed]
+
+    @property
+    def ids_per_client(self) -> dict[int, list[str | None]]:
+        """The volume ids each client received in its timed requests, in request order."""
+        ids: dict[int, list[str | None]] = defaultdict(list)
+        for response in sorted(self.timed, key=lambda r: (r.client, r.index)):
+            ids[response.client].append(response.image_id)
+        return dict(ids)
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    name: str
+    p50_ms: float
+    p99_ms: float
+    requests_per_s: float
+    duplicates: int
+    requests: int
+
+
+def client_id(client: int) -> str:
+    return f"annotator-{client}"
+
+
+def run_load(
+    url: str,
+    clients: int,
+    requests: int,
+    *,
+    warmup: int = WARMUP_REQUESTS,
+    strategy: str = STRATEGY,
+    progress: Callable[[], None] | None = None,
+) -> LoadResult:
+    """Load ``url`` with ``clients`` concurrent annotators, each sending ``warmup`` untimed then ``requests`` timed
+    sequential next-sample requests; ``progress`` is called after each timed response."""
+    if clients < 1 or requests < 1 or warmup < 0:
+        raise BenchError(f"need clients >= 1, requests >= 1, warmup >= 0; got {clients}, {requests}, {warmup}")
+    start_together = threading.Barrier(clients)
+
+    def annotator(client: int) -> list[Response]:
+        answered = []
+        try:
+            with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as http:
+                for index in range(warmup + requests):
+                    if index == warmup:
+                        start_together.wait()
+                    answered.append(_next_sample(http, strategy, client, index, warmup=index < warmup))
+                    if index >= warmup and progress is not None:
+                        progress()
+        except BaseException:
+            start_together.abort()  # the other clients must not wait for this one forever
+            raise
+        return answered
+
+    with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="annotator") as pool:
+        futures = [pool.submit(annotator, n) for n in range(clients)]
+        responses = [r for future in futures for r in _result(future)]
+    timed = [r for r in responses if not r.warmup]
+    wall_s = max(r.received for r in timed) - min(r.sent for r in timed)
+    return LoadResult(responses=tuple(sorted(responses, key=lambda r: r.received)), wall_s=wall_s)
+
+
+def _result(future) -> list[Response]:
+    try:
+        return future.result()
+    except threading.BrokenBarrierError:
+        return []  # another client failed; its own exception is raised from its future
+
+
+def _next_sample(http: httpx.Client, strategy: str, client: int, index: int, warmup: bool) -> Response:
+    path = f"/activelearning/{strategy}"
+    sent = time.perf_counter()
+    try:
+        answer = http.post(path, json={"client_id": client_id(client)})
+    except httpx.HTTPError as exc:
+        raise BenchError(f"POST {http.base_url}{path} for {client_id(client)} failed: {exc!r}") from exc
+    received = time.perf_counter()
+    if answer.status_code != 200:
+        raise BenchError(f"POST {http.base_url}{path} answered {answer.status_code}: {answer.text[:300]}")
+    return Response(client, index, answer.json().get("id"), sent, received, warmup)
+
+
+def duplicates(responses: Sequence[Response]) -> int:
+    """How many responses handed out a volume that another client was holding when the response arrived.
+
+    A client holds the volume of a response from receiving it until it *sends* its next request (asking for the next
+    volume gives the current one up, as our server's skip does), or to the end of the load. Counted this way a server
+    that really leases each volume to one client at a time always scores 0: at the moment the duplicate arrived, both
+    clients provably held the volume. Ending the hold when the next *response* arrives instead would count our server's
+    legitimate reuse of a volume that its holder has just skipped.
+    """
+    by_client: dict[int, list[Response]] = defaultdict(list)
+    for response in responses:
+        by_client[response.client].append(response)
+    holds: dict[str, list[tuple[int, float, float]]] = defaultdict(list)  # image id -> (client, from, until)
+    for client, own in by_client.items():
+        own.sort(key=lambda r: r.sent)
+        for response, following in zip(own, [*own[1:], None]):
+            if response.image_id is not None:
+                until = following.sent if following is not None else float("inf")
+                holds[response.image_id].append((client, response.received, until))
+    return sum(
+        any(
+            holder != response.client and start <= response.received < until
+            for holder, start, until in holds[response.image_id]
+        )
+        for response in responses
+        if response.image_id is not None
+    )
+
+
+def summarize(name: str, result: LoadResult) -> ServerStats:
+    latencies = np.asarray(result.latencies_ms)
+    return ServerStats(
+        name=name,
+        p50_ms=float(np.percentile(latencies, 50)),
+        p99_ms=float(np.percentile(latencies, 99)),
+        requests_per_s=len(latencies) / result.wall_s,
+        duplicates=duplicates(result.responses),
+        requests=len(result.responses),
+    )
+
+
+def format_table(ours: ServerStats, stock: ServerStats) -> str:
+    """The two servers' figures as a markdown table, then the ratios ours vs stock and the targets."""
+    rows = [
+        "| server | p50 (ms) | p99 (ms) | requests/s | duplicate assignments |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for stats in (ours, stock):
+        rows.append(
+            f"| {stats.name} | {stats.p50_ms:.1f} | {stats.p99_ms:.1f} | {stats.requests_per_s:.1f} "
+            f"| {stats.duplicates} of {stats.requests} |"
+        )
+    p99_ratio = stock.p99_ms / ours.p99_ms
+    throughput_ratio = ours.requests_per_s / stock.requests_per_s
+    verdict = _verdicts(ours, p99_ratio)
+    return "\n".join(
+        [
+            *rows,
+            "",
+            f"Ours vs stock: p99 latency **{p99_ratio:.1f}× lower**, throughput **{throughput_ratio:.1f}× higher**.",
+            "",
+            f"Targets: {verdict}.",
+        ]
+    )
+
+
+def _verdicts(ours: ServerStats, p99_ratio: float) -> str:
+    def mark(met: bool) -> str:
+        return "met" if met else "**missed**"
+
+    return "; ".join(
+        [
+            f"our p99 ≤ {TARGET_P99_MS:.0f} ms — {mark(ours.p99_ms <= TARGET_P99_MS)} ({ours.p99_ms:.1f} ms)",
+            f"p99 ≥ {TARGET_P99_RATIO:.0f}× better than stock — {mark(p99_ratio >= TARGET_P99_RATIO)} ({p99_ratio:.1f}×)",
+            f"0 duplicate assignments — {mark(ours.duplicates == 0)} ({ours.duplicates})",
+        ]
+    )
+
+
+# -- the whole benchmark -------------------------------------------------------------------------------------------------
+def write_stock_app(folder: Path) -> Path:
+    """A minimal stock MONAI Label app folder (``main.py`` only); returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.py").write_text(STOCK_APP_MAIN)
+    return folder
+
+
+def stock_serve_command(app_dir: Path, studies: Path, port: int) -> list[str]:
+    """``monailabel start_server`` for the stock app, run with this interpreter."""
+    return [
+        sys.executable, "-m", "monailabel.main", "start_server",
+        "--app", str(app_dir), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+
+
+def run_benchmark(volumes: int, clients: int, requests: int, size: int = 8, command: str = "") -> str:
+    """Generate a ``volumes``-case cohort of ``size``³ volumes, load our server then the stock one with the same
+    clients, and return the markdown report (``command`` is quoted in it)."""
+    _check_arguments(volumes, clients, requests, size)
+    facts = machine_facts()
+    with tempfile.TemporaryDirectory(prefix="slpt-bench-") as scratch:
+        work = Path(scratch)
+        ours_studies, stock_studies = work / "ours" / "studies", work / "stock" / "studies"
+        generate_cohort(ours_studies, cases=volumes, seed=COHORT_SEED, size=size, progress=True)
+        # Each server writes into its studies folder (ours .slpt/, stock datastore_v2.json): one copy each.
+        shutil.copytree(ours_studies, stock_studies)
+        # Startup reads every volume's header (ours also hashes it): allow for large cohorts.
+        startup_timeout = 180.0 + 0.05 * volumes
+
+        ours_port = free_port()
+        ours = _measure(
+            "ours (`slpt serve`, SQLite claims)",
+            slpt_serve_command(ours_studies, ours_port),
+            ours_port, work / "ours.log", startup_timeout, clients, requests,
+        )  # fmt: skip
+        stock_port = free_port()
+        stock_app = write_stock_app(work / "stock_app")
+        stock = _measure(
+            f"stock MONAI Label {version('monailabel')} (LocalDatastore + Random)",
+            stock_serve_command(stock_app, stock_studies, stock_port),
+            stock_port, work / "stock.log", startup_timeout, clients, requests,
+        )  # fmt: skip
+    return format_report(ours, stock, volumes, clients, requests, size, command, facts)
+
+
+def _check_arguments(volumes: int, clients: int, requests: int, size: int) -> None:
+    if clients < 1 or requests < 1:
+        raise BenchError(f"clients and requests must be >= 1, got {clients} and {requests}")
+    if volumes < 2 * clients:
+        # Every client holds one volume and skips it on its next request: leave room for that.
+        raise BenchError(f"volumes must be at least 2 × clients = {2 * clients}, got {volumes}")
+    if size < 8:
+        raise BenchError(f"size must be >= 8, got {size}")
+
+
+def _measure(
+    name: str, command: list[str], port: int, log: Path, startup_timeout: float, clients: int, requests: int
+) -> ServerStats:
+    tqdm.write(f"starting {name} …")
+    try:
+        with running_server(command, log_path=log, port=port, startup_timeout=startup_timeout) as server:
+            with tqdm(total=clients * requests, desc=f"load {name.split(' (')[0]}", unit="req") as bar:
+                result = run_load(server.url, clients, requests, progress=lambda: bar.update(1))
+    except RuntimeError as exc:  # raised by running_server: the server died or never answered
+        raise BenchError(f"{name}: {exc}") from exc
+    return summarize(name, result)
+
+
+def machine_facts() -> dict[str, str]:
+    """What the figures depend on: cores, CPU, OS, versions, and how busy the machine was at the start."""
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = models[0] if models else cpu
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {
+        "cores": str(os.cpu_count()),
+        "cpu": cpu,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "monailabel": version("monailabel"),
+        "load": f"{load:.1f}",
+    }
+
+
+def format_report(
+    ours: ServerStats,
+    stock: ServerStats,
+    volumes: int,
+    clients: int,
+    requests: int,
+    size: int,
+    command: str,
+    facts: dict[str, str],
+) -> str:
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = textwrap.dedent(
+        f"""\
+        # Next Sample under concurrent annotators: ours vs stock MONAI Label
+
+        - Command: `{command}`
+        - Date: {date}
+        - Machine: {facts["cores"]} CPU cores ({facts["cpu"]}), {facts["os"]}, Python {facts["python"]}, \
+monailabel {facts["monailabel"]}; 1-min load average at the start {facts["load"]} (cores shared with other work)
+        - Load: {volumes} volumes of {size}³ voxels; {clients} concurrent clients × {requests} sequential \
+`POST /activelearning/{STRATEGY}` each (`{{"client_id": "annotator-<n>"}}`), after {WARMUP_REQUESTS} untimed \
+warm-up requests per client; the servers ran one after the other, each over its own copy of the cohort
+        """
+    )
+    footnote = (
+        "A duplicate assignment is a response (warm-up included) whose volume another client held when it arrived; "
+        "a client holds its latest volume from receiving it until it sends its next request."
+    )
+    return f"{header}\n{format_table(ours, stock)}\n\n{footnote}\n"

@@ -1,0 +1,48 @@
+"""Background work recorded in the ``jobs`` table, so its progress survives the process that does it
+(MONAI Label runs training and scoring in subprocesses and keeps their status only in memory)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import write_session
+from db.jobs import finish_job, start_job, update_job
+
+
+class JobReporter:
+    """Progress of one job; writes at most every ``interval`` seconds."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: str, interval: float = 1.0):
+        self.sessions = sessions
+        self.job_id = job_id
+        self.interval = interval
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and done < total:
+            return
+        self._last = now
+        with write_session(self.sessions) as session:
+            update_job(session, self.job_id, progress=min(1.0, done / max(total, 1)), message=message)
+
+
+@contextmanager
+def tracked_job(sessions: sessionmaker[Session], kind: str, **detail: Any) -> Iterator[JobReporter]:
+    """A running job row for the duration of the block: ``done`` on success, ``failed`` (with the error) otherwise."""
+    with write_session(sessions) as session:
+        job_id = start_job(session, kind, detail=detail).id
+    reporter = JobReporter(sessions, job_id)
+    try:
+        yield reporter
+    except BaseException as exc:
+        with write_session(sessions) as session:
+            finish_job(session, job_id, "failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+    with write_session(sessions) as session:
+        finish_job(session, job_id, "done", detail=getattr(reporter, "result", {}))

@@ -1,0 +1,90 @@
+"""Published model versions: files under ``<studies>/.slpt/models``, rows in the ``model_versions`` table.
+
+A version is written to a temporary file, renamed into place, and only then recorded: readers (the infer task, scoring)
+always find either the previous complete version or the new complete one. Loaded networks are cached per version id.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from torch import nn
+
+from db.engine import write_session
+from db.model_versions import latest_model_version, next_model_version_id, record_model_version
+from models.backbone import BackboneConfig, load_backbone
+from models.checkpoint import load_slpt, save_slpt
+from models.slpt import SLPTNet
+
+
+class NoModelError(LookupError):
+    """No prompt model has been published yet (or no backbone is available)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    network: SLPTNet
+
+
+class ModelStore:
+    def __init__(self, sessions: sessionmaker[Session], folder: Path, backbone_path: Path):
+        self.sessions = sessions
+        self.folder = Path(folder)
+        self.backbone_path = Path(backbone_path)
+        self._lock = threading.RLock()
+        self._backbone: tuple[nn.Module, BackboneConfig] | None = None
+        self._loaded: LoadedModel | None = None
+
+    def backbone(self) -> tuple[nn.Module, BackboneConfig]:
+        """The frozen pre-trained backbone and its config (loaded once)."""
+        with self._lock:
+            if self._backbone is None:
+                if not self.backbone_path.is_file():
+                    raise NoModelError(
+                        f"no pre-trained backbone at {self.backbone_path}: run `slpt pretrain` or pass --conf backbone PATH"
+                    )
+                self._backbone = load_backbone(self.backbone_path)
+            return self._backbone
+
+    def latest_version(self) -> str | None:
+        with self.sessions() as session:
+            version = latest_model_version(session)
+            return version.id if version else None
+
+    def latest(self) -> LoadedModel:
+        """The newest published version, loaded (cached until a newer one is published)."""
+        with self.sessions() as session:
+            row = latest_model_version(session)
+            if row is None:
+                raise NoModelError("no prompt model has been trained yet: submit labels, then train the 'slpt' model")
+            version, path = row.id, row.path
+        with self._lock:
+            if self._loaded is None or self._loaded.version != version:
+                self._loaded = LoadedModel(version, load_slpt(path, self.backbone()[0]).eval())
+            return self._loaded
+
+    def publish(self, network: SLPTNet, backbone_config: BackboneConfig, metrics: dict[str, Any]) -> str:
+        """Write a new version atomically and record it; returns its id (e.g. ``v0003``)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with write_session(self.sessions) as session:
+            version = next_model_version_id(session)
+            target = self.folder / f"{version}.pt"
+            temp = target.with_suffix(".pt.part")
+            save_slpt(network, temp, backbone_config, extra={"version": version, **metrics})
+            os.replace(temp, target)
+            counts = network.parameter_counts()
+            record_model_version(
+                session,
+                version,
+                path=str(target),
+                kind=network.mode,
+                metrics=metrics,
+                tunable_params=int(counts["tunable_params"]),
+            )
+        return version

@@ -1,0 +1,122 @@
+"""Where the encoder stages and the decoder feature of each supported MONAI network are.
+
+Prompts are injected with forward hooks on the *output* of each encoder stage, and the new segmentation
+head reads the *decoder feature*: the input of the network's final output convolution. Each adapter
+returns those modules plus their channel counts, so the SLPT network itself is architecture-agnostic.
+
+Per network (MONAI 1.x):
+- ``UNet``: stages are the down blocks of the recursive ``model`` — ``model[0]``, ``model[1].submodule[0]``,
+  ``model[1].submodule[1].submodule[0]``, … and the bottom block (the innermost ``SkipConnection``'s
+  submodule). MONAI's top up block maps straight to ``out_channels``, so the widest decoder feature before
+  the output convolution has only ``out_channels`` channels; the head therefore reads the backbone's own
+  logits (same information, and the upstream classes can seed the head).
+- ``SegResNet``: stages are ``down_layers``; the decoder feature is the input of the last conv of
+  ``conv_final`` (after its norm and activation), ``init_filters`` channels at full resolution.
+- ``DynUNet``: stages are ``input_block``, ``downsamples`` and ``bottleneck``; the decoder feature is the
+  input of ``output_block``, ``filters[0]`` channels at full resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from monai.networks.layers import SkipConnection
+from monai.networks.nets import DynUNet, SegResNet, UNet
+from torch import nn
+
+from models.errors import ModelError
+
+
+@dataclass
+class BackboneAdapter:
+    """Hook points of one backbone.
+
+    Attributes:
+        stages: encoder stage modules, shallow to deep; prompts act on their outputs (B, C_s, *spatial_s).
+        channels: C_s for each stage.
+        head_source: module whose forward *input* is the decoder feature, or None when the head reads
+            the backbone's output logits.
+        head_channels: channels of what the head reads.
+        size_divisor: every spatial input size must be a multiple of this (total down-sampling).
+    """
+
+    stages: list[nn.Module]
+    channels: list[int]
+    head_source: nn.Module | None
+    head_channels: int
+    size_divisor: int
+
+
+def adapt_backbone(backbone: nn.Module) -> BackboneAdapter:
+    """Find the encoder stages and decoder feature of a MONAI ``UNet``, ``SegResNet`` or ``DynUNet``."""
+    if isinstance(backbone, UNet):
+        return _adapt_unet(backbone)
+    if isinstance(backbone, SegResNet):
+        return _adapt_segresnet(backbone)
+    if isinstance(backbone, DynUNet):
+        return _adapt_dynunet(backbone)
+    raise ModelError(f"no adapter for backbone type {type(backbone).__name__}; supported: UNet, SegResNet, DynUNet")
+
+
+def first_conv(stage: nn.Module) -> nn.Conv3d:
+    """The first 3D convolution of a stage; its output is the stage's feature *before* normalisation."""
+    for module in stage.modules():
+        if isinstance(module, nn.Conv3d):
+            return module
+    raise ModelError(f"stage {type(stage).__name__} has no Conv3d")
+
+
+def _out_channels(stage: nn.Module) -> int:
+    """Output channels of a stage: those of its last convolution (the residual projection when present)."""
+    convs = [m for m in stage.modules() if isinstance(m, nn.Conv3d)]
+    if not convs:
+        raise ModelError(f"stage {type(stage).__name__} has no Conv3d")
+    return convs[-1].out_channels
+
+
+def _adapt_unet(net: UNet) -> BackboneAdapter:
+    stages: list[nn.Module] = []
+    level = net.model  # Sequential(down, SkipConnection(sub), up)
+    while True:
+        stages.append(level[0])
+        sub = level[1].submodule
+        # A deeper level is again Sequential(down, SkipConnection, up); anything else is the bottom block
+        # (which may itself be a Sequential subclass such as Convolution, hence the explicit check).
+        if isinstance(sub, nn.Sequential) and len(sub) == 3 and isinstance(sub[1], SkipConnection):
+            level = sub
+        else:
+            stages.append(sub)
+            break
+    return BackboneAdapter(
+        stages=stages,
+        channels=[_out_channels(s) for s in stages],
+        head_source=None,
+        head_channels=net.out_channels,
+        size_divisor=math.prod(net.strides),
+    )
+
+
+def _adapt_segresnet(net: SegResNet) -> BackboneAdapter:
+    stages = list(net.down_layers)
+    final_conv = net.conv_final[-1]
+    return BackboneAdapter(
+        stages=stages,
+        channels=[_out_channels(s) for s in stages],
+        head_source=final_conv,
+        head_channels=first_conv(final_conv).in_channels,
+        size_divisor=2 ** (len(stages) - 1),
+    )
+
+
+def _adapt_dynunet(net: DynUNet) -> BackboneAdapter:
+    stages = [net.input_block, *net.downsamples, net.bottleneck]
+    # Strides may be per-axis sequences; the largest per-axis product divides all (powers of 2).
+    per_axis = [[s] * 3 if isinstance(s, int) else list(s) for s in net.strides]
+    return BackboneAdapter(
+        stages=stages,
+        channels=[_out_channels(s) for s in stages],
+        head_source=net.output_block,
+        head_channels=first_conv(net.output_block).in_channels,
+        size_divisor=max(math.prod(axis) for axis in zip(*per_axis)),
+    )

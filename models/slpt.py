@@ -1,0 +1,244 @@
+"""The SLPT network: a frozen MONAI backbone, K prompt sets with their FPUs, and a new segmentation head.
+
+Prompt mode (the method): backbone parameters are frozen and the backbone stays in eval mode even under
+``.train()`` (normalisation statistics and dropout are those of pre-training). Trainable: the prompts, one
+FPU per prompted stage, and the 1×1×1 head. Prompts are injected by forward hooks on the encoder-stage
+outputs found by :mod:`models.adapters`; hooks exist only during a forward call.
+
+Fine-tune mode (the baseline): the same backbone and head, no prompts, everything trainable, and the
+backbone follows ``.train()``/``.eval()`` normally. It behaves as a single "prompt" (K = 1).
+
+The head reads the decoder feature (or the backbone's logits for UNet, see :mod:`models.adapters`). With
+all FPU gates at zero, ``SLPTNet(x) == head(decoder_feature(backbone(x)))`` exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from models.adapters import BackboneAdapter, adapt_backbone
+from models.errors import ModelError
+from models.preprocess import HU_WINDOW
+from models.prompts import FeaturePromptUpdater, PromptBank
+
+Mode = Literal["prompt", "finetune"]
+
+
+@dataclass(frozen=True)
+class SLPTConfig:
+    """Everything needed to rebuild an SLPT network around a given backbone.
+
+    Attributes:
+        num_classes: downstream classes including background (e.g. 3: background, liver, tumour).
+        num_prompts: K, number of prompt sets (prompt mode only; fine-tune mode is K = 1).
+        prompt_grid: g, prompts are C_s × g × g × g before being resized to the feature map.
+        fpu_rank: r, width of the FPU's low-rank pointwise bottleneck and channel attention.
+        prompt_stages: encoder stages (0 = shallowest) that get prompts; None = all stages. Deeper-only
+            prompts let back-propagation stop early, saving compute as well as parameters.
+        mode: "prompt" (frozen backbone) or "finetune" (everything trainable, no prompts).
+        seed: prompt k is initialised with seed + k.
+        prompt_init_std: standard deviation of the initial prompt values.
+        inherit_classes: when the head reads the backbone's logits, downstream class c < inherit_classes
+            starts as a copy of upstream class c (background and liver share indices in MSD/sim label
+            maps); the other classes start at zero. Ignored for heads that read decoder features.
+        roi_size: patch size for training and sliding-window inference (a multiple of the backbone's
+            down-sampling factor).
+        hu_window: HU clip window of :func:`models.preprocess.window_hu`.
+    """
+
+    num_classes: int = 3
+    num_prompts: int = 3
+    prompt_grid: int = 4
+    fpu_rank: int = 8
+    prompt_stages: tuple[int, ...] | None = None
+    mode: Mode = "prompt"
+    seed: int = 0
+    prompt_init_std: float = 0.5
+    inherit_classes: int = 2
+    roi_size: tuple[int, int, int] = (48, 48, 48)
+    hu_window: tuple[float, float] = HU_WINDOW
+
+    def __post_init__(self) -> None:
+        # JSON / checkpoint round trips give lists; normalise to tuples.
+        if self.prompt_stages is not None:
+            object.__setattr__(self, "prompt_stages", tuple(int(s) for s in self.prompt_stages))
+        object.__setattr__(self, "roi_size", tuple(int(s) for s in self.roi_size))
+        object.__setattr__(self, "hu_window", tuple(float(v) for v in self.hu_window))
+        if self.mode not in ("prompt", "finetune"):
+            raise ModelError(f"unknown mode {self.mode!r}; expected prompt or finetune")
+        if self.num_classes < 2 or self.num_prompts < 1 or self.prompt_grid < 1 or self.fpu_rank < 1:
+            raise ModelError(
+                "need num_classes >= 2, num_prompts, prompt_grid, fpu_rank >= 1; got "
+                f"{self.num_classes}, {self.num_prompts}, {self.prompt_grid}, {self.fpu_rank}"
+            )
+        if len(self.roi_size) != 3:
+            raise ModelError(f"roi_size needs 3 entries, got {self.roi_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of lists/str/numbers (safe for JSON and ``weights_only`` checkpoints)."""
+        data = asdict(self)
+        data["prompt_stages"] = None if self.prompt_stages is None else list(self.prompt_stages)
+        data["roi_size"] = list(self.roi_size)
+        data["hu_window"] = list(self.hu_window)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SLPTConfig:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ModelError(f"unknown SLPT config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class SLPTNet(nn.Module):
+    """Prompt-tuned (or fine-tuned) segmentation network around a MONAI backbone.
+
+    Takes ownership of ``backbone``: in prompt mode its parameters are frozen in place, in fine-tune mode
+    they are trained in place.
+
+    Args:
+        backbone: a MONAI UNet / SegResNet / DynUNet with pre-trained weights.
+        config: see :class:`SLPTConfig`.
+    """
+
+    def __init__(self, backbone: nn.Module, config: SLPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.adapter: BackboneAdapter = adapt_backbone(backbone)
+        bad_roi = [s for s in config.roi_size if s % self.adapter.size_divisor]
+        if bad_roi:
+            raise ModelError(f"roi_size {config.roi_size} must be multiples of {self.adapter.size_divisor}")
+
+        num_stages = len(self.adapter.stages)
+        stages = tuple(range(num_stages)) if config.prompt_stages is None else config.prompt_stages
+        if config.mode == "finetune":
+            stages = ()
+        invalid = [s for s in stages if not 0 <= s < num_stages]
+        if invalid or len(set(stages)) != len(stages):
+            raise ModelError(f"prompt_stages {stages} must be distinct indices in 0..{num_stages - 1}")
+        self.prompt_stages: tuple[int, ...] = tuple(sorted(stages))
+        # Keyed by stage index as str (ModuleDict keys must be strings).
+        self.prompts = nn.ModuleDict({
+            str(s): PromptBank(
+                config.num_prompts, self.adapter.channels[s], config.prompt_grid,
+                seed=config.seed + 1000 * s, init_std=config.prompt_init_std,
+            )
+            for s in self.prompt_stages
+        })
+        self.fpus = nn.ModuleDict({
+            str(s): FeaturePromptUpdater(self.adapter.channels[s], config.fpu_rank) for s in self.prompt_stages
+        })
+        self.head = nn.Conv3d(self.adapter.head_channels, config.num_classes, kernel_size=1)
+        if self.adapter.head_source is None:
+            self._inherit_upstream_classes()
+
+        for p in self.backbone.parameters():
+            p.requires_grad_(config.mode == "finetune")
+        self.train(self.training)
+
+    @property
+    def mode(self) -> Mode:
+        return self.config.mode
+
+    @property
+    def num_prompts(self) -> int:
+        """K: prompt sets run by :meth:`forward_all` (1 in fine-tune mode)."""
+        return self.config.num_prompts if self.mode == "prompt" else 1
+
+    def train(self, mode: bool = True) -> SLPTNet:
+        """Set training mode; in prompt mode the backbone (norm layers, dropout) always stays in eval."""
+        super().train(mode)
+        if self.mode == "prompt":
+            self.backbone.eval()
+        return self
+
+    def tunable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates: prompts + FPUs + head (prompt mode) or all (fine-tune)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_counts(self) -> dict[str, float]:
+        """``{"total_params", "tunable_params", "tunable_fraction", "num_prompts"}``."""
+        total = sum(p.numel() for p in self.parameters())
+        tunable = sum(p.numel() for p in self.tunable_parameters())
+        return {
+            "total_params": total,
+            "tunable_params": tunable,
+            "tunable_fraction": tunable / total,
+            "num_prompts": self.num_prompts,
+        }
+
+    def forward(self, x: torch.Tensor, prompt_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Segment with one prompt per batch item.
+
+        Args:
+            x: (B, in_channels, D, H, W) preprocessed images, spatial sizes multiples of the size divisor.
+            prompt_index: (B,) long, prompt k of each item; required in prompt mode, ignored in fine-tune.
+
+        Returns:
+            logits (B, num_classes, D, H, W).
+        """
+        if self.mode == "prompt":
+            if prompt_index is None:
+                raise ModelError("prompt mode needs a prompt_index per batch item")
+            prompt_index = torch.as_tensor(prompt_index, dtype=torch.long, device=x.device)
+            if prompt_index.shape != (x.shape[0],):
+                raise ModelError(f"prompt_index must have shape ({x.shape[0]},), got {tuple(prompt_index.shape)}")
+            if len(prompt_index) and not 0 <= int(prompt_index.min()) <= int(prompt_index.max()) < self.num_prompts:
+                raise ModelError(f"prompt_index values must lie in 0..{self.num_prompts - 1}")
+        with self._hooks(prompt_index) as captured:
+            logits = self.backbone(x)
+        feature = logits if self.adapter.head_source is None else captured["feature"]
+        return self.head(feature)
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        """Run all K prompts in ONE batched pass: (B, C_in, *S) -> logits (K, B, num_classes, *S)."""
+        k, b = self.num_prompts, x.shape[0]
+        repeated = x.repeat(k, *([1] * (x.dim() - 1)))  # item k*B + i is image i with prompt k
+        prompt_index = torch.arange(k, device=x.device).repeat_interleave(b)
+        return self(repeated, prompt_index).reshape(k, b, -1, *x.shape[2:])
+
+    @contextmanager
+    def _hooks(self, prompt_index: torch.Tensor | None) -> Iterator[dict[str, torch.Tensor]]:
+        """Install the prompt and head-feature hooks for the duration of one backbone call."""
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        if self.mode == "prompt":
+            for s in self.prompt_stages:
+                handles.append(self.adapter.stages[s].register_forward_hook(self._prompt_hook(s, prompt_index)))
+        if self.adapter.head_source is not None:
+            def keep_input(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+                captured["feature"] = inputs[0]
+            handles.append(self.adapter.head_source.register_forward_pre_hook(keep_input))
+        try:
+            yield captured
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _prompt_hook(self, stage: int, prompt_index: torch.Tensor):
+        bank, fpu = self.prompts[str(stage)], self.fpus[str(stage)]
+
+        def hook(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], feature: torch.Tensor) -> torch.Tensor:
+            prompt = bank(prompt_index, tuple(feature.shape[2:])).to(feature.dtype)
+            prompted, _updated = fpu(feature, prompt)
+            return prompted
+
+        return hook
+
+    def _inherit_upstream_classes(self) -> None:
+        """Head over logits: class c < inherit_classes copies upstream logit c; other classes start at 0."""
+        shared = min(self.config.inherit_classes, self.config.num_classes, self.adapter.head_channels)
+        if shared == 0:
+            return
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+            for c in range(shared):
+                self.head.weight[c, c] = 1.0

@@ -1,0 +1,111 @@
+"""Training and inference through the real server: 409 before a model exists, then train -> publish -> infer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import nibabel as nib
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from db.engine import create_db_engine, default_db_url, session_factory
+from db.schema import Job, ModelVersion
+from models.backbone import BackboneConfig, build_backbone, save_backbone
+from tests.app.conftest import start_server
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tmp_path_factory) -> Path:
+    """A small backbone checkpoint (random weights: this module tests the plumbing, not accuracy)."""
+    path = tmp_path_factory.mktemp("backbone") / "backbone.pt"
+    config = BackboneConfig(out_channels=4, channels=(8, 16, 32), strides=(2, 2))
+    save_backbone(build_backbone(config), config, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(served_cohort: Path, backbone_file: Path, tmp_path_factory):
+    conf = {"backbone": str(backbone_file), "train_steps": "4", "roi_size": "16"}
+    with start_server(served_cohort, tmp_path_factory.mktemp("logs"), **conf) as proc:
+        yield proc
+
+
+def model_versions(studies: Path) -> list[ModelVersion]:
+    engine = create_db_engine(default_db_url(studies))
+    with session_factory(engine)() as session:
+        rows = list(session.scalars(select(ModelVersion)))
+    engine.dispose()
+    return rows
+
+
+def test_infer_before_any_model_is_409(server):
+    answer = httpx.post(f"{server.url}/infer/slpt", params={"image": "case_0001"}, timeout=60)
+    assert answer.status_code == 409
+    assert "trained" in answer.json()["detail"]
+
+
+def test_train_without_final_labels_is_409(server):
+    answer = httpx.post(f"{server.url}/train/slpt", json={}, timeout=60)
+    assert answer.status_code == 409
+    assert "final label" in answer.json()["detail"]
+
+
+def test_unknown_model_is_404_with_the_list(server):
+    answer = httpx.post(f"{server.url}/infer/nope", params={"image": "case_0001"}, timeout=60)
+    assert answer.status_code == 404
+    assert "slpt" in answer.json()["detail"]
+
+
+def test_train_publishes_a_version_then_infer_uses_it(server, served_cohort: Path):
+    for image_id in ("case_0000", "case_0001", "case_0002"):
+        payload = (served_cohort / "labelsTr" / f"{image_id}.nii.gz").read_bytes()
+        saved = httpx.put(
+            f"{server.url}/datastore/label", params={"image": image_id}, files={"label": ("l.nii.gz", payload)}, timeout=60
+        )
+        assert saved.status_code == 200, saved.text
+
+    started = httpx.post(f"{server.url}/train/slpt", json={}, timeout=60)
+    assert started.status_code == 200, started.text
+    deadline = time.monotonic() + 400
+    while not model_versions(served_cohort):
+        assert time.monotonic() < deadline, f"no model version published:\n{server.log()[-3000:]}"
+        time.sleep(2)
+    (version,) = model_versions(served_cohort)
+    assert version.id == "v0001" and version.kind == "prompt"
+    assert Path(version.path).is_file()
+    assert version.metrics["labels"] == 3
+    assert version.metrics["tunable_fraction"] < 0.5
+
+    engine = create_db_engine(default_db_url(served_cohort))
+    with session_factory(engine)() as session:
+        jobs = list(session.scalars(select(Job).where(Job.kind == "train")))
+    engine.dispose()
+    assert [job.state for job in jobs] == ["done"] and jobs[0].progress == 1.0
+
+    image = nib.load(served_cohort / "imagesTr" / "case_0005.nii.gz")
+    answer = httpx.post(f"{server.url}/infer/slpt", params={"image": "case_0005", "output": "image"}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    label = nib.Nifti1Image.from_bytes(_gunzip(answer.content))
+    assert label.shape == image.shape
+    assert np.allclose(label.affine, image.affine)
+    assert set(np.unique(np.asarray(label.dataobj)).tolist()) <= {0, 1, 2}
+
+    summary = httpx.post(f"{server.url}/infer/slpt", params={"image": "case_0005", "output": "json"}, timeout=120).json()
+    assert summary["model_version"] == "v0001"
+
+    answer = httpx.post(
+        f"{server.url}/infer/slpt_uncertainty", params={"image": "case_0005", "output": "image"}, timeout=120
+    )
+    assert answer.status_code == 200, answer.text
+    disagreement = np.asarray(nib.Nifti1Image.from_bytes(_gunzip(answer.content)).dataobj)
+    assert disagreement.shape == image.shape
+    assert disagreement.min() >= 0 and disagreement.max() <= np.log(2) + 1e-5
+
+
+def _gunzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data

@@ -1,0 +1,127 @@
+"""The SLPT network: parameter budget, zero-init equivalence, batched prompts, frozen backbone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models.backbone import BackboneConfig, build_backbone
+from models.errors import ModelError
+from models.slpt import SLPTConfig, SLPTNet
+from tests.models.conftest import ROI, TINY
+
+
+def tiny_slpt(backbone_cfg: BackboneConfig = TINY, **overrides) -> SLPTNet:
+    torch.manual_seed(0)
+    return SLPTNet(build_backbone(backbone_cfg), SLPTConfig(**{"roi_size": ROI, **overrides}))
+
+
+def randomise_fpus(model: SLPTNet) -> None:
+    """Open the zero gates so the prompts actually change the features."""
+    with torch.no_grad():
+        for fpu in model.fpus.values():
+            fpu.gate.normal_(0.0, 1.0)
+
+
+def test_default_model_tunes_at_most_six_percent():
+    model = SLPTNet(build_backbone(BackboneConfig()), SLPTConfig())
+    counts = model.parameter_counts()
+    print(f"\ndefault SLPT (UNet 16-32-64-128, K=3, g=4, r=8): {counts}")
+    assert counts["num_prompts"] == 3
+    assert counts["tunable_params"] == sum(p.numel() for n, p in model.named_parameters() if not n.startswith("backbone."))
+    assert counts["tunable_fraction"] <= 0.06
+
+
+def test_zero_initialised_model_reproduces_backbone_logits():
+    model = tiny_slpt().eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        backbone_logits = model.backbone(x)
+        expected = model.head(backbone_logits)
+        for k in range(3):
+            out = model(x, torch.full((2,), k))
+            torch.testing.assert_close(out, expected)
+        # The head starts as a copy of the upstream background/liver logits.
+        torch.testing.assert_close(out[:, :2], backbone_logits[:, :2])
+        randomise_fpus(model)
+        assert not torch.allclose(model(x, torch.zeros(2, dtype=torch.long)), expected)
+
+
+@pytest.mark.parametrize("name, decoder_feature_of", [
+    ("segresnet", lambda net: net.conv_final[2]),
+    ("dynunet", lambda net: net.output_block),
+])
+def test_other_backbones_zero_init_and_batched_prompts(name, decoder_feature_of):
+    cfg = BackboneConfig(name=name, channels=(8, 16, 32), strides=(2, 2), num_res_units=1, out_channels=3)
+    model = tiny_slpt(cfg).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    captured = []
+    handle = decoder_feature_of(model.backbone).register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+    with torch.no_grad():
+        model.backbone(x)
+        handle.remove()
+        expected = model.head(captured[0])
+        assert captured[0].shape[1] == 8  # decoder feature, not the 3 logits
+        torch.testing.assert_close(model(x, torch.tensor([2])), expected)
+        randomise_fpus(model)
+        together = model.forward_all(x)
+        separate = torch.stack([model(x, torch.tensor([k])) for k in range(3)])
+    torch.testing.assert_close(together, separate, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(together[0], together[1])
+
+
+def test_forward_all_equals_separate_passes():
+    model = tiny_slpt().eval()
+    randomise_fpus(model)
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        together = model.forward_all(x)
+        separate = torch.stack([model(x, torch.full((2,), k)) for k in range(3)])
+    assert together.shape == (3, 2, 3, 16, 16, 16)
+    torch.testing.assert_close(together, separate, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(together[0], together[2])  # the prompts differ once gates are open
+
+
+def test_backbone_is_frozen_and_its_norms_stay_in_eval():
+    model = tiny_slpt(BackboneConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, out_channels=3, norm="batch"))
+    model.train()
+    assert model.training and model.head.training
+    assert all(not m.training for m in model.backbone.modules())
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm3d)]
+    before = [n.running_mean.clone() for n in norms]
+    model(torch.randn(2, 1, 16, 16, 16), torch.tensor([0, 1])).sum().backward()
+    assert all(torch.equal(b, n.running_mean) for b, n in zip(before, norms))
+
+    finetune = tiny_slpt(mode="finetune").train()
+    assert all(m.training for m in finetune.backbone.modules())
+    assert finetune.parameter_counts()["tunable_fraction"] == 1.0
+    assert finetune.num_prompts == 1 and len(finetune.prompts) == 0
+
+
+def test_prompt_stages_restrict_where_prompts_go():
+    deep = tiny_slpt(prompt_stages=(1, 2))
+    full = tiny_slpt()
+    assert sorted(deep.prompts) == ["1", "2"] and sorted(full.prompts) == ["0", "1", "2"]
+    assert deep.parameter_counts()["tunable_params"] < full.parameter_counts()["tunable_params"]
+    # With no prompt on stage 0, backpropagation never reaches the shallow stage.
+    randomise_fpus(deep)
+    stage0 = deep.adapter.stages[0]
+    seen = []
+    stage0.register_forward_hook(lambda _m, _i, out: seen.append(out.requires_grad))
+    deep(torch.randn(1, 1, 16, 16, 16), torch.tensor([0]))
+    assert seen == [False]
+
+
+def test_bad_prompt_arguments_are_explained():
+    model = tiny_slpt()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with pytest.raises(ModelError, match="prompt_index values"):
+        model(x, torch.tensor([0, 3]))
+    with pytest.raises(ModelError, match="needs a prompt_index"):
+        model(x)
+    with pytest.raises(ModelError, match="prompt_stages"):
+        tiny_slpt(prompt_stages=(5,))
+    with pytest.raises(ModelError, match="multiples of 4"):
+        tiny_slpt(roi_size=(18, 16, 16))
