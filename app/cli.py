@@ -167,5 +167,33 @@ def bench_next_sample(
         out.write_text(report)
 
 
+@bench.command("train")
+def bench_train(
+    size: Annotated[int, typer.Option(help="Edge length of the cubic training patches (a multiple of 8)")] = 48,
+    batch: Annotated[int, typer.Option(help="Patches per prompt; every variant trains on prompts × batch patches")] = 2,
+    prompts: Annotated[int, typer.Option(help="K, prompt sets of the prompt-tuning variants")] = 3,
+    steps: Annotated[int, typer.Option(help="Timed optimisation steps per variant")] = 10,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up steps per variant")] = 2,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda")] = "auto",
+    out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
+) -> None:
+    """One training step of prompt tuning vs full fine-tuning: time, trainable parameters, memory, version size."""
+    import shlex
+    import sys
+
+    from app.bench import BenchError
+    from app.bench.train import BenchConfig, format_report, run_benchmark
+
+    cfg = BenchConfig(size=size, batch_per_prompt=batch, num_prompts=prompts, steps=steps, warmup=warmup, device=device)
+    try:
+        report = format_report(run_benchmark(cfg), command=shlex.join(["slpt", *sys.argv[1:]]))
+    except BenchError as exc:
+        raise fail(str(exc))
+    typer.echo(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+
+
 def main() -> None:
     cli()

@@ -1,7 +1,8 @@
 """The MONAI Label app: ``monailabel start_server --app app --studies DIR`` (or ``slpt serve``) loads this file.
 
 MONAI Label imports this module as ``main`` from the app folder, so everything it needs is imported from the installed
-``app`` package by absolute name.
+``app`` package by absolute name. MONAI Label also puts the app folder on ``PYTHONPATH`` of its training and scoring
+processes: no module here may share a name with a top-level package (``strategies``, ``models``, ``db``, ``sim``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from pathlib import Path
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
 from app.modelstore import ModelStore
+from app.scoring import SLPTScoring
+from app.selection import RoundBuilder, RoundStrategy
 from app.settings import AppSettings
-from app.strategies import claim_strategies
+from app.claiming import claim_strategies
 from app.studies import StudiesLayout, resolve_studies
 from app.tasks.infer import SLPTInfer
 from app.tasks.train import SLPTTrain
@@ -47,6 +51,9 @@ class SLPTApp(MONAILabelApp):
             version="0.1.0",
             labels=LABELS,
         )
+        # Stock MONAI Label re-scores in a new process (which rebuilds the app) at start-up and after every
+        # training; our train task scores with the model it just published instead (see app.tasks.train).
+        self._auto_update_scoring = False
 
     def init_datastore(self) -> Datastore:
         """The SQL datastore (migrated to the newest schema), with new volumes in the studies folder ingested."""
@@ -81,8 +88,24 @@ class SLPTApp(MONAILabelApp):
         return {"slpt": SLPTTrain(self.model_store, self.settings, num_classes=len(LABELS) + 1)}
 
     def init_strategies(self) -> dict[str, Strategy]:
-        # Slicer preselects the first strategy: dict order is the default order.
-        return claim_strategies()
+        self.round_builder = RoundBuilder(
+            self.datastore(), self.model_store, self.settings.round_size, self.settings.embed_size
+        )
+        claims = claim_strategies()
+        # Slicer preselects the first strategy: dict order is the default order, TESLA first.
+        return {
+            "tesla": RoundStrategy("tesla", self.round_builder),
+            "random": claims["random"],
+            "first": claims["first"],
+            **{name: RoundStrategy(name, self.round_builder) for name in ("entropy", "epistemic", "coreset")},
+        }
+
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        return {"slpt_uncertainty": SLPTScoring(self.model_store)}
+
+    def on_init_complete(self):
+        super().on_init_complete()
+        self.round_builder.request("tesla")  # embeds volumes not embedded yet, then the first (diversity) round
 
     def strategy_names(self) -> list[str]:
         return list(self._strategies)

@@ -24,6 +24,8 @@ class AppSettings(BaseSettings):
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     train_steps: int = Field(200, gt=0, description="Prompt-tuning steps of one training run")
     num_prompts: int = Field(3, gt=0, description="K, the number of diversified prompt sets")
+    round_size: int = Field(0, ge=0, description="Volumes per selection round; 0 = 2 x active annotators (at least 1)")
+    embed_size: int = Field(64, ge=16, description="Working size volumes are resized to for embeddings (multiple of 16)")
     roi_size: int = Field(48, ge=16, description="Edge of the training patch / sliding window (multiple of 16)")
     max_upload_mb: int = Field(512, gt=0, description="Largest accepted image or label upload")
 

@@ -74,12 +74,7 @@ _SET_LEASE = (
     .where(_images.c.id == bindparam("image_id"))
     .values(lease_holder=bindparam("holder"), lease_expires_at=bindparam("expires", type_=UTCDateTime()))
 )
-_ACTIVE_LEASE = (
-    select(_images.c.id)
-    .where(_images.c.lease_holder == bindparam("annotator"), _images.c.label_status == "unlabeled", live_lease(_NOW))
-    .order_by(_images.c.lease_expires_at.desc())
-    .limit(1)
-)
+_ACTIVE_LEASE = _OWN_LIVE_LEASES.order_by(_images.c.lease_expires_at.desc()).limit(1)
 
 
 def claim_next_volume(
@@ -172,8 +167,6 @@ def _claim(
     now: datetime | None,
     rng: random.Random,
 ) -> str | None:
-    if round_id is not None and session.get(SelectionRound, round_id) is None:
-        raise DBError(f"unknown selection round {round_id}")
     connection = session.connection()
     _lock_annotator(connection, annotator)
     skipped = _close_own_leases(connection, annotator, "skipped", _clock(now))
@@ -191,6 +184,9 @@ def _claim(
         # Nothing else is free: offer the volume the annotator just skipped.
         chosen = connection.scalar(_first_free(in_round, False, _is_pg(connection), among=True), params)
     if chosen is None:
+        # Checked only now, off the hot path: an unknown round must not read as "nothing left".
+        if round_id is not None and session.get(SelectionRound, round_id) is None:
+            raise DBError(f"unknown selection round {round_id}")
         return None
 
     claimed_at = _clock(now)

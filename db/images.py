@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import BindParameter, ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from db.engine import upsert_rows
+from db.engine import STATISTICS_ROWS, refresh_statistics, upsert_rows
 from db.errors import DBError, UnknownImageError
 from db.schema import LABEL_STATUSES, Image, check_aware, utcnow
 
@@ -55,9 +56,8 @@ def upsert_images(session: Session, records: list[ImageRecord], now: datetime | 
     Idempotent by id. A re-ingested image keeps its ``label_status``, lease and ``ingested_at``; its path,
     name, shape, spacing, checksum, group and meta are replaced.
     """
-    ids = [record.id for record in records]
-    if len(set(ids)) != len(ids):
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    duplicates = sorted(i for i, n in Counter(r.id for r in records).items() if n > 1)
+    if duplicates:
         raise DBError(f"duplicate image ids in one ingestion: {duplicates[:10]}")
     check_aware(now)
     ingested_at = now or utcnow()
@@ -80,6 +80,8 @@ def upsert_images(session: Session, records: list[ImageRecord], now: datetime | 
     ]
     refreshed = ["path", "name", "shape", "spacing", "checksum", "grp", "meta"]
     upsert_rows(session, Image.__table__, rows, ["id"], refreshed)
+    if len(rows) >= STATISTICS_ROWS:
+        refresh_statistics(session, Image.__table__)
 
 
 def get_image(session: Session, image_id: str) -> Image | None:

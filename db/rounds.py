@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from db.engine import STATISTICS_ROWS, refresh_statistics
 from db.errors import DBError, NotFoundError
 from db.images import free_of_lease, require_known
 from db.schema import ROUND_STATES, Image, RoundItem, SelectionRound, check_aware, utcnow
@@ -23,8 +24,8 @@ def create_round(
 ) -> int:
     """Store a ready round whose items are ``ranked_ids`` (rank 0 first); return its id.
 
-    Older ``ready`` rounds become ``superseded``, so :func:`current_round` is this one. ``budget`` defaults
-    to the number of items.
+    Older ``ready`` rounds of the same strategy become ``superseded``, so :func:`current_round` of that
+    strategy is this one. ``budget`` defaults to the number of items.
     """
     if not strategy:
         raise DBError("round strategy must be a non-empty string")
@@ -32,7 +33,9 @@ def create_round(
         raise DBError("a round lists each image at most once")
     require_known(session, ranked_ids)
     session.execute(
-        update(SelectionRound).where(SelectionRound.state == "ready").values(state="superseded")
+        update(SelectionRound)
+        .where(SelectionRound.state == "ready", SelectionRound.strategy == strategy)
+        .values(state="superseded")
     )
     selection = SelectionRound(
         strategy=strategy,
@@ -49,17 +52,21 @@ def create_round(
             insert(RoundItem),
             [{"round_id": selection.id, "image_id": i, "rank": rank} for rank, i in enumerate(ranked_ids)],
         )
+        if len(ranked_ids) >= STATISTICS_ROWS:
+            refresh_statistics(session, RoundItem.__table__)
     return selection.id
 
 
-def current_round(session: Session) -> SelectionRound | None:
-    """The newest ``ready`` round, if any."""
+def current_round(session: Session, strategy: str | None = None) -> SelectionRound | None:
+    """The newest ``ready`` round (of ``strategy``, when given), if any."""
     query = (
         select(SelectionRound)
         .where(SelectionRound.state == "ready")
         .order_by(SelectionRound.created_at.desc(), SelectionRound.id.desc())
         .limit(1)
     )
+    if strategy is not None:
+        query = query.where(SelectionRound.strategy == strategy)
     return session.scalar(query)
 
 

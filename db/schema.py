@@ -105,7 +105,12 @@ class Image(Base):
     """One volume in the studies folder; ``id`` is MONAI Label's image id (file name without extension)."""
 
     __tablename__ = "images"
-    __table_args__ = (_one_of("label_status", LABEL_STATUSES, "label_status"),)
+    __table_args__ = (
+        _one_of("label_status", LABEL_STATUSES, "label_status"),
+        # Status first, then id: "the first unlabeled volume by id" is one index range scan that stops at
+        # the first free row, instead of collecting and sorting every unlabeled row.
+        Index(None, "label_status", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     path: Mapped[str] = mapped_column(Text)
@@ -117,7 +122,7 @@ class Image(Base):
     grp: Mapped[str | None] = mapped_column(String(64))  # acquisition group, when known
     meta: Mapped[dict[str, Any]]  # MONAI Label's per-image info dict
     # Denormalised from labels (a "final" label exists) so the claim query needs no join.
-    label_status: Mapped[str] = mapped_column(String(16), index=True, default="unlabeled")
+    label_status: Mapped[str] = mapped_column(String(16), default="unlabeled")
     lease_holder: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)
 

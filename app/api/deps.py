@@ -10,7 +10,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
 from app.main import SLPTApp
-from app.strategies import DEFAULT_ANNOTATOR
+from app.claiming import DEFAULT_ANNOTATOR
 
 
 def get_app() -> SLPTApp:

@@ -9,6 +9,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from app.jobs import tracked_job
 from app.modelstore import ModelStore
+from app.scoring import score_unlabeled
 from app.settings import AppSettings
 from db.datastore import SQLDatastore
 from models.slpt import SLPTConfig, SLPTNet
@@ -68,7 +69,9 @@ class SLPTTrain(TrainTask):
                 "held_out_disagreement": disagreement,
                 **network.parameter_counts(),
             }
-            version = self.store.publish(network.cpu(), backbone_config, metrics)
+            version = self.store.publish(network, backbone_config, metrics)
             job.result = {"model_version": version, **metrics}
         logger.info(f"published model {version}: {metrics}")
-        return {"model_version": version, **metrics}
+        # Re-score the unlabeled pool with the new version, here in the training process, with the network in memory.
+        scoring = score_unlabeled(datastore, network.eval(), version)
+        return {"model_version": version, **metrics, "scoring": scoring}

@@ -1,6 +1,6 @@
 """Fixtures for database tests: every test runs on SQLite (a temp file) and on PostgreSQL.
 
-``db_url``: a migrated database, one per test module and backend; ``engine`` empties it before each test.
+``db_url``: a migrated database, one per backend for the whole run; ``engine`` empties it before each test.
 ``empty_db_url``: a database with no tables, one per test. PostgreSQL tests are skipped, with the reason,
 when the server in ``tests.pg`` is not reachable.
 """
@@ -20,7 +20,7 @@ from db import Base, ImageRecord, create_db_engine, session_factory, upgrade, up
 from tests.pg import postgres_unavailable_reason, temporary_database
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "postgresql" and (reason := postgres_unavailable_reason()):
         pytest.skip(reason)
@@ -42,7 +42,7 @@ def empty_db_url(backend: str, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with _empty_database(backend, tmp_path_factory.mktemp("db")) as url:
         upgrade(url)

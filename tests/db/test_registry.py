@@ -14,20 +14,22 @@ from db.schema import SelectionRound
 T0 = datetime(2026, 2, 1, tzinfo=timezone.utc)
 
 
-def test_a_new_round_supersedes_the_ready_one(sessions, ingest) -> None:
+def test_a_new_round_supersedes_the_ready_one_of_its_strategy(sessions, ingest) -> None:
     ids = ingest(4)
     with write_session(sessions) as session:
         first = create_round(session, "tesla", [ids[3], ids[0]], model_version="v0001", config={"b": 2})
-        second = create_round(session, "random", [ids[1]], budget=5)
+        second = create_round(session, "tesla", [ids[1]], budget=5)
+        other = create_round(session, "random", [ids[2]])
     with sessions() as session:
-        assert current_round(session).id == second
         assert session.get(SelectionRound, first).state == "superseded"
+        assert current_round(session, "tesla").id == second
+        assert current_round(session).id == other  # newest of any strategy
         assert round_image_ids(session, first) == [ids[3], ids[0]]
         newest = session.get(SelectionRound, second)
-        assert (newest.strategy, newest.budget, newest.config, newest.state) == ("random", 5, {}, "ready")
+        assert (newest.strategy, newest.budget, newest.config, newest.state) == ("tesla", 5, {}, "ready")
     with write_session(sessions) as session:
         set_round_state(session, second, "exhausted")
-        assert current_round(session) is None
+        assert current_round(session, "tesla") is None
         with pytest.raises(DBError, match="unknown round state"):
             set_round_state(session, second, "done")
         with pytest.raises(NotFoundError):

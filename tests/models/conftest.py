@@ -15,7 +15,9 @@ TINY = BackboneConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, out
 ROI = (16, 16, 16)
 
 
-def make_case(seed: int, size: int | tuple[int, int, int] = 16, noise: float = 20.0, tumour_hu: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+def make_case(
+    seed: int, size: int | tuple[int, int, int] = 16, noise: float = 20.0, tumour_hu: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
     """A body-like volume in HU with a bright sphere ("liver", class 1) holding a dark one ("tumour", 2).
 
     Returns:

@@ -40,12 +40,15 @@ def test_bundle_wrappers_and_module_prefix_are_accepted(tmp_path, wrapper):
 
 def test_wrong_architecture_names_the_mismatch(tmp_path):
     path = tmp_path / "wide.pt"
-    torch.save(build_backbone(BackboneConfig(channels=(16, 16, 32), strides=(2, 2), num_res_units=1, out_channels=3)).state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"shape mismatch for model\.0\.conv\.unit0\.conv\.weight: checkpoint \(16, 1, 3, 3, 3\) vs model \(8, 1, 3, 3, 3\)"):
+    wide = BackboneConfig(channels=(16, 16, 32), strides=(2, 2), num_res_units=1, out_channels=3)
+    torch.save(build_backbone(wide).state_dict(), path)
+    message = r"shape mismatch for model\.0\.conv\.unit0\.conv\.weight: checkpoint \(16, 1, 3, 3, 3\) vs model \(8, 1, 3, 3, 3\)"
+    with pytest.raises(CheckpointError, match=message):
         load_backbone(path, TINY)
 
     deeper = tmp_path / "deeper.pt"
-    torch.save(build_backbone(BackboneConfig(channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1)).state_dict(), deeper)
+    four_stages = BackboneConfig(channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1)
+    torch.save(build_backbone(four_stages).state_dict(), deeper)
     with pytest.raises(CheckpointError, match="unexpected keys: "):
         load_backbone(deeper, TINY)
 

@@ -70,3 +70,15 @@ def test_corrupt_or_foreign_files_are_refused(tmp_path):
         read_slpt_payload(foreign)
     with pytest.raises(ModelError, match="extra metadata must be JSON-like"):
         save_slpt(trained_like(), tmp_path / "bad.pt", TINY, {"model": object()})
+
+
+def test_tensors_that_do_not_fit_are_named(tmp_path):
+    model = trained_like()
+    path = save_slpt(model, tmp_path / "v1.pt", TINY)
+    payload = torch.load(path, weights_only=True)
+    payload["tensors"]["head.weight"] = torch.zeros(5, 3, 1, 1, 1)
+    del payload["tensors"]["fpus.1.gate"]
+    torch.save(payload, path)
+    message = r"missing fpus\.1\.gate; shape mismatch for head\.weight: file \(5, 3, 1, 1, 1\)"
+    with pytest.raises(CheckpointError, match=message):
+        load_slpt(path, model.backbone)

@@ -37,9 +37,10 @@ def test_prediction_shapes_and_dtypes_with_sliding_window(open_model):
     assert prediction.disagreement.max() > 0
 
 
-def test_prediction_matches_a_direct_forward_pass_when_the_volume_fits(open_model):
-    image, _ = make_case(8)
-    prediction = predict(open_model, image)
+@pytest.mark.parametrize("size, window", [(16, None), ((24, 20, 16), (24, 20, 16))])
+def test_prediction_matches_a_direct_forward_pass_when_the_volume_fits(open_model, size, window):
+    image, _ = make_case(8, size=size)
+    prediction = predict(open_model, image, roi_size=window)
     x = torch.from_numpy(np.clip((image + 200.0) / 450.0, 0, 1)).float()[None, None]
     with torch.no_grad():
         expected = torch.softmax(open_model.eval().forward_all(x), dim=2)[:, 0].mean(dim=0)
@@ -68,3 +69,11 @@ def test_embedding_shape_determinism_and_sensitivity_to_acquisition():
     conv_stats = slice(0, 2 * sum(TINY.channels))
     assert not np.allclose(first[conv_stats], noisier[conv_stats], rtol=1e-3)
     assert backbone.training  # the caller's mode is left as it was
+
+
+def test_finetuned_model_predicts_without_disagreement():
+    torch.manual_seed(0)
+    model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI, mode="finetune"))
+    prediction = predict(model, make_case(9)[0])
+    assert prediction.mean_prob.shape == (3, 16, 16, 16)
+    assert not prediction.disagreement.any()

@@ -38,7 +38,10 @@ def test_pretraining_writes_a_loadable_backbone_that_segments(tmp_path):
         epochs=15, progress=lambda step, total, loss: calls.append((step, total)),
         schedule=PretrainConfig(patch_size=(16, 16, 16), batch_size=2, lr=1e-2),
     )
-    print(f"\ntiny pre-training: {metrics['steps']} steps, {metrics['train_time_s']:.1f} s, val Dice {metrics['val_dice']}")
+    print(
+        f"\ntiny pre-training: {metrics['steps']} steps, {metrics['train_time_s']:.1f} s, "
+        f"val Dice {metrics['val_dice']}"
+    )
     assert metrics["num_train"] == 4 and metrics["num_val"] == 1
     assert calls[-1] == (metrics["steps"], metrics["steps"]) == (30, 30)
     assert metrics["val_dice"]["liver"] > 0.5

@@ -46,7 +46,7 @@ def upgrade() -> None:
         _one_of("label_status", ("unlabeled", "labeled"), "ck_images_label_status"),
         sa.PrimaryKeyConstraint("id", name="pk_images"),
     )
-    op.create_index("ix_images_label_status", "images", ["label_status"])
+    op.create_index("ix_images_label_status_id", "images", ["label_status", "id"])
     op.create_index("ix_images_lease_expires_at", "images", ["lease_expires_at"])
 
     op.create_table(

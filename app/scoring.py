@@ -1,0 +1,121 @@
+"""Per-volume numbers that selection needs, computed in the background and stored in the database.
+
+- Embeddings (SPEC §2 TESLA): once per volume, by the frozen backbone; keyed by the backbone's weights fingerprint.
+- Uncertainty scores: recomputed for every unlabeled volume whenever a new model version is published, stored with
+  that version. One batched pass of the K prompts per volume, at the model's working resolution (the volume resized to
+  one ROI), gives all three scores:
+  ``prompt_uncertainty`` (TESLA: mean pairwise JS divergence + entropy of the mean, over any prompt's foreground),
+  ``entropy`` (entropy of the mean prediction over the same voxels) and ``epistemic`` (BALD with the K prompts as
+  the ensemble: entropy of the mean minus mean entropy).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Resize
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from sqlalchemy import select
+
+from app.jobs import tracked_job
+from app.modelstore import ModelStore, NoModelError
+from db.datastore import SQLDatastore
+from db.engine import write_session
+from db.schema import Embedding, Score
+from db.scores import store_embeddings, store_scores
+from models.checkpoint import backbone_fingerprint
+from models.embedding import volume_embedding
+from models.inference import prompt_probabilities
+from models.preprocess import load_volume
+from strategies.uncertainty import bald, entropy, prompt_uncertainty
+
+logger = logging.getLogger(__name__)
+
+SCORE_METHODS = ("prompt_uncertainty", "entropy", "epistemic")
+BATCH = 32  # volumes per database write (progress granularity too)
+
+
+def embedding_key(store: ModelStore) -> str:
+    backbone, _ = store.backbone()
+    return f"backbone-{backbone_fingerprint(backbone)[:16]}"
+
+
+def compute_missing_embeddings(datastore: SQLDatastore, store: ModelStore, size: int) -> int:
+    """Embed every volume that has no embedding from this backbone yet; returns how many were computed."""
+    key = embedding_key(store)
+    with datastore.sessions() as session:
+        done = set(session.scalars(select(Embedding.image_id).where(Embedding.key == key)))
+    todo = [i for i in datastore.list_images() if i not in done]
+    if not todo:
+        return 0
+    backbone, _ = store.backbone()
+    with tracked_job(datastore.sessions, "embedding", volumes=len(todo), key=key) as job:
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start : start + BATCH]
+            vectors = {i: volume_embedding(backbone, datastore.get_image_uri(i), size=(size,) * 3) for i in chunk}
+            with write_session(datastore.sessions) as session:
+                store_embeddings(session, key, vectors)
+            job(start + len(chunk), len(todo), f"{start + len(chunk)}/{len(todo)} volumes embedded")
+    return len(todo)
+
+
+def volume_scores(prompt_probs: np.ndarray) -> dict[str, float]:
+    """The three scores of one volume from its K prompt maps (K, C, *spatial)."""
+    mean = prompt_probs.mean(axis=0)
+    foreground = (prompt_probs.argmax(axis=1) != 0).any(axis=0)
+    if not foreground.any():
+        return dict.fromkeys(SCORE_METHODS, 0.0)
+    mean_entropy = entropy(mean, axis=0)[foreground]
+    return {
+        "prompt_uncertainty": float(prompt_uncertainty(prompt_probs)),
+        "entropy": float(mean_entropy.mean()),
+        "epistemic": float(np.asarray(bald(prompt_probs))[foreground].mean()),
+    }
+
+
+def working_resolution_probs(network, image_path: str, roi: tuple[int, int, int]) -> np.ndarray:
+    """(K, C, *roi) prompt probabilities of a volume resized to one ROI: one batched forward pass."""
+    volume = load_volume(image_path).astype(np.float32)
+    resized = np.asarray(Resize(spatial_size=roi, mode="trilinear")(volume[None]))[0]
+    with torch.no_grad():
+        return prompt_probabilities(network, resized).numpy()
+
+
+class SLPTScoring(ScoringMethod):
+    """Scores every unlabeled volume with the newest model version (skips work already stored for that version)."""
+
+    def __init__(self, store: ModelStore):
+        super().__init__("Prompt-based uncertainty (K prompts, one batched pass) of every unlabeled volume")
+        self.store = store
+
+    def __call__(self, request: dict[str, Any], datastore: SQLDatastore) -> dict[str, Any]:
+        try:
+            loaded = self.store.latest()
+        except NoModelError as exc:
+            return {"skipped": str(exc)}
+        return score_unlabeled(datastore, loaded.network, loaded.version)
+
+
+def score_unlabeled(datastore: SQLDatastore, network, version: str) -> dict[str, Any]:
+    with datastore.sessions() as session:
+        done = set(
+            session.scalars(
+                select(Score.image_id).where(Score.method == SCORE_METHODS[0], Score.model_version == version)
+            )
+        )
+    todo = [i for i in datastore.get_unlabeled_images() if i not in done]
+    roi = tuple(network.config.roi_size)
+    with tracked_job(datastore.sessions, "scoring", model_version=version, volumes=len(todo)) as job:
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start : start + BATCH]
+            per_volume = {i: volume_scores(working_resolution_probs(network, datastore.get_image_uri(i), roi)) for i in chunk}
+            with write_session(datastore.sessions) as session:
+                for method in SCORE_METHODS:
+                    store_scores(session, method, version, {i: s[method] for i, s in per_volume.items()})
+            job(start + len(chunk), len(todo), f"{start + len(chunk)}/{len(todo)} volumes scored")
+        job.result = {"model_version": version, "scored": len(todo)}
+    logger.info(f"scored {len(todo)} volumes with model {version}")
+    return {"model_version": version, "scored": len(todo)}

@@ -1,0 +1,145 @@
+"""Selection rounds (SPEC §3 serving path, step 2) and the strategies that claim from them.
+
+Selection is batch work; serving is a database claim. A round runs one ``strategies`` rule over the unlabeled pool (the
+stored embeddings, and the uncertainty scores of the newest model version) and stores the ranked volumes. Next Sample
+claims the best-ranked free volume of the strategy's current round. When that round is used up, or the model version
+changed since it was made, a new round is built in a background thread; a request that arrives meanwhile is served at
+once from a fast fallback — the stale round's remaining volumes if any, else a random free volume — instead of waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+from monailabel.interfaces.tasks.strategy import Strategy as MONAILabelStrategy
+from sqlalchemy import distinct, func, select
+
+from app.modelstore import ModelStore, NoModelError
+from app.scoring import compute_missing_embeddings, embedding_key
+from app.claiming import annotator_of
+from db.datastore import SQLDatastore
+from db.engine import write_session
+from db.images import live_lease
+from db.rounds import create_round, current_round, round_remaining
+from db.schema import Image, utcnow
+from db.scores import load_embeddings, load_scores
+from strategies import get_strategy
+
+logger = logging.getLogger(__name__)
+
+# Which stored score each rule ranks by (TESLA falls back to pure diversity while no model exists).
+UNCERTAINTY_OF = {"tesla": "prompt_uncertainty", "entropy": "entropy", "epistemic": "epistemic"}
+
+
+class SelectionUnavailable(RuntimeError):
+    """A round cannot be built yet: embeddings missing, or the newest model's scores not (all) stored yet."""
+
+
+def round_size(datastore: SQLDatastore, configured: int) -> int:
+    """``configured`` if > 0, else 2 × the annotators holding a live lease (at least 1)."""
+    if configured > 0:
+        return configured
+    with datastore.sessions() as session:
+        active = session.scalar(select(func.count(distinct(Image.lease_holder))).where(live_lease(utcnow()))) or 0
+    return max(1, 2 * int(active))
+
+
+def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, budget: int, seed: int = 0) -> int:
+    """Run ``strategy_name`` over the unlabeled pool and store its ranked picks as the strategy's current round."""
+    version = store.latest_version()
+    key = embedding_key(store)
+    with datastore.sessions() as session:
+        pool = datastore.get_unlabeled_images()
+        ids, embeddings = load_embeddings(session, key, pool)
+        labeled_ids, labeled = load_embeddings(session, key, datastore.get_labeled_images())
+        method = UNCERTAINTY_OF.get(strategy_name)
+        scores = load_scores(session, method, version, ids) if method and version else {}
+    if len(ids) < len(pool):
+        raise SelectionUnavailable(f"{len(pool) - len(ids)} of {len(pool)} unlabeled volumes have no embedding yet")
+    uncertainty = None
+    if method and version and len(scores) < len(ids):
+        raise SelectionUnavailable(f"{method!r} scores of model {version} cover {len(scores)} of {len(ids)} volumes so far")
+    if method and version:
+        uncertainty = np.array([scores[i] for i in ids])
+    elif method and strategy_name != "tesla":
+        raise SelectionUnavailable(f"strategy {strategy_name!r} ranks by {method!r} scores: train a model first")
+    rule = get_strategy(strategy_name)
+    picks = rule.select(
+        embeddings.reshape(len(ids), -1),
+        max(1, min(budget, len(ids))) if ids else 1,
+        uncertainty=uncertainty,
+        labeled_embeddings=labeled if len(labeled_ids) else None,
+        seed=seed,
+    )
+    ranked = [ids[i] for i in picks]
+    config = {**rule.config(), "budget": budget, "ranked_by": method if uncertainty is not None else "diversity"}
+    with write_session(datastore.sessions) as session:
+        round_id = create_round(session, strategy_name, ranked, model_version=version, config=config)
+    logger.info(f"round {round_id} ({strategy_name}, model {version}): {ranked}")
+    return round_id
+
+
+class RoundBuilder:
+    """Builds rounds in a background thread, at most one at a time per strategy."""
+
+    def __init__(self, datastore: SQLDatastore, store: ModelStore, configured_size: int, embed_size: int):
+        self.datastore = datastore
+        self.store = store
+        self.configured_size = configured_size
+        self.embed_size = embed_size
+        self._building: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def request(self, strategy_name: str) -> None:
+        with self._lock:
+            thread = self._building.get(strategy_name)
+            if thread is not None and thread.is_alive():
+                return
+            thread = threading.Thread(target=self._build, args=(strategy_name,), name=f"round-{strategy_name}", daemon=True)
+            self._building[strategy_name] = thread
+            thread.start()
+
+    def wait(self, strategy_name: str, timeout: float | None = None) -> None:
+        thread = self._building.get(strategy_name)
+        if thread is not None:
+            thread.join(timeout)
+
+    def _build(self, strategy_name: str) -> None:
+        try:
+            compute_missing_embeddings(self.datastore, self.store, self.embed_size)  # new volumes since the last round
+            build_round(self.datastore, self.store, strategy_name, round_size(self.datastore, self.configured_size))
+        except (SelectionUnavailable, NoModelError) as exc:
+            logger.info(f"no new {strategy_name} round yet: {exc}")
+        except Exception:
+            logger.exception(f"building a {strategy_name} round failed")
+
+
+class RoundStrategy(MONAILabelStrategy):
+    """A ``strategies`` rule served through rounds: claims the best-ranked free volume of the current round."""
+
+    def __init__(self, name: str, builder: RoundBuilder):
+        self.rule = get_strategy(name)
+        super().__init__(self.rule.description)
+        self.name = name
+        self.builder = builder
+
+    def info(self) -> dict[str, Any]:
+        return {"description": self.rule.description, "config": self.rule.config()}
+
+    def __call__(self, request: dict[str, Any], datastore: SQLDatastore) -> dict[str, Any] | None:
+        annotator = annotator_of(request)
+        with datastore.sessions() as session:
+            selection = current_round(session, self.name)
+            fresh = selection is not None and selection.model_version == self.builder.store.latest_version()
+            remaining = round_remaining(session, selection.id) if selection is not None else 0
+        if not fresh or remaining <= 1:
+            self.builder.request(self.name)  # refill ahead of time: the next request finds a ready round
+        if selection is not None and remaining > 0:
+            image_id = datastore.claim_next(annotator, self.name, round_id=selection.id)
+            if image_id:
+                return {"id": image_id, "round": selection.id}
+        image_id = datastore.claim_next(annotator, f"{self.name}-fallback", order="random")
+        return {"id": image_id, "round": None} if image_id else None

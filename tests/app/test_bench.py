@@ -1,0 +1,100 @@
+"""``slpt bench next-sample``: the duplicate counter on constructed load histories, and the benchmark end to end."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from app.bench.next_sample import WARMUP_REQUESTS, Response, duplicates
+
+
+def answered(client: int, index: int, image_id: str | None, sent: float, received: float) -> Response:
+    return Response(client=client, index=index, image_id=image_id, sent=sent, received=received, warmup=False)
+
+
+def test_a_volume_handed_out_while_another_client_holds_it_is_a_duplicate():
+    history = [
+        answered(0, 0, "x", sent=0.0, received=1.0),  # client 0 holds x until it asks again at 5.0
+        answered(1, 0, "x", sent=2.0, received=3.0),  # handed out at 3.0: a duplicate
+        answered(0, 1, "y", sent=5.0, received=6.0),
+        answered(1, 1, "z", sent=5.5, received=7.0),
+    ]
+    assert duplicates(history) == 1
+
+
+def test_a_volume_skipped_by_its_holder_may_go_to_another_client():
+    # Client 0 asked for its next volume at 2.0, which gives x up: client 1 may get x at 3.5, even though client 0's
+    # own answer only arrives at 4.0.
+    history = [
+        answered(0, 0, "x", sent=0.0, received=1.0),
+        answered(0, 1, "y", sent=2.0, received=4.0),
+        answered(1, 0, "x", sent=2.5, received=3.5),
+    ]
+    assert duplicates(history) == 0
+
+
+def test_the_last_volume_of_each_client_stays_held_to_the_end():
+    history = [
+        answered(0, 0, "x", sent=0.0, received=1.0),
+        answered(1, 0, "y", sent=0.0, received=1.5),
+        answered(1, 1, "x", sent=9.0, received=10.0),  # client 0 never asked again: it still holds x
+    ]
+    assert duplicates(history) == 1
+
+
+def test_a_client_getting_its_own_volume_again_or_nothing_is_no_duplicate():
+    history = [
+        answered(0, 0, "x", sent=0.0, received=1.0),
+        answered(0, 1, "x", sent=2.0, received=3.0),  # its own skipped volume, offered back
+        answered(1, 0, None, sent=0.0, received=1.0),  # nothing left to offer
+        answered(1, 1, None, sent=2.0, received=3.0),
+    ]
+    assert duplicates(history) == 0
+
+
+def test_a_server_that_hands_everyone_the_same_volume_scores_every_later_answer():
+    # Stock "First": three clients, each answered "x" once, one after the other, none asking again.
+    history = [answered(client, 0, "x", sent=0.0, received=1.0 + client) for client in range(3)]
+    assert duplicates(history) == 2
+    assert duplicates(list(reversed(history))) == 2  # the order of the list does not matter, the times do
+
+
+def test_bench_next_sample_measures_both_servers_end_to_end(tmp_path: Path):
+    out = tmp_path / "r.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "bench", "next-sample"]
+        + ["--volumes", "40", "--clients", "4", "--requests", "5", "--size", "8", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    assert report in result.stdout  # printed as well as written
+    assert "--volumes 40 --clients 4 --requests 5" in report
+    rows = {}
+    for line in report.splitlines():
+        if match := re.fullmatch(r"\| (ours|stock)[^|]* \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) of (\d+) \|", line):
+            server, p50, p99, rate, dupes, answers = match.groups()
+            rows[server] = (float(p50), float(p99), float(rate), int(dupes), int(answers))
+    assert set(rows) == {"ours", "stock"}, report
+    for p50, p99, rate, _, answers in rows.values():
+        assert 0 < p50 <= p99
+        assert rate > 0
+        assert answers == 4 * (5 + WARMUP_REQUESTS)  # timed and warm-up answers of every client
+    assert rows["ours"][3] == 0  # our leases never hand a held volume to a second annotator
+    assert re.search(r"p99 latency \*\*[\d.]+× lower\*\*, throughput \*\*[\d.]+× higher\*\*", report)
+
+
+def test_bench_next_sample_refuses_too_few_volumes():
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "bench", "next-sample", "--volumes", "3", "--clients", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "volumes must be at least" in result.stderr
+    assert "Traceback" not in result.stderr
