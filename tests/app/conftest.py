@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from sqlalchemy.orm import Session
+
 from app.serverproc import ServerProcess, free_port, running_server, slpt_serve_command
+from db.engine import create_db_engine, default_db_url, session_factory
+from models.backbone import BackboneConfig, build_backbone, save_backbone
 from tests.pg import postgres_unavailable_reason, temporary_database
 
 
@@ -43,3 +47,38 @@ def database_url(backend: str, folder: Path) -> Iterator[str]:
         pytest.fail(reason)  # .ci/run starts PostgreSQL: a missing server is a failure, not a skip
     with temporary_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def backbone_file(tmp_path_factory) -> Path:
+    """A small backbone checkpoint (random weights: server tests check the plumbing, not accuracy)."""
+    path = tmp_path_factory.mktemp("backbone") / "backbone.pt"
+    config = BackboneConfig(out_channels=4, channels=(8, 16, 32), strides=(2, 2))
+    save_backbone(build_backbone(config), config, path)
+    return path
+
+
+@contextmanager
+def studies_db(studies: Path) -> Iterator[Session]:
+    """A session on the server's default SQLite database, to check what the server stored."""
+    engine = create_db_engine(default_db_url(studies))
+    try:
+        with session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def wait_for(condition, timeout: float, what: str, server: ServerProcess | None = None):
+    """Poll ``condition()`` until it returns something truthy; fail with the server's log tail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            log = server.log()[-3000:] if server else ""
+            pytest.fail(f"timed out waiting for {what}\n{log}")
+        time.sleep(1)

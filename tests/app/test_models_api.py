@@ -13,17 +13,7 @@ from sqlalchemy import select
 
 from db.engine import create_db_engine, default_db_url, session_factory
 from db.schema import Job, ModelVersion
-from models.backbone import BackboneConfig, build_backbone, save_backbone
 from tests.app.conftest import start_server
-
-
-@pytest.fixture(scope="module")
-def backbone_file(tmp_path_factory) -> Path:
-    """A small backbone checkpoint (random weights: this module tests the plumbing, not accuracy)."""
-    path = tmp_path_factory.mktemp("backbone") / "backbone.pt"
-    config = BackboneConfig(out_channels=4, channels=(8, 16, 32), strides=(2, 2))
-    save_backbone(build_backbone(config), config, path)
-    return path
 
 
 @pytest.fixture(scope="module")
