@@ -86,12 +86,16 @@ def model_info(
     num_prompts: Annotated[int, typer.Option(help="K, prompt sets")] = 3,
 ) -> None:
     """Parameter counts of the SLPT model: total, tunable (prompts + FPUs + head), fraction."""
-    from models.backbone import BackboneConfig, build_backbone, load_backbone
+    from models.backbone import BackboneConfig, build_backbone, config_path, load_backbone
     from models.errors import ModelError
     from models.slpt import SLPTConfig, SLPTNet
 
     try:
-        network = load_backbone(backbone)[0] if backbone else build_backbone(BackboneConfig())
+        if backbone:
+            # Weights without a config JSON beside them (e.g. a bare state dict) are checked against the default one.
+            network = load_backbone(backbone, None if config_path(backbone).is_file() else BackboneConfig())[0]
+        else:
+            network = build_backbone(BackboneConfig())
     except ModelError as exc:
         raise fail(str(exc))
     counts = SLPTNet(network, SLPTConfig(num_prompts=num_prompts)).parameter_counts()
@@ -193,6 +197,52 @@ def bench_train(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
+
+
+@bench.command("scoring")
+def bench_scoring(
+    volumes: Annotated[int, typer.Option(help="Timed volumes, each scored by every method")] = 50,
+    size: Annotated[int, typer.Option(help="Edge length of the generated cubic volumes in voxels")] = 64,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up volumes scored first")] = 2,
+    roi: Annotated[Optional[int], typer.Option(help="Edge of the working resolution (default: the model's roi_size)")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda")] = "auto",
+    out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
+) -> None:
+    """Seconds per volume: TESLA scoring (K prompts batched) vs K prompts one by one vs stock epistemic (MC dropout)."""
+    import shlex
+    import sys
+
+    from app.bench import BenchError
+    from app.bench.scoring import ScoringBenchConfig, format_report, run_benchmark
+
+    cfg = ScoringBenchConfig(volumes=volumes, size=size, warmup=warmup, roi=roi, device=device)
+    try:
+        report = format_report(run_benchmark(cfg), command=shlex.join(["slpt", *sys.argv[1:]]))
+    except BenchError as exc:
+        raise fail(str(exc))
+    typer.echo(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+
+
+db_cli = typer.Typer(help="Database administration.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+
+
+@db_cli.command("upgrade")
+def db_upgrade(db: Annotated[str, typer.Option(help="SQLAlchemy database URL, e.g. postgresql://user@host/slpt")]) -> None:
+    """Apply every pending schema migration (the server also does this when it starts)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.engine import normalise_url
+    from db.migrate import head_revision, upgrade
+
+    try:
+        upgrade(db)
+    except (SQLAlchemyError, ValueError) as exc:
+        raise fail(f"cannot upgrade {normalise_url(db)}: {exc}")
+    typer.echo(f"database at revision {head_revision()}")
 
 
 def main() -> None:

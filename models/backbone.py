@@ -64,11 +64,16 @@ class BackboneConfig:
                 f"strides needs len(channels) - 1 = {len(self.channels) - 1} entries, got {self.strides}"
             )
         if self.in_channels < 1 or self.out_channels < 2:
-            raise ModelError(f"need in_channels >= 1 and out_channels >= 2, got {self.in_channels}, {self.out_channels}")
+            raise ModelError(
+                f"need in_channels >= 1 and out_channels >= 2, got {self.in_channels}, {self.out_channels}"
+            )
         if self.name == "segresnet":
             expected = tuple(self.channels[0] * 2**i for i in range(len(self.channels)))
             if self.channels != expected or any(s != 2 for s in self.strides):
-                raise ModelError(f"segresnet needs doubling channels {expected} and strides of 2, got {self.channels}, {self.strides}")
+                raise ModelError(
+                    f"segresnet needs doubling channels {expected} and strides of 2, "
+                    f"got {self.channels}, {self.strides}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (lists instead of tuples)."""
@@ -134,7 +139,9 @@ def config_path(checkpoint: str | Path) -> Path:
     return Path(checkpoint).with_suffix(".json")
 
 
-def save_backbone(model: nn.Module, cfg: BackboneConfig, path: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+def save_backbone(
+    model: nn.Module, cfg: BackboneConfig, path: str | Path, metrics: dict[str, Any] | None = None
+) -> Path:
     """Write ``model``'s state dict to ``path`` and ``{"backbone": cfg, "metrics": metrics}`` beside it.
 
     Returns:

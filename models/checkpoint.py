@@ -95,7 +95,9 @@ def load_slpt(path: str | Path, backbone: nn.Module | None = None) -> SLPTNet:
     elif backbone_fingerprint(backbone) != payload.get("backbone_fingerprint"):
         raise CheckpointError(f"{path} was trained on a different backbone (weights fingerprint differs)")
     model = SLPTNet(backbone, config)
-    expected = {k: v for k, v in model.state_dict().items() if config.mode == "finetune" or not k.startswith("backbone.")}
+    expected = {
+        k: v for k, v in model.state_dict().items() if config.mode == "finetune" or not k.startswith("backbone.")
+    }
     tensors = payload.get("tensors", {})
     problems = [f"missing {k}" for k in expected if k not in tensors]
     problems += [f"unexpected {k}" for k in tensors if k not in expected]

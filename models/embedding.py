@@ -71,7 +71,9 @@ def volume_embedding(
 
     body = resized_hu > BODY_HU
     organ_fraction = float(organ.sum()) / max(int(body.sum()), 1)
-    features = [torch.cat(stats).cpu().numpy(), _hu_stats(resized_hu[organ]), _hu_stats(resized_hu[body]), [organ_fraction]]
+    features = [
+        torch.cat(stats).cpu().numpy(), _hu_stats(resized_hu[organ]), _hu_stats(resized_hu[body]), [organ_fraction]
+    ]
     return np.concatenate([np.asarray(f, dtype=np.float32) for f in features])
 
 

@@ -42,9 +42,17 @@ class Prediction:
 
 
 def prompt_probabilities(
-    model: SLPTNet, image_hu: VolumeSource, overlap: float = 0.25, sw_batch_size: int = 1
+    model: SLPTNet,
+    image_hu: VolumeSource,
+    overlap: float = 0.25,
+    sw_batch_size: int = 1,
+    roi_size: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
-    """Softmax maps of every prompt: volume (D, H, W) in HU -> (K, C, D, H, W) float32 on the CPU."""
+    """Softmax maps of every prompt: volume (D, H, W) in HU -> (K, C, D, H, W) float32 on the CPU.
+
+    ``roi_size`` is the sliding window (default: the model's training ``roi_size``); a window as large as
+    the volume runs it in one pass, which is faster than several overlapping patches.
+    """
     volume = window_hu(load_volume(image_hu), model.config.hu_window)
     device = next(model.parameters()).device
     k, c = model.num_prompts, model.config.num_classes
@@ -62,7 +70,7 @@ def prompt_probabilities(
         with torch.no_grad():
             x = torch.from_numpy(volume)[None, None].to(device)
             blended = sliding_window_inference(
-                x, roi_size=model.config.roi_size, sw_batch_size=sw_batch_size, predictor=all_prompts,
+                x, roi_size=roi_size or model.config.roi_size, sw_batch_size=sw_batch_size, predictor=all_prompts,
                 overlap=overlap, mode="gaussian",
             )
     finally:
@@ -87,9 +95,18 @@ def pairwise_js_divergence(probs: torch.Tensor) -> torch.Tensor:
     return (total / len(pairs)).clamp_min(0.0)
 
 
-def predict(model: SLPTNet, image_hu: VolumeSource, overlap: float = 0.25, sw_batch_size: int = 1) -> Prediction:
-    """Segment one CT volume (D, H, W) in HU (array or NIfTI path) with all K prompts."""
-    probs = prompt_probabilities(model, image_hu, overlap=overlap, sw_batch_size=sw_batch_size)
+def predict(
+    model: SLPTNet,
+    image_hu: VolumeSource,
+    overlap: float = 0.25,
+    sw_batch_size: int = 1,
+    roi_size: tuple[int, int, int] | None = None,
+) -> Prediction:
+    """Segment one CT volume (D, H, W) in HU (array or NIfTI path) with all K prompts.
+
+    See :func:`prompt_probabilities` for the sliding-window arguments.
+    """
+    probs = prompt_probabilities(model, image_hu, overlap=overlap, sw_batch_size=sw_batch_size, roi_size=roi_size)
     mean_prob = probs.mean(dim=0)
     return Prediction(
         mean_prob=mean_prob.numpy().astype(np.float32),

@@ -73,7 +73,9 @@ def read_msd_dataset(data_dir: str | Path) -> tuple[dict[int, str], list[tuple[P
         labels = {int(k): str(v) for k, v in description["labels"].items()}
         pairs = [(data_dir / item["image"], data_dir / item["label"]) for item in description["training"]]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ModelError(f"invalid {meta}: needs 'labels' {{index: name}} and 'training' [{{image, label}}] ({exc!r})") from exc
+        raise ModelError(
+            f"invalid {meta}: needs 'labels' {{index: name}} and 'training' [{{image, label}}] ({exc!r})"
+        ) from exc
     if sorted(labels) != list(range(len(labels))) or len(labels) < 2:
         raise ModelError(f"{meta}: labels must be indices 0..N-1 with N >= 2, got {sorted(labels)}")
     if not pairs:
@@ -138,7 +140,11 @@ def pretrain_backbone(
     train_time = time.perf_counter() - start
 
     model.eval()
-    val_dice = _validation_dice(model, val, schedule.patch_size, len(labels), device) if val else np.full(len(labels) - 1, np.nan)
+    val_dice = (
+        _validation_dice(model, val, schedule.patch_size, len(labels), device)
+        if val
+        else np.full(len(labels) - 1, np.nan)
+    )
     metrics = {
         "val_dice": {labels[c]: float(val_dice[c - 1]) for c in range(1, len(labels))},
         "val_mean_dice": float(np.nanmean(val_dice)) if val else float("nan"),

@@ -42,7 +42,7 @@ class SLPTConfig:
         prompt_stages: encoder stages (0 = shallowest) that get prompts; None = all stages. Deeper-only
             prompts let back-propagation stop early, saving compute as well as parameters.
         mode: "prompt" (frozen backbone) or "finetune" (everything trainable, no prompts).
-        seed: prompt k is initialised with seed + k.
+        seed: prompt k of stage s is initialised from seed + 1000·s + k.
         prompt_init_std: standard deviation of the initial prompt values.
         inherit_classes: when the head reads the backbone's logits, downstream class c < inherit_classes
             starts as a copy of upstream class c (background and liver share indices in MSD/sim label

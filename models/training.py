@@ -79,7 +79,9 @@ class TrainResult:
     families: list[list[str]] = field(default_factory=list)
 
 
-def load_cases(cases: Sequence[Case], num_classes: int, hu_window: tuple[float, float]) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_cases(
+    cases: Sequence[Case], num_classes: int, hu_window: tuple[float, float]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Load and window labelled cases: -> [(image (1,D,H,W) float32 in [0,1], label (1,D,H,W) int64)].
 
     Raises:
@@ -130,11 +132,7 @@ def train_prompts(
     ]
     prompt_index = torch.arange(k, device=device).repeat_interleave(cfg.batch_per_prompt)
 
-    optimizer = torch.optim.AdamW(
-        model.tunable_parameters(), lr=cfg.lr or DEFAULT_LR[model.mode], weight_decay=cfg.weight_decay
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer, scaler, loss_fn = training_parts(model, cfg, device)
     losses: list[float] = []
     start = time.perf_counter()
     for step in range(cfg.steps):
@@ -145,20 +143,59 @@ def train_prompts(
         ]
         images = torch.stack([image for image, _ in patches]).to(device)
         labels = torch.stack([label for _, label in patches]).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device):
-            logits = model(images, prompt_index)
-        loss = loss_fn(logits.float(), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(float(loss.detach()))
+        losses.append(training_step(model, optimizer, scaler, loss_fn, images, labels, prompt_index))
         if progress:
             progress(step + 1, cfg.steps, losses[-1])
     return TrainResult(
         losses=losses, time_s=time.perf_counter() - start, steps=cfg.steps, device=str(device),
         case_indices=case_indices, families=families,
     )
+
+
+def training_parts(
+    model: SLPTNet, cfg: TrainConfig, device: torch.device
+) -> tuple[torch.optim.AdamW, torch.amp.GradScaler, DiceCELoss]:
+    """The optimiser, gradient scaler and loss of :func:`train_prompts`.
+
+    AdamW over ``model.tunable_parameters()`` (lr ``cfg.lr`` or the mode's default), a gradient scaler that is
+    active only on CUDA (where the forward pass runs in float16), and Dice + CE on softmax logits. The Dice
+    term is batch Dice (nnU-Net style): per-patch Dice would punish any tumour probability in the many
+    patches without tumour and push small lesions to zero.
+    """
+    optimizer = torch.optim.AdamW(
+        model.tunable_parameters(), lr=cfg.lr or DEFAULT_LR[model.mode], weight_decay=cfg.weight_decay
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    return optimizer, scaler, DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+
+
+def training_step(
+    model: SLPTNet,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss_fn: DiceCELoss,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    prompt_index: torch.Tensor,
+) -> float:
+    """One optimisation step: forward (float16 autocast on CUDA), Dice + CE, backward, optimiser step.
+
+    Args:
+        images: (B, in_channels, *roi) on the model's device.
+        labels: (B, 1, *roi) long class indices.
+        prompt_index: (B,) long prompt of each item (ignored in fine-tune mode).
+
+    Returns:
+        The batch loss (reading it waits for the step to finish on the device).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(images.device):
+        logits = model(images, prompt_index)
+    loss = loss_fn(logits.float(), labels)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach())
 
 
 def measure_prompt_disagreement(model: SLPTNet, images: Sequence[VolumeSource]) -> float:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.bench.next_sample import WARMUP_REQUESTS, Response, duplicates
+import pytest
+
+from app.bench.next_sample import WARMUP_REQUESTS, LoadResult, Response, duplicates, summarize
 
 
 def answered(client: int, index: int, image_id: str | None, sent: float, received: float) -> Response:
@@ -59,6 +61,23 @@ def test_a_server_that_hands_everyone_the_same_volume_scores_every_later_answer(
     history = [answered(client, 0, "x", sent=0.0, received=1.0 + client) for client in range(3)]
     assert duplicates(history) == 2
     assert duplicates(list(reversed(history))) == 2  # the order of the list does not matter, the times do
+
+
+def test_load_figures_leave_the_warm_up_out():
+    responses = (
+        Response(client=0, index=0, image_id="w", sent=0.0, received=5.0, warmup=True),  # slow warm-up: not timed
+        answered(1, 1, "b", sent=10.0, received=10.010),
+        answered(0, 1, "a", sent=10.0, received=10.020),
+        answered(0, 2, "c", sent=10.020, received=10.050),
+    )
+    result = LoadResult(responses=responses, wall_s=0.05)
+    assert result.latencies_ms == pytest.approx([10.0, 20.0, 30.0])
+    assert result.ids_per_client == {0: ["a", "c"], 1: ["b"]}
+    stats = summarize("ours", result)
+    assert stats.p50_ms == pytest.approx(20.0)
+    assert 29.0 < stats.p99_ms <= 30.0
+    assert stats.requests_per_s == pytest.approx(3 / 0.05)
+    assert stats.requests == 4
 
 
 def test_bench_next_sample_measures_both_servers_end_to_end(tmp_path: Path):

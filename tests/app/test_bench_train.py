@@ -95,13 +95,13 @@ def test_verdicts_compare_each_prompt_variant_with_fine_tuning():
 
 def test_bench_train_end_to_end(tmp_path: Path):
     out = tmp_path / "results" / "t.md"
-    result = slpt("bench", "train", "--size", "32", "--batch", "1", "--warmup", "1", "--steps", "2", "--out", str(out))
+    result = slpt("bench", "train", "--size", "16", "--batch", "1", "--warmup", "1", "--steps", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     report = out.read_text()
     assert report.strip() in result.stdout
-    assert "slpt bench train --size 32 --batch 1 --warmup 1 --steps 2" in report
+    assert "slpt bench train --size 16 --batch 1 --warmup 1 --steps 2" in report
     assert "torch " in report and "Device:" in report and "torch threads" in report
-    assert "the same 3 random patches of 32³ voxels" in report
+    assert "the same 3 random patches of 16³ voxels" in report
 
     rows = table_rows(report)
     assert list(rows) == [FINETUNE, PROMPT_ALL, PROMPT_DEEP]

@@ -9,7 +9,17 @@ from pathlib import Path
 
 
 def slpt(*args: str) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a real process (used where the process boundary matters)."""
     return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=300)
+
+
+def slpt_inline(*args: str):
+    """The same CLI, in this process (no interpreter start-up): exit code, stdout and stderr."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
 
 
 def test_synth_writes_an_msd_cohort(tmp_path: Path):
@@ -25,16 +35,16 @@ def test_synth_writes_an_msd_cohort(tmp_path: Path):
 
 def test_synth_refuses_a_non_empty_folder(tmp_path: Path):
     (tmp_path / "keep.txt").write_text("precious")
-    result = slpt("synth", "--out", str(tmp_path), "--cases", "2", "--size", "16")
-    assert result.returncode != 0
+    result = slpt_inline("synth", "--out", str(tmp_path), "--cases", "2", "--size", "16")
+    assert result.exit_code != 0
     assert "not empty" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
 def test_synth_refuses_zero_cases(tmp_path: Path):
-    result = slpt("synth", "--out", str(tmp_path / "c"), "--cases", "0")
-    assert result.returncode != 0
+    result = slpt_inline("synth", "--out", str(tmp_path / "c"), "--cases", "0")
+    assert result.exit_code != 0
     assert "cases" in result.stderr
     assert not (tmp_path / "c").exists()
 
@@ -42,8 +52,8 @@ def test_synth_refuses_zero_cases(tmp_path: Path):
 def test_synth_refuses_an_unwritable_path(tmp_path: Path):
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "cohort"
-    result = slpt("synth", "--out", str(out), "--cases", "2", "--size", "16")
-    assert result.returncode != 0
+    result = slpt_inline("synth", "--out", str(out), "--cases", "2", "--size", "16")
+    assert result.exit_code != 0
     assert str(tmp_path / "file") in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -53,3 +63,60 @@ def test_serve_refuses_a_missing_folder(tmp_path: Path):
     assert result.returncode != 0
     assert "studies folder not found" in result.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_db_upgrade_migrates_sqlite_and_postgresql(tmp_path: Path):
+    from sqlalchemy import create_engine, inspect
+
+    from db.engine import normalise_url
+    from tests.pg import temporary_database
+
+    sqlite_url = f"sqlite:///{tmp_path / 'slpt.db'}"
+    with temporary_database() as pg_url:
+        for url in (sqlite_url, pg_url):
+            result = slpt_inline("db", "upgrade", "--db", url)
+            assert result.exit_code == 0, result.stderr
+            engine = create_engine(normalise_url(url))
+            assert {"images", "labels", "assignments", "scores", "model_versions"} <= set(inspect(engine).get_table_names())
+            engine.dispose()
+
+
+def test_db_upgrade_on_an_unreachable_server_fails_cleanly():
+    result = slpt_inline("db", "upgrade", "--db", "postgresql://nobody@127.0.0.1:1/none")
+    assert result.exit_code != 0
+    assert "cannot upgrade" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_model_info_reports_the_tunable_fraction():
+    import json
+
+    result = slpt_inline("model-info", "--json")
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["num_prompts"] == 3
+    assert 0 < info["tunable_params"] < info["total_params"]
+    assert info["tunable_fraction"] == info["tunable_params"] / info["total_params"] <= 0.06
+
+
+def test_model_info_on_a_corrupt_checkpoint_names_the_problem(tmp_path: Path):
+    from models.backbone import BackboneConfig, build_backbone, save_backbone
+
+    bad = tmp_path / "backbone.pt"
+    save_backbone(build_backbone(BackboneConfig()), BackboneConfig(), bad)  # a valid config beside it...
+    bad.write_bytes(b"not a checkpoint")  # ...and corrupt weights
+    result = slpt_inline("model-info", "--json", "--backbone", str(bad))
+    assert result.exit_code != 0
+    assert str(bad) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_model_info_on_a_checkpoint_of_another_architecture_names_the_mismatch(tmp_path: Path):
+    import torch
+
+    from models.backbone import BackboneConfig, build_backbone
+
+    path = tmp_path / "other.pt"
+    torch.save(build_backbone(BackboneConfig(channels=(8, 16, 32), strides=(2, 2))).state_dict(), path)
+    result = slpt_inline("model-info", "--json", "--backbone", str(path))
+    assert result.exit_code != 0
+    assert "Traceback" not in result.stderr
+    assert "missing" in result.stderr or "mismatch" in result.stderr or "unexpected" in result.stderr
