@@ -232,35 +232,31 @@ def _first_free(in_round: bool, excluding: bool, postgresql: bool, among: bool =
     return query.with_for_update(skip_locked=True, of=_images) if postgresql else query
 
 
-@cache
-def _count_candidates(excluding: bool) -> Select[tuple[int]]:
-    return select(func.count()).select_from(_candidates(False, excluding).order_by(None).subquery())
+_MAX_SEQ = select(func.max(_images.c.seq))
 
 
 @cache
-def _candidate_at(excluding: bool) -> Select[tuple[str]]:
-    return _candidates(False, excluding).offset(bindparam("offset")).limit(1)
-
-
-@cache
-def _lock_if_free(postgresql: bool) -> Select[tuple[str]]:
-    query = _candidates(False, False).where(_images.c.id == bindparam("image_id"))
+def _free_from_seq(excluding: bool, postgresql: bool) -> Select[tuple[str]]:
+    """The first free candidate at or after ``:pivot`` in ``seq`` order, locked (an index range scan)."""
+    query = (
+        _candidates(False, excluding).where(_images.c.seq >= bindparam("pivot")).order_by(None).order_by(_images.c.seq).limit(1)
+    )
     return query.with_for_update(skip_locked=True, of=_images) if postgresql else query
 
 
 def _pick_random(connection: Connection, params: dict, excluding: bool, rng: random.Random) -> str | None:
-    """A uniformly random free candidate, locked; None if there is none or it was just taken.
+    """A random free candidate, locked: jump to a random ``seq`` and take the next free volume from there.
 
-    Count the candidates, read the one at a random offset of the id order without locking, then lock that
-    row alone if it is still free (two index-backed scans; no sort by a random key).
+    One index lookup for the largest ``seq`` and one index range scan, whatever the pool size (a count plus a
+    random offset costs a scan of every candidate). Approximately uniform: a volume that follows a run of
+    labeled or leased ones is a little more likely. None when nothing is free from the pivot on (the caller
+    then takes the first free volume, which wraps around).
     """
-    total = connection.scalar(_count_candidates(excluding), params)
-    if not total:
+    highest = connection.scalar(_MAX_SEQ)
+    if highest is None:
         return None
-    image_id = connection.scalar(_candidate_at(excluding), params | {"offset": rng.randrange(total)})
-    if image_id is None:
-        return None
-    return connection.scalar(_lock_if_free(_is_pg(connection)), params | {"image_id": image_id})
+    pivot = rng.randint(1, highest)
+    return connection.scalar(_free_from_seq(excluding, _is_pg(connection)), params | {"pivot": pivot})
 
 
 def _expire(connection: Connection, now: datetime) -> list[str]:

@@ -61,6 +61,8 @@ def upsert_images(session: Session, records: list[ImageRecord], now: datetime | 
         raise DBError(f"duplicate image ids in one ingestion: {duplicates[:10]}")
     check_aware(now)
     ingested_at = now or utcnow()
+    # New rows continue the ingestion order; re-ingested ones keep their seq (it is not in ``refreshed``).
+    first_seq = (session.scalar(select(func.max(Image.seq))) or 0) + 1
     rows = [
         {
             "id": r.id,
@@ -71,12 +73,13 @@ def upsert_images(session: Session, records: list[ImageRecord], now: datetime | 
             "checksum": r.checksum,
             "grp": r.grp,
             "meta": r.meta,
+            "seq": first_seq + position,
             "ingested_at": ingested_at,
             "label_status": "unlabeled",
             "lease_holder": None,
             "lease_expires_at": None,
         }
-        for r in records
+        for position, r in enumerate(records)
     ]
     refreshed = ["path", "name", "shape", "spacing", "checksum", "grp", "meta"]
     upsert_rows(session, Image.__table__, rows, ["id"], refreshed)

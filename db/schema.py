@@ -110,9 +110,12 @@ class Image(Base):
         # Status first, then id: "the first unlabeled volume by id" is one index range scan that stops at
         # the first free row, instead of collecting and sorting every unlabeled row.
         Index(None, "label_status", "id"),
+        # Random claims jump to a random ``seq`` and take the next free volume: one index range scan.
+        Index(None, "label_status", "seq"),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)  # ingestion order, 1, 2, … (gaps allowed)
     path: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(String(255))
     shape: Mapped[list[int]]

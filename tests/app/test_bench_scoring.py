@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ from app.bench.scoring import ONE_BY_ONE, STOCK_EPISTEMIC, TESLA_BATCHED, Scorin
 
 
 def slpt(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=300)
+    # One torch thread: the test machine's cores are shared.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def table_rows(report: str) -> dict[str, dict[str, str]]:
@@ -34,7 +37,7 @@ def test_bench_scoring_end_to_end(tmp_path: Path):
     report = out.read_text()
     assert report.strip() in run.stdout  # printed and written alike
     assert "slpt bench scoring --volumes 2" in report
-    assert "torch threads" in report
+    assert "1 torch threads" in report
 
     rows = table_rows(report)
     assert list(rows) == [TESLA_BATCHED, ONE_BY_ONE, STOCK_EPISTEMIC]
