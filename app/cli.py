@@ -226,6 +226,67 @@ def bench_scoring(
         out.write_text(report)
 
 
+@cli.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Run folder: split.json, results.csv, learning_curves.png, report.md")],
+    data: Annotated[Optional[Path], typer.Option(help="Labeled MSD-layout folder (e.g. MSD Task03 Liver / LiTS); needs --backbone")] = None,
+    synthetic: Annotated[bool, typer.Option(help="Generate the cohort (and, without --backbone, pre-train a backbone) in the run folder")] = False,
+    strategies: Annotated[Optional[str], typer.Option(help="Comma-separated strategies, e.g. tesla,random,entropy,coreset,epistemic")] = None,
+    budget: Annotated[Optional[float], typer.Option(help="Fraction of the pool labeled by the last round, in (0, 1)")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Selection rounds the budget is spread over")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Repeats (selection and training seed)")] = None,
+    tuning: Annotated[Optional[str], typer.Option(help="prompt, finetune or prompt,finetune (both at the same labels)")] = None,
+    profile: Annotated[str, typer.Option(help="quick, full or smoke (sizes and fixed schedules: sim/profiles.py)")] = "quick",
+    backbone: Annotated[Optional[Path], typer.Option(help="Frozen backbone checkpoint (its .json beside it)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel processes, one thread each (default: the profile's, at most the CPUs)")] = None,
+) -> None:
+    """Label-efficiency study: strategies × seeds × rounds against full-data references (resumes an interrupted run)."""
+    import os
+    import shlex
+    import sys
+
+    from models.errors import ModelError
+    from sim.msd import CohortError, load_msd
+    from sim.profiles import PROFILES
+    from sim.report import write_report
+    from sim.simulate import SimulationError, Study, check_study, prepare_synthetic, run_simulation
+    from strategies import SelectionError
+
+    if (data is None) == (not synthetic):
+        raise fail("give exactly one of --data DIR and --synthetic")
+    if profile not in PROFILES:
+        raise fail(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
+    chosen = PROFILES[profile]
+    if data is not None and not data.is_dir():
+        raise fail(f"--data {data} is not a folder")
+    if data is not None and backbone is None:
+        raise fail("--data needs --backbone FILE (the frozen pre-trained backbone)")
+    if backbone is not None and not backbone.is_file():
+        raise fail(f"--backbone {backbone} does not exist")
+
+    def names(text: Optional[str], default: tuple[str, ...]) -> tuple[str, ...]:
+        return default if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
+
+    study = Study(
+        strategies=names(strategies, chosen.strategies),
+        budget=chosen.budget if budget is None else budget,
+        rounds=chosen.rounds if rounds is None else rounds,
+        seeds=chosen.seeds if seeds is None else seeds,
+        tunings=names(tuning, chosen.tunings),
+    )
+    n_workers = workers or min(chosen.workers, os.cpu_count() or 1)
+    try:
+        check_study(study)
+        if synthetic:
+            data, made_backbone = prepare_synthetic(out, chosen)
+            backbone = backbone or made_backbone
+        results = run_simulation(load_msd(data), backbone, out, chosen, study, workers=n_workers)
+        report = write_report(out, command=shlex.join(["slpt", *sys.argv[1:]]))
+    except (SimulationError, CohortError, ModelError, SelectionError) as exc:
+        raise fail(str(exc))
+    typer.echo(f"results: {results}\nreport: {report}")
+
+
 db_cli = typer.Typer(help="Database administration.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 

@@ -125,8 +125,7 @@ class SLPTApp(MONAILabelApp):
         result = strategy(request, self.datastore())
         if not result:
             return {}
-        image_id = result["id"]
-        return {**self.datastore().get_image_info(image_id), **result, "path": self.datastore().get_image_uri(image_id)}
+        return {**self.datastore().sample_answer(result["id"]), **result}
 
 
 def _msd_groups(layout: StudiesLayout) -> dict[str, str]:

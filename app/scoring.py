@@ -14,9 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
-import torch
-from monai.transforms import Resize
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from sqlalchemy import select
 
@@ -28,13 +25,11 @@ from db.schema import Embedding, Score
 from db.scores import store_embeddings, store_scores
 from models.checkpoint import backbone_fingerprint
 from models.embedding import volume_embedding
-from models.inference import prompt_probabilities
-from models.preprocess import load_volume
-from strategies.uncertainty import bald, entropy, prompt_uncertainty
+from models.inference import working_resolution_probs
+from strategies.uncertainty import SCORE_METHODS, volume_scores
 
 logger = logging.getLogger(__name__)
 
-SCORE_METHODS = ("prompt_uncertainty", "entropy", "epistemic")
 BATCH = 32  # volumes per database write (progress granularity too)
 
 
@@ -60,28 +55,6 @@ def compute_missing_embeddings(datastore: SQLDatastore, store: ModelStore, size:
                 store_embeddings(session, key, vectors)
             job(start + len(chunk), len(todo), f"{start + len(chunk)}/{len(todo)} volumes embedded")
     return len(todo)
-
-
-def volume_scores(prompt_probs: np.ndarray) -> dict[str, float]:
-    """The three scores of one volume from its K prompt maps (K, C, *spatial)."""
-    mean = prompt_probs.mean(axis=0)
-    foreground = (prompt_probs.argmax(axis=1) != 0).any(axis=0)
-    if not foreground.any():
-        return dict.fromkeys(SCORE_METHODS, 0.0)
-    mean_entropy = entropy(mean, axis=0)[foreground]
-    return {
-        "prompt_uncertainty": float(prompt_uncertainty(prompt_probs)),
-        "entropy": float(mean_entropy.mean()),
-        "epistemic": float(np.asarray(bald(prompt_probs))[foreground].mean()),
-    }
-
-
-def working_resolution_probs(network, image_path: str, roi: tuple[int, int, int]) -> np.ndarray:
-    """(K, C, *roi) prompt probabilities of a volume resized to one ROI: one batched forward pass."""
-    volume = load_volume(image_path).astype(np.float32)
-    resized = np.asarray(Resize(spatial_size=roi, mode="trilinear")(volume[None]))[0]
-    with torch.no_grad():
-        return prompt_probabilities(network, resized).numpy()
 
 
 class SLPTScoring(ScoringMethod):

@@ -148,6 +148,12 @@ class SQLDatastore(Datastore):
             image = self._image(session, image_id)
             return self._image_info(image) if image else {}
 
+    def sample_answer(self, image_id: str) -> dict[str, Any]:
+        """What Next Sample returns for a claimed volume (its info plus ``id`` and ``path``), in one query."""
+        with self.sessions() as session:
+            image = images.require_image(session, image_id)
+            return {**self._image_info(image), "id": image.id, "path": image.path}
+
     @staticmethod
     def _image_info(image: Image) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ from itertools import combinations
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
+from monai.transforms import Resize
 
 from models.device import autocast
 from models.preprocess import VolumeSource, load_volume, window_hu
@@ -114,3 +115,15 @@ def predict(
         disagreement=pairwise_js_divergence(probs).numpy().astype(np.float32),
         foreground_any=(probs.argmax(dim=1) > 0).any(dim=0).numpy(),
     )
+
+
+def working_resolution_probs(model: SLPTNet, image_hu: VolumeSource, roi: tuple[int, int, int]) -> np.ndarray:
+    """(K, C, *roi) prompt probabilities of a volume resized to one ROI: one batched forward pass.
+
+    The working resolution of uncertainty scoring (server and simulator alike): the whole volume (D, H, W)
+    in HU, array or NIfTI path, is resized (trilinear) to ``roi`` so each volume costs one pass.
+    """
+    volume = load_volume(image_hu).astype(np.float32)
+    resized = np.asarray(Resize(spatial_size=roi, mode="trilinear")(volume[None]))[0]
+    with torch.no_grad():
+        return prompt_probabilities(model, resized).numpy()

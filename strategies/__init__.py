@@ -8,9 +8,17 @@ from strategies.baselines import CoreSet, Entropy, Epistemic, First, Random
 from strategies.features import reduce, standardise
 from strategies.registry import STRATEGIES, get_strategy
 from strategies.tesla import TESLA
-from strategies.uncertainty import bald, entropy, mean_pairwise_js_divergence, prompt_uncertainty
+from strategies.uncertainty import (
+    SCORE_METHODS,
+    bald,
+    entropy,
+    mean_pairwise_js_divergence,
+    prompt_uncertainty,
+    volume_scores,
+)
 
 __all__ = [
+    "SCORE_METHODS",
     "STRATEGIES",
     "TESLA",
     "CoreSet",
@@ -28,4 +36,5 @@ __all__ = [
     "prompt_uncertainty",
     "reduce",
     "standardise",
+    "volume_scores",
 ]

@@ -80,3 +80,26 @@ def _check_member_probs(array: np.ndarray, what: str, shape_doc: str) -> np.ndar
     if probs.shape[1] < 2:
         raise SelectionError(f"{what} needs at least 2 classes along axis 1, got {probs.shape[1]}")
     return probs
+
+
+#: Per-volume scores of :func:`volume_scores`, one per score-based strategy (TESLA, entropy, epistemic).
+SCORE_METHODS = ("prompt_uncertainty", "entropy", "epistemic")
+
+
+def volume_scores(prompt_probs: np.ndarray) -> dict[str, float]:
+    """The three scores of one volume from its K prompt maps (K >= 2, C, *spatial).
+
+    ``prompt_uncertainty`` (TESLA, :func:`prompt_uncertainty`), ``entropy`` (entropy of the mean map) and
+    ``epistemic`` (BALD with the K prompts as the ensemble), the last two averaged over the voxels any
+    prompt labels foreground; all 0.0 when no prompt finds foreground. Used by the server's scoring job
+    and by the offline simulator, so both rank volumes by the same numbers.
+    """
+    probs = _check_member_probs(prompt_probs, "prompt_probs", "(K prompts, C classes, *spatial)")
+    foreground = (probs.argmax(axis=1) != 0).any(axis=0)
+    if not foreground.any():
+        return dict.fromkeys(SCORE_METHODS, 0.0)
+    return {
+        "prompt_uncertainty": float(prompt_uncertainty(probs)),
+        "entropy": float(entropy(probs.mean(axis=0), axis=0)[foreground].mean()),
+        "epistemic": float(np.asarray(bald(probs))[foreground].mean()),
+    }

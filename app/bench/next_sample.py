@@ -137,9 +137,8 @@ def run_load(
     sequential next-sample requests; ``progress`` is called after each timed response."""
     if clients < 1 or requests < 1 or warmup < 0:
         raise BenchError(f"need clients >= 1, requests >= 1, warmup >= 0; got {clients}, {requests}, {warmup}")
-    start_together = threading.Barrier(clients)
-
     address = urlsplit(url)
+    start_together = threading.Barrier(clients)
 
     def annotator(client: int) -> list[Response]:
         answered = []

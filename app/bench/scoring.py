@@ -46,7 +46,15 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
-from monai.transforms import Activationsd, EnsureChannelFirstd, EnsureTyped, LoadImaged, Resize, Resized, ScaleIntensityRanged
+from monai.transforms import (
+    Activationsd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    Resize,
+    Resized,
+    ScaleIntensityRanged,
+)
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
@@ -202,12 +210,14 @@ def working_resolution_volume(image_path: str, roi: Sequence[int]) -> np.ndarray
 
 
 def one_by_one_probs(network: SLPTNet, image_path: str, roi: Sequence[int]) -> np.ndarray:
-    """(K, C, *roi) prompt probabilities from K separate batch-1 passes (the inferer of ``prompt_probabilities``)."""
+    """(K, C, *roi) prompt probabilities from K separate batch-1 passes (the inferer of ``prompt_probabilities``).
+
+    ``network`` must be in eval mode (as :func:`benchmark_network` returns it).
+    """
     device = next(network.parameters()).device
     x = torch.from_numpy(window_hu(working_resolution_volume(image_path, roi), network.config.hu_window))
     x = x[None, None].to(device)  # (1, 1, *roi)
     maps = []
-    network.eval()
     with torch.no_grad():
         for k in range(network.num_prompts):
             prompt_index = torch.tensor([k], device=device)
@@ -326,7 +336,8 @@ def format_table(result: ScoringBenchResult) -> str:
     """Markdown table, one row per method; ratios are to stock epistemic (median to median, mean to mean)."""
     stock = result.stock
     lines = [
-        "| method | forward passes per volume | s/volume median | s/volume mean | range (s) | median ÷ stock | mean ÷ stock |",
+        "| method | forward passes per volume | s/volume median | s/volume mean | range (s) "
+        "| median ÷ stock | mean ÷ stock |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for m in result.methods:
@@ -354,7 +365,8 @@ def format_report(result: ScoringBenchResult, command: str) -> str:
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = "n/a" if result.load_at_start is None else f"{result.load_at_start:.1f}"
     roi = "×".join(str(edge) for edge in result.roi)
-    precision = "; ours in float16 autocast, stock in float32 as `BasicInferTask` runs" if result.device == "cuda" else ""
+    cuda = result.device == "cuda"
+    precision = "; ours in float16 autocast, stock in float32 as `BasicInferTask` runs" if cuda else ""
     header = textwrap.dedent(
         f"""\
         # Scoring one unlabeled volume: TESLA vs stock MONAI Label epistemic
