@@ -155,20 +155,14 @@ def bench_next_sample(
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
 ) -> None:
     """Next Sample latency, throughput and duplicate assignments under concurrent annotators: ours vs stock."""
-    import shlex
-    import sys
-
     from app.bench import BenchError
     from app.bench.next_sample import run_benchmark
 
     try:
-        report = run_benchmark(volumes, clients, requests, size, command=shlex.join(["slpt", *sys.argv[1:]]))
+        report = run_benchmark(volumes, clients, requests, size, command=bench_command_line())
     except BenchError as exc:
         raise fail(str(exc))
-    typer.echo(report)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
+    emit_report(report, out)
 
 
 @bench.command("train")
@@ -182,21 +176,15 @@ def bench_train(
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
 ) -> None:
     """One training step of prompt tuning vs full fine-tuning: time, trainable parameters, memory, version size."""
-    import shlex
-    import sys
-
     from app.bench import BenchError
     from app.bench.train import BenchConfig, format_report, run_benchmark
 
     cfg = BenchConfig(size=size, batch_per_prompt=batch, num_prompts=prompts, steps=steps, warmup=warmup, device=device)
     try:
-        report = format_report(run_benchmark(cfg), command=shlex.join(["slpt", *sys.argv[1:]]))
+        report = format_report(run_benchmark(cfg), command=bench_command_line())
     except BenchError as exc:
         raise fail(str(exc))
-    typer.echo(report)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
+    emit_report(report, out)
 
 
 @bench.command("scoring")
@@ -209,21 +197,15 @@ def bench_scoring(
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
 ) -> None:
     """Seconds per volume: TESLA scoring (K prompts batched) vs K prompts one by one vs stock epistemic (MC dropout)."""
-    import shlex
-    import sys
-
     from app.bench import BenchError
     from app.bench.scoring import ScoringBenchConfig, format_report, run_benchmark
 
     cfg = ScoringBenchConfig(volumes=volumes, size=size, warmup=warmup, roi=roi, device=device)
     try:
-        report = format_report(run_benchmark(cfg), command=shlex.join(["slpt", *sys.argv[1:]]))
+        report = format_report(run_benchmark(cfg), command=bench_command_line())
     except BenchError as exc:
         raise fail(str(exc))
-    typer.echo(report)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
+    emit_report(report, out)
 
 
 @cli.command()
@@ -242,8 +224,6 @@ def simulate(
 ) -> None:
     """Label-efficiency study: strategies × seeds × rounds against full-data references (resumes an interrupted run)."""
     import os
-    import shlex
-    import sys
 
     from models.errors import ModelError
     from sim.msd import CohortError, load_msd
@@ -281,7 +261,7 @@ def simulate(
             data, made_backbone = prepare_synthetic(out, chosen)
             backbone = backbone or made_backbone
         results = run_simulation(load_msd(data), backbone, out, chosen, study, workers=n_workers)
-        report = write_report(out, command=shlex.join(["slpt", *sys.argv[1:]]))
+        report = write_report(out, command=bench_command_line())
     except (SimulationError, CohortError, ModelError, SelectionError) as exc:
         raise fail(str(exc))
     typer.echo(f"results: {results}\nreport: {report}")
@@ -304,6 +284,22 @@ def db_upgrade(db: Annotated[str, typer.Option(help="SQLAlchemy database URL, e.
     except (SQLAlchemyError, ValueError) as exc:
         raise fail(f"cannot upgrade {normalise_url(db)}: {exc}")
     typer.echo(f"database at revision {head_revision()}")
+
+
+def emit_report(report: str, out: Path | None) -> None:
+    """Print a benchmark report and, with ``--out``, write it (docs/results/ keeps the measured ones)."""
+    typer.echo(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+
+
+def bench_command_line() -> str:
+    """The command as typed, for the report header."""
+    import shlex
+    import sys
+
+    return shlex.join(["slpt", *sys.argv[1:]])
 
 
 def main() -> None:

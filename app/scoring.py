@@ -24,7 +24,7 @@ from db.engine import write_session
 from db.schema import Embedding, Score
 from db.scores import store_embeddings, store_scores
 from models.checkpoint import backbone_fingerprint
-from models.embedding import volume_embedding
+from models.embedding import EMBEDDING_VERSION, volume_embedding
 from models.inference import working_resolution_probs
 from strategies.uncertainty import SCORE_METHODS, volume_scores
 
@@ -34,8 +34,9 @@ BATCH = 32  # volumes per database write (progress granularity too)
 
 
 def embedding_key(store: ModelStore) -> str:
+    """Embeddings are keyed by backbone weights and embedding definition: a change of either recomputes them."""
     backbone, _ = store.backbone()
-    return f"backbone-{backbone_fingerprint(backbone)[:16]}"
+    return f"backbone-{backbone_fingerprint(backbone)[:16]}-e{EMBEDDING_VERSION}"
 
 
 def compute_missing_embeddings(datastore: SQLDatastore, store: ModelStore, size: int) -> int:

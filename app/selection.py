@@ -26,6 +26,7 @@ from db.images import live_lease
 from db.rounds import create_round, current_round, round_remaining
 from db.schema import Image, utcnow
 from db.scores import load_embeddings, load_scores
+from models.embedding import embedding_blocks
 from strategies import get_strategy
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
     elif method and strategy_name != "tesla":
         raise SelectionUnavailable(f"strategy {strategy_name!r} ranks by {method!r} scores: train a model first")
     rule = get_strategy(strategy_name)
+    if "block_sizes" in rule.option_names():  # distance-based rules weigh each embedding block equally
+        rule = get_strategy(strategy_name, block_sizes=embedding_blocks(store.backbone()[0]))
     picks = rule.select(
         embeddings.reshape(len(ids), -1),
         max(1, min(budget, len(ids))) if ids else 1,

@@ -117,13 +117,16 @@ def predict(
     )
 
 
+def working_resolution_volume(image_hu: VolumeSource, roi: tuple[int, int, int]) -> np.ndarray:
+    """The whole volume (D, H, W) in HU, array or NIfTI path, resized (trilinear) to ``roi``: (*roi) float32."""
+    volume = load_volume(image_hu).astype(np.float32)
+    return np.asarray(Resize(spatial_size=tuple(roi), mode="trilinear")(volume[None]))[0]
+
+
 def working_resolution_probs(model: SLPTNet, image_hu: VolumeSource, roi: tuple[int, int, int]) -> np.ndarray:
     """(K, C, *roi) prompt probabilities of a volume resized to one ROI: one batched forward pass.
 
-    The working resolution of uncertainty scoring (server and simulator alike): the whole volume (D, H, W)
-    in HU, array or NIfTI path, is resized (trilinear) to ``roi`` so each volume costs one pass.
+    The working resolution of uncertainty scoring (server and simulator alike), so each volume costs one pass.
     """
-    volume = load_volume(image_hu).astype(np.float32)
-    resized = np.asarray(Resize(spatial_size=roi, mode="trilinear")(volume[None]))[0]
     with torch.no_grad():
-        return prompt_probabilities(model, resized).numpy()
+        return prompt_probabilities(model, working_resolution_volume(image_hu, roi)).numpy()

@@ -7,13 +7,14 @@ MC-dropout samples) and reduces it to one number per volume. Rules that do not u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from strategies.base import Pool, SelectionError, Strategy, check_int_option
 from strategies.diversity import k_center_greedy
-from strategies.features import prepare
+from strategies.features import check_block_sizes, prepare
 
 
 class Random(Strategy):
@@ -84,8 +85,8 @@ class CoreSet(Strategy):
     Centres are the labeled volumes plus the volumes picked so far; each pick is the pool volume
     farthest from its nearest centre. With no labeled volume the first pick follows ``start``:
     "farthest_from_mean" (default; the pool volume farthest from the pool mean, deterministic) or
-    "random" (seeded). Standardisation and PCA are fitted on pool and labeled volumes together, so both
-    live in the same space.
+    "random" (seeded). Standardisation, block balancing and PCA are fitted on pool and labeled volumes
+    together, so both live in the same space.
     """
 
     name = "coreset"
@@ -95,22 +96,39 @@ class CoreSet(Strategy):
         "embedding space with the smallest radius. Needs no model; tends to favour outliers."
     )
 
-    def __init__(self, standardise: bool = True, pca_dims: int = 0, start: str = "farthest_from_mean") -> None:
+    def __init__(
+        self,
+        standardise: bool = True,
+        pca_dims: int = 0,
+        start: str = "farthest_from_mean",
+        block_sizes: Sequence[int] = (),
+    ) -> None:
         """standardise: scale each dimension to unit variance first. pca_dims: keep this many principal
-        components (0 = no PCA). start: first pick without labeled volumes, one of START_RULES."""
+        components (0 = no PCA). start: first pick without labeled volumes, one of START_RULES.
+        block_sizes: sizes of the embedding's consecutive blocks (``models.embedding.embedding_blocks``);
+        each block then weighs the same in distances. Empty (default): each dimension weighs the same."""
         if start not in START_RULES:
             raise SelectionError(f"start must be one of {', '.join(START_RULES)}; got {start!r}")
         self.standardise = bool(standardise)
         self.pca_dims = check_int_option("pca_dims", pca_dims, 0)
         self.start = start
+        self.block_sizes = check_block_sizes(block_sizes)
 
     def config(self) -> dict[str, Any]:
-        return {"standardise": self.standardise, "pca_dims": self.pca_dims, "start": self.start}
+        return {
+            "standardise": self.standardise,
+            "pca_dims": self.pca_dims,
+            "start": self.start,
+            "block_sizes": list(self.block_sizes),
+        }
 
     def _rank(self, pool: Pool, n_picks: int, seed: int) -> list[int]:
         n_pool = pool.embeddings.shape[0]
         both = prepare(
-            np.vstack([pool.embeddings, pool.labeled]), standardise_dims=self.standardise, pca_dims=self.pca_dims
+            np.vstack([pool.embeddings, pool.labeled]),
+            standardise_dims=self.standardise,
+            pca_dims=self.pca_dims,
+            block_sizes=self.block_sizes,
         )
         features, labeled = both[:n_pool], both[n_pool:]
         if labeled.shape[0] > 0:

@@ -2,8 +2,9 @@
 
 Our interpretation of the method (the paper's code is not public):
 
-- Embeddings are standardised per dimension (``standardise``) and optionally PCA-reduced
-  (``pca_dims``), both fitted on the unlabeled pool.
+- Embeddings are standardised per dimension (``standardise``), given equal weight per block of the
+  embedding (``block_sizes``, see ``features.balance_blocks``) and optionally PCA-reduced (``pca_dims``),
+  all fitted on the unlabeled pool.
 - The pool is partitioned into k = budget k-means clusters (scikit-learn ``KMeans``, or
   ``MiniBatchKMeans`` for large pools; ``cluster_method``), seeded with the selection seed.
 - Cold start (no uncertainty yet): from each cluster, the member nearest its centroid. Picks are ranked
@@ -19,13 +20,14 @@ Our interpretation of the method (the paper's code is not public):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from strategies.base import Pool, Strategy, check_int_option
 from strategies.diversity import DEFAULT_MINIBATCH_THRESHOLD, check_cluster_method, partition, round_robin
-from strategies.features import prepare
+from strategies.features import check_block_sizes, prepare
 
 
 class TESLA(Strategy):
@@ -48,13 +50,17 @@ class TESLA(Strategy):
         pca_dims: int = 0,
         n_init: int = 10,
         minibatch_threshold: int = DEFAULT_MINIBATCH_THRESHOLD,
+        block_sizes: Sequence[int] = (),
     ) -> None:
         """cluster_method: "auto" (MiniBatchKMeans above ``minibatch_threshold`` pool volumes, else KMeans),
         "kmeans" or "minibatch". standardise: scale each embedding dimension to unit variance first.
-        pca_dims: keep this many principal components (0 = no PCA). n_init: k-means restarts."""
+        pca_dims: keep this many principal components (0 = no PCA). n_init: k-means restarts.
+        block_sizes: sizes of the embedding's consecutive blocks (``models.embedding.embedding_blocks``);
+        each block then weighs the same in distances. Empty (default): each dimension weighs the same."""
         self.cluster_method = check_cluster_method(cluster_method)
         self.standardise = bool(standardise)
         self.pca_dims = check_int_option("pca_dims", pca_dims, 0)
+        self.block_sizes = check_block_sizes(block_sizes)
         self.n_init = check_int_option("n_init", n_init, 1)
         self.minibatch_threshold = check_int_option("minibatch_threshold", minibatch_threshold, 1)
 
@@ -65,10 +71,13 @@ class TESLA(Strategy):
             "pca_dims": self.pca_dims,
             "n_init": self.n_init,
             "minibatch_threshold": self.minibatch_threshold,
+            "block_sizes": list(self.block_sizes),
         }
 
     def _rank(self, pool: Pool, n_picks: int, seed: int) -> list[int]:
-        features = prepare(pool.embeddings, standardise_dims=self.standardise, pca_dims=self.pca_dims)
+        features = prepare(
+            pool.embeddings, standardise_dims=self.standardise, pca_dims=self.pca_dims, block_sizes=self.block_sizes
+        )
         labels, centres = partition(
             features,
             n_picks,

@@ -51,7 +51,6 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
-    Resize,
     Resized,
     ScaleIntensityRanged,
 )
@@ -62,11 +61,12 @@ from tqdm import tqdm
 
 from app.bench import BenchError
 from app.bench.train import device_name
-from app.scoring import volume_scores, working_resolution_probs
+from models.inference import working_resolution_probs, working_resolution_volume
+from strategies.uncertainty import volume_scores
 from models.backbone import BackboneConfig, build_backbone
 from models.device import autocast
 from models.errors import ModelError
-from models.preprocess import load_volume, window_hu
+from models.preprocess import window_hu
 from models.slpt import SLPTConfig, SLPTNet
 from sim.synth import CohortError, generate_cohort
 
@@ -201,12 +201,6 @@ def stock_epistemic_score(scoring: EpistemicScoring, image_path: str, device: st
         passes.append(data[scoring.infer_task.output_label_key])  # (C, *roi)
     accum = torch.squeeze(torch.stack(passes))  # (passes, C, *roi)
     return float(np.nanmean(scoring.entropy_volume(accum)))
-
-
-def working_resolution_volume(image_path: str, roi: Sequence[int]) -> np.ndarray:
-    """The volume in HU resized to the ROI, (*roi) float32: the preprocessing of ``working_resolution_probs``."""
-    volume = load_volume(image_path).astype(np.float32)
-    return np.asarray(Resize(spatial_size=tuple(roi), mode="trilinear")(volume[None]))[0]
 
 
 def one_by_one_probs(network: SLPTNet, image_path: str, roi: Sequence[int]) -> np.ndarray:

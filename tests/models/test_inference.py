@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.backbone import build_backbone
-from models.embedding import PERCENTILES, volume_embedding
+from models.embedding import PERCENTILES, embedding_blocks, volume_embedding
 from models.inference import pairwise_js_divergence, predict
 from models.slpt import SLPTConfig, SLPTNet
 from tests.models.conftest import ROI, TINY, make_case
@@ -61,13 +61,15 @@ def test_embedding_shape_determinism_and_sensitivity_to_acquisition():
     image, _ = make_case(3, size=20)
     first = volume_embedding(backbone, image, size=(16, 16, 16))
     second = volume_embedding(backbone, image, size=(16, 16, 16))
-    expected_dim = 2 * sum(TINY.channels) + 2 * (2 + len(PERCENTILES)) + 1
-    assert first.shape == (expected_dim,) and first.dtype == np.float32
+    blocks = (2 * sum(TINY.channels), 2 + len(PERCENTILES) + 1, 2 + len(PERCENTILES), 1)
+    assert embedding_blocks(backbone) == blocks
+    assert first.shape == (sum(blocks),) and first.dtype == np.float32
     np.testing.assert_array_equal(first, second)
     assert np.isfinite(first).all()
     noisier = volume_embedding(backbone, make_case(3, size=20, noise=60.0)[0], size=(16, 16, 16))
     conv_stats = slice(0, 2 * sum(TINY.channels))
     assert not np.allclose(first[conv_stats], noisier[conv_stats], rtol=1e-3)
+    assert noisier[-1] > 2 * first[-1] > 0  # the noise-level block follows the image noise (60 vs 20 HU)
     assert backbone.training  # the caller's mode is left as it was
 
 

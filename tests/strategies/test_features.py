@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from strategies import SelectionError, reduce, standardise
+from strategies.features import balance_blocks, prepare
 
 
 def test_standardise_gives_zero_mean_unit_std_and_zeroes_constant_dims():
@@ -38,3 +39,25 @@ def test_reduce_keeps_the_leading_components():
     assert reduce(X, 50).shape == (40, 6)  # clipped to the available dimensions
     with pytest.raises(SelectionError, match="pca_dims"):
         reduce(X, -1)
+
+
+def test_balance_blocks_gives_every_block_unit_total_variance():
+    rng = np.random.default_rng(2)
+    Z = standardise(np.column_stack([rng.normal(size=(30, 9)), rng.normal(size=(30, 1)), np.ones((30, 2))]))
+    balanced = balance_blocks(Z, [9, 1, 2])
+    np.testing.assert_allclose(balanced[:, :9].var(axis=0).sum(), 1.0)
+    np.testing.assert_allclose(balanced[:, 9], Z[:, 9])
+    assert (balanced[:, 10:] == 0).all()  # a constant block stays constant (and is not divided by 0)
+    # Scales come from the reference set, so new rows land in the same space.
+    np.testing.assert_allclose(balance_blocks(Z[:3] * 2, [9, 1, 2], ref=Z), balanced[:3] * 2)
+    with pytest.raises(SelectionError, match="another layout"):
+        balance_blocks(Z, [9, 1])
+    with pytest.raises(SelectionError, match="block size"):
+        balance_blocks(Z, [9, 0, 3])
+
+
+def test_prepare_balances_after_standardising_and_before_pca():
+    rng = np.random.default_rng(3)
+    X = rng.normal(loc=5, scale=[1.0] * 4 + [30.0], size=(40, 5))
+    expected = reduce(balance_blocks(standardise(X), [4, 1]), 2)
+    np.testing.assert_allclose(prepare(X, standardise_dims=True, pca_dims=2, block_sizes=[4, 1]), expected)

@@ -151,5 +151,31 @@ def test_config_reflects_options():
         "pca_dims": 4,
         "n_init": 10,
         "minibatch_threshold": 5000,
+        "block_sizes": [],
     }
     assert TESLA(**tesla.config()).config() == tesla.config()
+
+
+def test_block_sizes_let_a_small_block_decide_the_clusters():
+    group = np.repeat([0, 1], 40)
+    covered = {"balanced": 0, "unbalanced": 0}
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        # One informative dimension next to a block of 60 noise dimensions: per-dimension standardisation
+        # alone lets the noise block decide; balanced blocks weigh the informative dimension as much as it.
+        embeddings = np.column_stack([rng.normal(size=(80, 60)), group + rng.normal(scale=0.05, size=80)])
+        for name, sizes in (("balanced", [60, 1]), ("unbalanced", [])):
+            picks = TESLA(block_sizes=sizes).select(embeddings, budget=2)
+            covered[name] += sorted(group[picks]) == [0, 1]
+    assert covered["balanced"] == 5
+    assert covered["unbalanced"] < 5
+
+
+def test_block_sizes_are_checked():
+    assert TESLA(block_sizes=(60, 1)).config()["block_sizes"] == [60, 1]
+    with pytest.raises(SelectionError, match="another layout"):
+        TESLA(block_sizes=[60, 2]).select(np.zeros((5, 61)), budget=2)
+    with pytest.raises(SelectionError, match="block size"):
+        TESLA(block_sizes=[60, 0])
+    with pytest.raises(SelectionError, match="block_sizes"):
+        TESLA(block_sizes=61)
