@@ -54,8 +54,11 @@ def test_tesla_is_the_default_strategy_with_options(server):
 
 def test_cold_start_round_is_diverse_and_served_in_rank_order(server, served_cohort: Path):
     volumes = len(list((served_cohort / "imagesTr").glob("*.nii.gz")))
-    with studies_db(served_cohort) as session:
-        wait_for(lambda: session.scalar(select(Embedding).limit(1)) is not None, 300, "embeddings", server)
+    def embedded():
+        with studies_db(served_cohort) as session:  # a new session per poll: one would keep its first snapshot
+            return session.scalar(select(Embedding).limit(1)) is not None
+
+    wait_for(embedded, 300, "embeddings", server)
     selection, ranked = wait_for(lambda: tesla_round(served_cohort), 300, "a first TESLA round", server)
     with studies_db(served_cohort) as session:
         ids, embeddings = load_embeddings(session, _key(session))
