@@ -27,7 +27,7 @@ from db.rounds import create_round, current_round, round_remaining
 from db.schema import Image, utcnow
 from db.scores import load_embeddings, load_scores
 from models.embedding import embedding_blocks
-from strategies import get_strategy
+from strategies import get_strategy, strategy_for_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +67,7 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
         uncertainty = np.array([scores[i] for i in ids])
     elif method and strategy_name != "tesla":
         raise SelectionUnavailable(f"strategy {strategy_name!r} ranks by {method!r} scores: train a model first")
-    rule = get_strategy(strategy_name)
-    if "block_sizes" in rule.option_names():  # distance-based rules weigh each embedding block equally
-        rule = get_strategy(strategy_name, block_sizes=embedding_blocks(store.backbone()[0]))
+    rule = strategy_for_embeddings(strategy_name, embedding_blocks(store.backbone()[0]))
     picks = rule.select(
         embeddings.reshape(len(ids), -1),
         max(1, min(budget, len(ids))) if ids else 1,

@@ -47,14 +47,14 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from models.backbone import load_backbone
-from models.embedding import volume_embedding
+from models.embedding import embedding_blocks, volume_embedding
 from models.inference import prompt_probabilities, working_resolution_probs
 from models.preprocess import load_volume
 from models.slpt import SLPTConfig, SLPTNet
 from models.training import TrainConfig, train_prompts
 from sim.msd import MSDDataset
 from sim.profiles import Schedule, SimProfile
-from strategies import STRATEGIES, get_strategy
+from strategies import STRATEGIES, strategy_for_embeddings
 from strategies.uncertainty import volume_scores
 
 TUNINGS = ("prompt", "finetune")
@@ -326,10 +326,11 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: Cohort, backbone, report) -
     done = _done_keys(ctx.out)
     labeled: list[int] = []
     scores: dict[str, float] | None = None
+    blocks = embedding_blocks(backbone)
     written = 0
     for r in range(ctx.study.rounds):
         replay = r < len(finished)
-        picks = finished[r]["selected"] if replay else _select(ctx, unit, cohort, labeled, scores, budgets[r], r)
+        picks = finished[r]["selected"] if replay else _select(ctx, unit, cohort, labeled, scores, budgets[r], r, blocks)
         labeled = labeled + picks
         prompt_network = None
         for tuning in ctx.study.tunings:
@@ -359,7 +360,7 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: Cohort, backbone, report) -
 
 def _select(
     ctx: RunContext, unit: Unit, cohort: Cohort, labeled: list[int], scores: dict[str, float] | None,
-    budget: int, round_index: int,
+    budget: int, round_index: int, blocks: Sequence[int],
 ) -> list[int]:
     """Pool indices the strategy picks this round (the exact ``strategies`` classes the server uses)."""
     unlabeled = [i for i in ctx.pool if i not in labeled]
@@ -367,7 +368,7 @@ def _select(
     uncertainty = None if scores is None else np.array([scores[str(i)] for i in unlabeled])
     if STRATEGIES[name].requires_uncertainty and uncertainty is None:
         name = "random"  # cold start of a score-only rule: no model yet
-    picks = get_strategy(name).select(
+    picks = strategy_for_embeddings(name, blocks).select(
         cohort.embeddings[unlabeled], budget, uncertainty=uncertainty,
         labeled_embeddings=cohort.embeddings[labeled] if labeled else None,
         seed=unit.seed * 1000 + round_index,

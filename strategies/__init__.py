@@ -6,7 +6,7 @@ Pure NumPy / scikit-learn: no torch, no server code. Every rule implements ``Str
 from strategies.base import SelectionError, Strategy, UnknownStrategyError
 from strategies.baselines import CoreSet, Entropy, Epistemic, First, Random
 from strategies.features import reduce, standardise
-from strategies.registry import STRATEGIES, get_strategy
+from strategies.registry import STRATEGIES, get_strategy, strategy_for_embeddings
 from strategies.tesla import TESLA
 from strategies.uncertainty import (
     SCORE_METHODS,
@@ -32,6 +32,7 @@ __all__ = [
     "bald",
     "entropy",
     "get_strategy",
+    "strategy_for_embeddings",
     "mean_pairwise_js_divergence",
     "prompt_uncertainty",
     "reduce",

@@ -5,6 +5,7 @@ Order matters: the app lists strategies in this order and 3D Slicer preselects t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from strategies.base import SelectionError, Strategy, UnknownStrategyError
@@ -32,3 +33,11 @@ def get_strategy(name: str, **config: Any) -> Strategy:
         options = ", ".join(cls.option_names()) or "none"
         raise SelectionError(f"strategy {name!r} has no option {', '.join(unknown)}; its options: {options}")
     return cls(**config)
+
+
+def strategy_for_embeddings(name: str, block_sizes: Sequence[int]) -> Strategy:
+    """``name`` set up for embeddings made of blocks of ``block_sizes`` dimensions: distance-based rules (TESLA,
+    CoreSet) weigh each block equally; the others ignore the layout. Server and simulator build rules this way."""
+    if "block_sizes" in STRATEGIES.get(name, Strategy).option_names():
+        return get_strategy(name, block_sizes=list(block_sizes))
+    return get_strategy(name)

@@ -64,8 +64,11 @@ def test_cold_start_round_is_diverse_and_served_in_rank_order(server, served_coh
         ids, embeddings = load_embeddings(session, _key(session))
     assert len(ids) == volumes, "every volume is embedded once, at ingestion"
     assert selection.model_version is None and selection.config["ranked_by"] == "diversity"
-    # The stored round is exactly the cold-start TESLA choice over the stored embeddings.
-    expected = [ids[i] for i in TESLA().select(embeddings, ROUND_SIZE, seed=0)]
+    # The stored round is exactly the cold-start TESLA choice over the stored embeddings, with the embedding's
+    # block layout (encoder, organ, body, noise) that the round records.
+    blocks = selection.config["block_sizes"]
+    assert len(blocks) == 4 and sum(blocks) == embeddings.shape[1]
+    expected = [ids[i] for i in TESLA(block_sizes=blocks).select(embeddings, ROUND_SIZE, seed=0)]
     assert ranked == expected
 
     first, second = next_sample(server, "ann-a"), next_sample(server, "ann-b")
@@ -108,7 +111,8 @@ def test_after_training_the_round_ranks_by_uncertainty_within_clusters(server, s
         labeled = {"case_0000", "case_0001", "case_0002"}
         ids, embeddings = load_embeddings(session, _key(session), sorted(unlabeled - labeled))
     uncertainty = np.array([scores[i] for i in ids])
-    expected = [ids[i] for i in TESLA().select(embeddings, ROUND_SIZE, uncertainty=uncertainty, seed=0)]
+    tesla = TESLA(block_sizes=selection.config["block_sizes"])
+    expected = [ids[i] for i in tesla.select(embeddings, ROUND_SIZE, uncertainty=uncertainty, seed=0)]
     assert ranked == expected
     assert [scores[i] for i in ranked] == sorted((scores[i] for i in ranked), reverse=True)
 
