@@ -49,7 +49,10 @@ def round_size(datastore: SQLDatastore, configured: int) -> int:
 
 
 def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, budget: int, seed: int = 0) -> int:
-    """Run ``strategy_name`` over the unlabeled pool and store its ranked picks as the strategy's current round."""
+    """Run ``strategy_name`` over the unlabeled pool and store its ranked picks as the strategy's current round.
+
+    ``budget`` is clipped to 1 … pool size (a round never asks for more volumes than are left).
+    """
     version = store.latest_version()
     key = embedding_key(store)
     with datastore.sessions() as session:
@@ -58,6 +61,8 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
         labeled_ids, labeled = load_embeddings(session, key, datastore.get_labeled_images())
         method = UNCERTAINTY_OF.get(strategy_name)
         scores = load_scores(session, method, version, ids) if method and version else {}
+    if not pool:
+        raise SelectionUnavailable("no unlabeled volume is left")
     if len(ids) < len(pool):
         raise SelectionUnavailable(f"{len(pool) - len(ids)} of {len(pool)} unlabeled volumes have no embedding yet")
     uncertainty = None
@@ -70,7 +75,7 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
     rule = strategy_for_embeddings(strategy_name, embedding_blocks(store.backbone()[0]))
     picks = rule.select(
         embeddings.reshape(len(ids), -1),
-        max(1, min(budget, len(ids))) if ids else 1,
+        max(1, min(budget, len(ids))),
         uncertainty=uncertainty,
         labeled_embeddings=labeled if len(labeled_ids) else None,
         seed=seed,
