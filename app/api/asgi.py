@@ -33,6 +33,7 @@ from monailabel.interfaces.utils.app import app_instance
 
 from app.api.routes import activelearning as our_activelearning
 from app.api.routes import datastore as our_datastore
+from app.api.routes import jobs as our_jobs
 from app.api.routes import models as our_models
 
 
@@ -50,7 +51,7 @@ app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True
 app.mount("/static", StaticFiles(directory=os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")))
 
 prefix = settings.MONAI_LABEL_API_STR
-for router in (our_activelearning.router, our_datastore.router, our_models.router):
+for router in (our_activelearning.router, our_datastore.router, our_models.router, our_jobs.router):
     app.include_router(router, prefix=prefix)
 if settings.MONAI_LABEL_AUTH_ENABLE:
     app.include_router(login.router, prefix=prefix)

@@ -99,6 +99,15 @@ def test_after_training_the_round_ranks_by_uncertainty_within_clusters(server, s
 
     scores = wait_for(scored, 400, f"scores of model {version}", server)
 
+    def scoring_done():  # progress of background work, as an admin sees it
+        jobs = httpx.get(f"{server.url}/scoring/", timeout=30).json()["jobs"]
+        return [job for job in jobs if job["kind"] == "scoring" and job["state"] == "done"]
+
+    (scoring_job,) = wait_for(scoring_done, 120, "the scoring job to finish", server)
+    assert scoring_job["progress"] == 1.0 and scoring_job["detail"]["model_version"] == version
+    jobs = httpx.get(f"{server.url}/scoring/", timeout=30).json()["jobs"]
+    assert any(job["kind"] == "embedding" and job["state"] == "done" for job in jobs)
+
     def new_round():
         next_sample(server, "ann-c")  # requests refresh the round when the model version changed
         found = tesla_round(served_cohort)

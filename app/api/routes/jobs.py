@@ -1,0 +1,38 @@
+"""``GET /scoring/``: progress of embedding and scoring work, from the ``jobs`` table.
+
+Stock MONAI Label answers from memory of the server process; our scoring runs in the training process (right after a
+version is published) and embeddings in a background thread, so their status is read from the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.api.deps import AnyUser, AppDep
+from db.jobs import list_jobs
+from db.schema import Job
+
+router = APIRouter(tags=["Scoring"])
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "progress": job.progress,
+        "message": job.message,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "detail": job.detail,
+    }
+
+
+@router.get("/scoring/", summary="Progress of scoring and embedding jobs (newest first)")
+def scoring_status(app: AppDep, user: AnyUser, limit: int = 20) -> dict[str, Any]:
+    with app.datastore().sessions() as session:
+        jobs = [job_json(j) for kind in ("scoring", "embedding") for j in list_jobs(session, kind=kind, limit=limit)]
+    jobs.sort(key=lambda j: j["started_at"] or "", reverse=True)
+    return {"jobs": jobs[:limit], "running": [j for j in jobs if j["state"] in ("queued", "running")]}
