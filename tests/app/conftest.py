@@ -82,3 +82,15 @@ def wait_for(condition, timeout: float, what: str, server: ServerProcess | None 
             log = server.log()[-3000:] if server else ""
             pytest.fail(f"timed out waiting for {what}\n{log}")
         time.sleep(1)
+
+
+def submit_ground_truth(server: ServerProcess, studies: Path, image_ids: list[str]) -> None:
+    """Submit the cohort's ground-truth labels (labelsTr/) as final labels, as an annotator would."""
+    import httpx
+
+    for image_id in image_ids:
+        payload = (studies / "labelsTr" / f"{image_id}.nii.gz").read_bytes()
+        saved = httpx.put(
+            f"{server.url}/datastore/label", params={"image": image_id}, files={"label": ("l.nii.gz", payload)}, timeout=60
+        )
+        assert saved.status_code == 200, saved.text

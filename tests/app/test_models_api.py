@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -11,9 +10,8 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from db.engine import create_db_engine, default_db_url, session_factory
 from db.schema import Job, ModelVersion
-from tests.app.conftest import start_server
+from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +22,8 @@ def server(served_cohort: Path, backbone_file: Path, tmp_path_factory):
 
 
 def model_versions(studies: Path) -> list[ModelVersion]:
-    engine = create_db_engine(default_db_url(studies))
-    with session_factory(engine)() as session:
-        rows = list(session.scalars(select(ModelVersion)))
-    engine.dispose()
-    return rows
+    with studies_db(studies) as session:
+        return list(session.scalars(select(ModelVersion)))
 
 
 def test_infer_before_any_model_is_409(server):
@@ -50,29 +45,19 @@ def test_unknown_model_is_404_with_the_list(server):
 
 
 def test_train_publishes_a_version_then_infer_uses_it(server, served_cohort: Path):
-    for image_id in ("case_0000", "case_0001", "case_0002"):
-        payload = (served_cohort / "labelsTr" / f"{image_id}.nii.gz").read_bytes()
-        saved = httpx.put(
-            f"{server.url}/datastore/label", params={"image": image_id}, files={"label": ("l.nii.gz", payload)}, timeout=60
-        )
-        assert saved.status_code == 200, saved.text
+    submit_ground_truth(server, served_cohort, ["case_0000", "case_0001", "case_0002"])
 
     started = httpx.post(f"{server.url}/train/slpt", json={}, timeout=60)
     assert started.status_code == 200, started.text
-    deadline = time.monotonic() + 400
-    while not model_versions(served_cohort):
-        assert time.monotonic() < deadline, f"no model version published:\n{server.log()[-3000:]}"
-        time.sleep(2)
+    wait_for(lambda: model_versions(served_cohort), 400, "a published model version", server)
     (version,) = model_versions(served_cohort)
     assert version.id == "v0001" and version.kind == "prompt"
     assert Path(version.path).is_file()
     assert version.metrics["labels"] == 3
     assert version.metrics["tunable_fraction"] < 0.5
 
-    engine = create_db_engine(default_db_url(served_cohort))
-    with session_factory(engine)() as session:
+    with studies_db(served_cohort) as session:
         jobs = list(session.scalars(select(Job).where(Job.kind == "train")))
-    engine.dispose()
     assert [job.state for job in jobs] == ["done"] and jobs[0].progress == 1.0
 
     image = nib.load(served_cohort / "imagesTr" / "case_0005.nii.gz")

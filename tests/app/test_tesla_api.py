@@ -15,7 +15,7 @@ from db.rounds import current_round, round_image_ids
 from db.schema import Assignment, Embedding, ModelVersion
 from db.scores import load_embeddings, load_scores
 from strategies import TESLA
-from tests.app.conftest import start_server, studies_db, wait_for
+from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for
 
 ROUND_SIZE = 4
 
@@ -77,12 +77,7 @@ def test_cold_start_round_is_diverse_and_served_in_rank_order(server, served_coh
 
 
 def test_after_training_the_round_ranks_by_uncertainty_within_clusters(server, served_cohort: Path):
-    for image_id in ("case_0000", "case_0001", "case_0002"):
-        payload = (served_cohort / "labelsTr" / f"{image_id}.nii.gz").read_bytes()
-        saved = httpx.put(
-            f"{server.url}/datastore/label", params={"image": image_id}, files={"label": ("l.nii.gz", payload)}, timeout=60
-        )
-        assert saved.status_code == 200, saved.text
+    submit_ground_truth(server, served_cohort, ["case_0000", "case_0001", "case_0002"])
     assert httpx.post(f"{server.url}/train/slpt", json={}, timeout=60).status_code == 200
 
     def published():
