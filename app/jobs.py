@@ -15,12 +15,14 @@ from db.jobs import finish_job, start_job, update_job
 
 
 class JobReporter:
-    """Progress of one job; writes at most every ``interval`` seconds."""
+    """Progress of one job; writes at most every ``interval`` seconds. ``result`` is merged into the job's detail
+    when it finishes."""
 
     def __init__(self, sessions: sessionmaker[Session], job_id: str, interval: float = 1.0):
         self.sessions = sessions
         self.job_id = job_id
         self.interval = interval
+        self.result: dict[str, Any] = {}
         self._last = 0.0
 
     def __call__(self, done: int, total: int, message: str = "") -> None:
@@ -45,4 +47,4 @@ def tracked_job(sessions: sessionmaker[Session], kind: str, **detail: Any) -> It
             finish_job(session, job_id, "failed", message=f"{type(exc).__name__}: {exc}")
         raise
     with write_session(sessions) as session:
-        finish_job(session, job_id, "done", detail=getattr(reporter, "result", {}))
+        finish_job(session, job_id, "done", detail=reporter.result)

@@ -30,7 +30,6 @@ from db.engine import write_session
 from db.errors import UnknownImageError
 from db.schema import Image, Label
 from db.volumes import (
-    VOLUME_SUFFIXES,
     check_image_id,
     file_checksum,
     image_id_of,
@@ -373,6 +372,3 @@ def _atomic_copy(source: Path, target: Path) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-
-
-__all__ = ["SQLDatastore", "VOLUME_SUFFIXES"]
