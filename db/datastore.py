@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import claims, images, labels
