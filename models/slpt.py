@@ -8,8 +8,9 @@ outputs found by :mod:`models.adapters`; hooks exist only during a forward call.
 Fine-tune mode (the baseline): the same backbone and head, no prompts, everything trainable, and the
 backbone follows ``.train()``/``.eval()`` normally. It behaves as a single "prompt" (K = 1).
 
-The head reads the decoder feature (or the backbone's logits for UNet, see :mod:`models.adapters`). With
-all FPU gates at zero, ``SLPTNet(x) == head(decoder_feature(backbone(x)))`` exactly.
+The head reads the decoder feature (for UNet: the top decoder feature upsampled, plus the backbone's logits,
+see :mod:`models.adapters`). With all FPU gates at zero, ``SLPTNet(x) == head(decoder_feature(backbone(x)))``
+exactly.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class SLPTConfig:
         prompt_init_std: standard deviation of the initial prompt values.
         inherit_classes: when the head reads the backbone's logits, downstream class c < inherit_classes
             starts as a copy of upstream class c (background and liver share indices in MSD/sim label
-            maps); the other classes start at zero. Ignored for heads that read decoder features.
+            maps); the other classes start at zero. Ignored for heads that read decoder features only.
         roi_size: patch size for training and sliding-window inference (a multiple of the backbone's
             down-sampling factor).
         hu_window: HU clip window of :func:`models.preprocess.window_hu`.
@@ -136,7 +137,7 @@ class SLPTNet(nn.Module):
             str(s): FeaturePromptUpdater(self.adapter.channels[s], config.fpu_rank) for s in self.prompt_stages
         })
         self.head = nn.Conv3d(self.adapter.head_channels, config.num_classes, kernel_size=1)
-        if self.adapter.head_source is None:
+        if self.adapter.head_logit_channels:
             self._inherit_upstream_classes()
 
         for p in self.backbone.parameters():
@@ -194,8 +195,7 @@ class SLPTNet(nn.Module):
                 raise ModelError(f"prompt_index values must lie in 0..{self.num_prompts - 1}")
         with self._hooks(prompt_index) as captured:
             logits = self.backbone(x)
-        feature = logits if self.adapter.head_source is None else captured["feature"]
-        return self.head(feature)
+        return self.head(self._head_input(captured["feature"], logits))
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Run all K prompts in ONE batched pass: (B, C_in, *S) -> logits (K, B, num_classes, *S)."""
@@ -212,10 +212,10 @@ class SLPTNet(nn.Module):
         if self.mode == "prompt":
             for s in self.prompt_stages:
                 handles.append(self.adapter.stages[s].register_forward_hook(self._prompt_hook(s, prompt_index)))
-        if self.adapter.head_source is not None:
-            def keep_input(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-                captured["feature"] = inputs[0]
-            handles.append(self.adapter.head_source.register_forward_pre_hook(keep_input))
+        def keep_input(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            captured["feature"] = inputs[0]
+
+        handles.append(self.adapter.head_source.register_forward_pre_hook(keep_input))
         try:
             yield captured
         finally:
@@ -232,13 +232,21 @@ class SLPTNet(nn.Module):
 
         return hook
 
+    def _head_input(self, feature: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """What the head reads: (B, head_channels, *S) from the decoder feature (upsampled to the output size
+        when coarser) and, when the adapter says so, the backbone's logits (B, out_channels, *S)."""
+        if feature.shape[2:] != logits.shape[2:]:
+            feature = nn.functional.interpolate(feature, size=logits.shape[2:], mode="trilinear", align_corners=False)
+        return torch.cat([feature, logits], dim=1) if self.adapter.head_logit_channels else feature
+
     def _inherit_upstream_classes(self) -> None:
-        """Head over logits: class c < inherit_classes copies upstream logit c; other classes start at 0."""
-        shared = min(self.config.inherit_classes, self.config.num_classes, self.adapter.head_channels)
-        if shared == 0:
-            return
+        """Head that reads logits: class c < inherit_classes copies upstream logit c; the decoder-feature weights
+        and the other classes start at 0, so the untrained network predicts the upstream background and liver."""
+        logit_channels = self.adapter.head_logit_channels
+        shared = min(self.config.inherit_classes, self.config.num_classes, logit_channels)
+        offset = self.adapter.head_channels - logit_channels  # logits follow the decoder feature
         with torch.no_grad():
             self.head.weight.zero_()
             self.head.bias.zero_()
             for c in range(shared):
-                self.head.weight[c, c] = 1.0
+                self.head.weight[c, offset + c] = 1.0

@@ -8,7 +8,9 @@ the held-out test set. The full-data references train on 100 % of the pool (stra
 
 Our choices, named here because they change the numbers:
 - Every volume is resized once to the profile's working size ``size``³ (image trilinear, label nearest);
-  training, inference, Dice and embeddings all work at that size.
+  inference, Dice and embeddings work at that size. Training draws class-balanced ``patch``³ patches from
+  those volumes (a patch centred on a lesion, not the whole volume, is what lets small tumours be learned) and
+  inference slides a ``patch``³ window over them.
 - Selection always follows the prompt-tuned model (the method's loop): uncertainty scores come from the
   K-prompt model of the previous round (:func:`strategies.uncertainty.volume_scores` on
   :func:`models.inference.working_resolution_probs`). The fine-tuned model is an evaluation arm trained on
@@ -230,13 +232,12 @@ def train_network(
 ) -> tuple[SLPTNet, float]:
     """Train a fresh network from (a copy of) the frozen backbone: -> (network, training seconds)."""
     torch.manual_seed(seed)
-    config = SLPTConfig(
-        num_prompts=profile.num_prompts, mode=tuning, seed=seed, roi_size=(profile.size,) * 3,
-    )
+    config = SLPTConfig(num_prompts=profile.num_prompts, mode=tuning, seed=seed, roi_size=(profile.patch,) * 3)
     network = SLPTNet(copy.deepcopy(backbone), config)
-    result = train_prompts(
-        network, list(zip(images, labels)), TrainConfig(steps=schedule.steps, lr=schedule.lr, seed=seed)
+    schedule_config = TrainConfig(
+        steps=schedule.steps, lr=schedule.lr, batch_per_prompt=profile.batch_per_prompt, seed=seed
     )
+    result = train_prompts(network, list(zip(images, labels)), schedule_config)
     return network, result.time_s
 
 
@@ -487,9 +488,10 @@ def run_simulation(
     )
     _check_existing_header(out / "results.csv", result_columns(ctx.group_columns))
 
-    units = [Unit(seed, FULL_DATA) for seed in range(study.seeds)]
+    reference_seeds = min(study.seeds, profile.reference_seeds)
+    units = [Unit(seed, FULL_DATA) for seed in range(reference_seeds)]
     units += [Unit(seed, strategy) for seed in range(study.seeds) for strategy in study.strategies]
-    total_rows = study.seeds * len(study.tunings) * (1 + len(study.strategies) * study.rounds)
+    total_rows = len(study.tunings) * (reference_seeds + study.seeds * len(study.strategies) * study.rounds)
     already = len(_done_keys(out))
     with tqdm(total=total_rows, initial=min(already, total_rows), desc="simulate", unit="run") as bar:
         if workers <= 1:

@@ -36,12 +36,28 @@ def test_default_model_tunes_at_most_six_percent():
     assert counts["tunable_fraction"] <= 0.06
 
 
+def unet_head_input(model: SLPTNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what the UNet head should read, the backbone logits), computed from the plain backbone."""
+    captured = []
+    top_up_block = model.backbone.model[2]
+    handle = top_up_block.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+    try:
+        logits = model.backbone(x)
+    finally:
+        handle.remove()
+    feature = nn.functional.interpolate(captured[0], size=x.shape[2:], mode="trilinear", align_corners=False)
+    return torch.cat([feature, logits], dim=1), logits
+
+
 def test_zero_initialised_model_reproduces_backbone_logits():
     model = tiny_slpt().eval()
     x = torch.randn(2, 1, 16, 16, 16)
     with torch.no_grad():
-        backbone_logits = model.backbone(x)
-        expected = model.head(backbone_logits)
+        head_input, backbone_logits = unet_head_input(model, x)
+        # The UNet head reads the top decoder feature (2 x C_0 channels) as well as the logits: over the
+        # logits alone a new class (tumour) could not be learned.
+        assert head_input.shape[1] == 2 * TINY.channels[0] + TINY.out_channels == model.head.in_channels
+        expected = model.head(head_input)
         for k in range(3):
             out = model(x, torch.full((2,), k))
             torch.testing.assert_close(out, expected)
@@ -49,6 +65,14 @@ def test_zero_initialised_model_reproduces_backbone_logits():
         torch.testing.assert_close(out[:, :2], backbone_logits[:, :2])
         randomise_fpus(model)
         assert not torch.allclose(model(x, torch.zeros(2, dtype=torch.long)), expected)
+
+
+def test_unet_head_learns_from_the_decoder_feature():
+    model = tiny_slpt().train()
+    x = torch.randn(1, 1, 16, 16, 16)
+    model(x, torch.tensor([0]))[:, 2].sum().backward()
+    feature_channels = model.head.in_channels - TINY.out_channels
+    assert model.head.weight.grad[2, :feature_channels].abs().sum() > 0
 
 
 @pytest.mark.parametrize("name, decoder_feature_of", [

@@ -1,0 +1,69 @@
+"""Schedule tuning on the development cohort: ``python -m sim.dev_sweep --tuning prompt --steps 200 …``.
+
+The schedules of :mod:`sim.profiles` are fixed here, never on a study's test set (SPEC §7). The development
+cohort is generated from :data:`sim.profiles.DEV_COHORT_SEED`, which no profile draws from; the backbone is the
+one the profile's ``--synthetic`` study pre-trains (same upstream cohort and seed, so the sweep tunes the network
+the study uses). Each call trains one schedule on ``labels`` random development volumes per seed, with the very
+``train_network``/``evaluate`` of the study, and prints one JSON line per seed (tumour Dice per case and global,
+liver Dice, training seconds) on the held-out quarter of the development cohort.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+
+from models.backbone import load_backbone
+from sim.msd import load_msd
+from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule
+from sim.simulate import evaluate, load_cohort, prepare_cohort, prepare_synthetic, save_cohort, split_pool_test, train_network
+
+DEV_CASES = 60
+DEV_SPLIT_SEED = 11
+
+
+def sweep(
+    tuning: Annotated[str, typer.Option(help="prompt or finetune")] = "prompt",
+    steps: Annotated[int, typer.Option(help="Training steps")] = 200,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 3e-2,
+    patch: Annotated[int, typer.Option(help="Training patch / inference window edge")] = 32,
+    batch_per_prompt: Annotated[int, typer.Option(help="Patches per prompt per step")] = 2,
+    labels: Annotated[int, typer.Option(help="Labeled development volumes (>= pool size: all)")] = 10,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds")] = "0,1",
+    profile: Annotated[str, typer.Option(help="Profile whose size and backbone are tuned")] = "full",
+    out: Annotated[Path, typer.Option(help="Folder of the development cohort and backbone")] = Path("runs/dev"),
+) -> None:
+    """Train one schedule on the development cohort and print its held-out Dice, one JSON line per seed."""
+    torch.set_num_threads(1)
+    dev = replace(PROFILES[profile], cases=DEV_CASES, cohort_seed=DEV_COHORT_SEED, patch=patch,
+                  batch_per_prompt=batch_per_prompt)
+    cohort_dir, backbone_path = prepare_synthetic(out, dev)
+    cache = out / "cache" / f"cohort_{dev.size}.npz"
+    if not cache.is_file():
+        save_cohort(prepare_cohort(load_msd(cohort_dir), backbone_path, dev.size), cache)
+    cohort = load_cohort(cache)
+    backbone, _ = load_backbone(backbone_path)
+    pool, held_out = split_pool_test(cohort, 0.25, DEV_SPLIT_SEED)
+    for seed in (int(s) for s in seeds.split(",")):
+        rng = np.random.default_rng(100 + seed)
+        picks = pool if labels >= len(pool) else sorted(rng.choice(pool, labels, replace=False).tolist())
+        network, seconds = train_network(
+            backbone, cohort.images[picks], cohort.labels[picks], tuning, Schedule(steps, lr), dev, seed
+        )
+        summary, _ = evaluate(network, cohort, held_out)
+        print(json.dumps({
+            "tuning": tuning, "steps": steps, "lr": lr, "patch": patch, "batch_per_prompt": batch_per_prompt,
+            "labels": len(picks), "seed": seed, "tumour_dice": round(summary["tumour_dice"], 3),
+            "tumour_dice_global": round(summary["tumour_dice_global"], 3),
+            "liver_dice": round(summary["liver_dice"], 3), "train_s": round(seconds, 1),
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    typer.run(sweep)
