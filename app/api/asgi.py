@@ -45,7 +45,13 @@ async def lifespan(_: FastAPI):
     yield
 
 
-app = FastAPI(title="slpt-label", openapi_url="/openapi.json", docs_url="/docs", lifespan=lifespan)
+# FastAPI's native OpenTelemetry spans, metrics and logs run on every request even when nothing exports them; they
+# are on only when the operator asks FastAPI to configure exporters.
+_OTEL = os.getenv("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true"
+app = FastAPI(
+    title="slpt-label", openapi_url="/openapi.json", docs_url="/docs", lifespan=lifespan,
+    telemetry={"tracing": _OTEL, "metrics": _OTEL, "logs": _OTEL, "operation_spans": _OTEL},
+)
 origins = [str(o) for o in settings.MONAI_LABEL_CORS_ORIGINS] or ["*"]
 app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
 app.mount("/static", StaticFiles(directory=os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")))

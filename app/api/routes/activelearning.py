@@ -2,7 +2,8 @@
 
 Stock MONAI Label runs this as ``async def`` calling blocking code (one slow request stalls every user), rebuilds the
 whole ``/info`` on every call and rewrites the image's info after each sample. Here it is a plain ``def`` (run in the
-worker thread pool) doing one claim transaction and one read.
+worker thread pool) doing one claim transaction and one read, and it answers with a ready ``JSONResponse`` (a plain dict
+would be validated and re-encoded field by field on the event loop, which every request waits on).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from app.api.deps import AnyUser, AppDep, annotator_key
 
@@ -23,9 +25,9 @@ def next_sample(
     app: AppDep,
     user: AnyUser,
     params: dict[str, Any] | None = Body(None),
-) -> dict[str, Any]:
+) -> JSONResponse:
     if strategy not in app.strategy_names():
         raise HTTPException(404, f"unknown strategy {strategy!r}; available: {sorted(app.strategy_names())}")
     params = dict(params or {})
     params["annotator"] = annotator_key(request, user, params.get("client_id"))
-    return app.next_sample({**params, "strategy": strategy})
+    return JSONResponse(app.next_sample({**params, "strategy": strategy}))
