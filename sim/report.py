@@ -43,26 +43,27 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def budget_ratios(results: pd.DataFrame) -> pd.DataFrame:
-    """Per tuning × strategy: mean tumour Dice at the last round / mean full-data tumour Dice."""
+def budget_ratios(results: pd.DataFrame, metric: str = "tumour_dice") -> pd.DataFrame:
+    """Per tuning × strategy: mean ``metric`` at the last round / mean full-data ``metric``."""
     last = results[results["strategy"] != FULL_DATA]
     last = last[last["round"] == last["round"].max()]
-    full = results[results["strategy"] == FULL_DATA].groupby("tuning")["tumour_dice"].mean()
-    at_budget = last.groupby(["tuning", "strategy"]).agg(n_labeled=("n_labeled", "mean"), dice=("tumour_dice", "mean"))
+    full = results[results["strategy"] == FULL_DATA].groupby("tuning")[metric].mean()
+    at_budget = last.groupby(["tuning", "strategy"]).agg(n_labeled=("n_labeled", "mean"), dice=(metric, "mean"))
     at_budget["full_data_dice"] = [full.get(t, math.nan) for t, _ in at_budget.index]
     at_budget["ratio"] = at_budget["dice"] / at_budget["full_data_dice"]
     return at_budget.reset_index()
 
 
 def paired_comparison(
-    per_case: pd.DataFrame, results: pd.DataFrame, a: dict, b: dict, seed: int = 0
+    per_case: pd.DataFrame, results: pd.DataFrame, a: dict, b: dict, seed: int = 0, metric: str = "tumour_dice"
 ) -> dict[str, float]:
-    """Paired tumour-Dice difference a − b (a, b: column filters such as {"strategy": "tesla", "tuning": ...}).
+    """Paired Dice difference a − b (a, b: column filters such as {"strategy": "tesla", "tuning": ...}).
 
+    ``metric`` is "tumour_dice" (over the test cases with tumour) or "liver_dice" (over all test cases).
     Returns {"n_seeds", "mean_diff", "ci_low", "ci_high", "t_p", "wilcoxon_p"}; the CI is the two-level
     bootstrap over seeds and test cases, the tests run over the per-seed differences of the test-set mean.
     """
-    seed_a, seed_b = _select(results, a).set_index("seed")["tumour_dice"], _select(results, b).set_index("seed")["tumour_dice"]
+    seed_a, seed_b = _select(results, a).set_index("seed")[metric], _select(results, b).set_index("seed")[metric]
     seeds = sorted(set(seed_a.index) & set(seed_b.index))
     out = {"n_seeds": len(seeds), "mean_diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
            "t_p": math.nan, "wilcoxon_p": math.nan}
@@ -71,7 +72,7 @@ def paired_comparison(
     diffs = (seed_a[seeds] - seed_b[seeds]).to_numpy()
     out["mean_diff"] = float(diffs.mean())
     cases = _select(per_case, a), _select(per_case, b)
-    matrix = _per_case_differences(*cases, seeds)  # (seeds, tumour test cases)
+    matrix = _per_case_differences(*cases, seeds, metric)  # (seeds, test cases)
     if matrix.size:
         out["ci_low"], out["ci_high"] = _two_level_bootstrap(matrix, seed)
     if len(seeds) >= 2 and np.ptp(diffs) > 0:
@@ -88,11 +89,13 @@ def _select(table: pd.DataFrame, where: dict) -> pd.DataFrame:
     return table[mask]
 
 
-def _per_case_differences(cases_a: pd.DataFrame, cases_b: pd.DataFrame, seeds: list[int]) -> np.ndarray:
-    """(seeds, cases) per-case tumour Dice a − b over the test cases with tumour."""
+def _per_case_differences(
+    cases_a: pd.DataFrame, cases_b: pd.DataFrame, seeds: list[int], metric: str = "tumour_dice"
+) -> np.ndarray:
+    """(seeds, cases) per-case Dice a − b: tumour Dice over the test cases with tumour, liver Dice over all."""
     def pivot(cases: pd.DataFrame) -> pd.DataFrame:
-        tumour = cases[cases["has_tumour"] == 1]
-        return tumour.pivot_table(index="seed", columns="case", values="tumour_dice")
+        counted = cases[cases["has_tumour"] == 1] if metric == "tumour_dice" else cases
+        return counted.pivot_table(index="seed", columns="case", values=metric)
     a, b = pivot(cases_a), pivot(cases_b)
     columns = sorted(set(a.columns) & set(b.columns))
     return (a.loc[seeds, columns] - b.loc[seeds, columns]).to_numpy(dtype=float)
@@ -117,25 +120,32 @@ def group_table(results: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(["tuning", "strategy"])[columns].mean().reset_index()
 
 
+PLOTTED = {"tumour_dice": "tumour Dice (mean over test cases with tumour)", "liver_dice": "liver Dice (mean over test cases)"}
+
+
 def plot_learning_curves(results: pd.DataFrame, path: Path) -> None:
-    """Tumour Dice vs labeled volumes, mean ± std band per strategy, one panel per tuning, full-data lines."""
+    """Dice vs labeled volumes, mean ± std band per strategy, full-data lines: one column per tuning, one row
+    per metric of :data:`PLOTTED`."""
     tunings = sorted(results["tuning"].unique())
-    fig, axes = plt.subplots(1, len(tunings), figsize=(6 * len(tunings), 4.5), squeeze=False, sharey=True)
-    for ax, tuning in zip(axes[0], tunings):
-        rows = results[results["tuning"] == tuning]
-        for strategy, curve in rows[rows["strategy"] != FULL_DATA].groupby("strategy"):
-            points = curve.groupby("round").agg(
-                n=("n_labeled", "mean"), mean=("tumour_dice", "mean"), std=("tumour_dice", "std")
-            ).fillna(0.0)
-            ax.plot(points["n"], points["mean"], marker="o", label=strategy)
-            ax.fill_between(points["n"], points["mean"] - points["std"], points["mean"] + points["std"], alpha=0.2)
-        full = rows[rows["strategy"] == FULL_DATA]["tumour_dice"]
-        if len(full):
-            ax.axhline(full.mean(), color="black", linestyle="--", label=f"full data ({tuning})")
-        ax.set_title(f"{tuning} tuning")
-        ax.set_xlabel("labeled volumes")
-        ax.set_ylabel("tumour Dice (mean over test cases with tumour)")
-        ax.legend()
+    fig, axes = plt.subplots(
+        len(PLOTTED), len(tunings), figsize=(6 * len(tunings), 4.5 * len(PLOTTED)), squeeze=False, sharey="row"
+    )
+    for row_axes, (metric, label) in zip(axes, PLOTTED.items()):
+        for ax, tuning in zip(row_axes, tunings):
+            rows = results[results["tuning"] == tuning]
+            for strategy, curve in rows[rows["strategy"] != FULL_DATA].groupby("strategy"):
+                points = curve.groupby("round").agg(
+                    n=("n_labeled", "mean"), mean=(metric, "mean"), std=(metric, "std")
+                ).fillna(0.0)
+                ax.plot(points["n"], points["mean"], marker="o", label=strategy)
+                ax.fill_between(points["n"], points["mean"] - points["std"], points["mean"] + points["std"], alpha=0.2)
+            full = rows[rows["strategy"] == FULL_DATA][metric]
+            if len(full):
+                ax.axhline(full.mean(), color="black", linestyle="--", label=f"full data ({tuning})")
+            ax.set_title(f"{tuning} tuning")
+            ax.set_xlabel("labeled volumes")
+            ax.set_ylabel(label)
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -174,37 +184,86 @@ def write_report(out: Path, command: str = "") -> Path:
         "", "## Results", "", _markdown(shown), "", "![learning curves](learning_curves.png)", "",
         "## Dice at the budget / full-data Dice", "", _markdown(budget_ratios(results)), "",
     ]
-    lines += _comparisons(results, per_case)
+    lines += _targets(results, per_case)
+    lines += _comparisons(results, per_case, "tumour_dice")
     groups = group_table(results)
     if len(groups.columns) > 2:
         lines += ["## Tumour Dice per acquisition group (last round and full data)", "", _markdown(groups), ""]
+    lines += ["## Liver Dice (secondary metric)", "", "Dice at the budget / full-data liver Dice:", "",
+              _markdown(budget_ratios(results, "liver_dice")), ""]
+    lines += _comparisons(results, per_case, "liver_dice")
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
 
 
-def _comparisons(results: pd.DataFrame, per_case: pd.DataFrame) -> list[str]:
-    """Markdown sections: TESLA − random per tuning and round; prompt − finetune per strategy and round."""
+TARGET_RATIO = 0.95  # TESLA + prompt tuning at the budget / full-data prompt tuning (issue target; paper: 0.94)
+TARGET_TUNABLE_FRACTION = 0.06
+
+
+def _baselines(results: pd.DataFrame) -> list[str]:
+    """The strategies TESLA is compared with, in a fixed order."""
+    return sorted(set(results["strategy"]) - {"tesla", FULL_DATA})
+
+
+def _targets(results: pd.DataFrame, per_case: pd.DataFrame) -> list[str]:
+    """The study's targets on tumour Dice at the last round, each marked met or missed with its figure."""
+    if "tesla" not in set(results["strategy"]) or "prompt" not in set(results["tuning"]):
+        return []
+    last = int(results[results["strategy"] != FULL_DATA]["round"].max())
+    tesla_prompt = {"strategy": "tesla", "tuning": "prompt", "round": last}
+
+    def mark(met: bool) -> str:
+        return "met" if met else "**missed**"
+
+    lines = ["## Targets (tumour Dice at the last round)", ""]
+    ratios = budget_ratios(results).set_index(["tuning", "strategy"])
+    if ("prompt", "tesla") in ratios.index:
+        ratio = float(ratios.loc[("prompt", "tesla"), "ratio"])
+        lines.append(f"- TESLA + prompt tuning ≥ {TARGET_RATIO:.0%} of full-data prompt tuning: "
+                     f"{mark(ratio >= TARGET_RATIO)} ({_fmt(ratio, 2)})")
+    if "finetune" in set(results["tuning"]):
+        c = paired_comparison(per_case, results, tesla_prompt, {**tesla_prompt, "tuning": "finetune"})
+        prompt_rows = _select(results, tesla_prompt)
+        fraction = float((prompt_rows["tunable_params"] / prompt_rows["total_params"]).max())
+        met = c["mean_diff"] >= 0 and fraction <= TARGET_TUNABLE_FRACTION
+        lines.append(f"- prompt tuning ≥ fine-tuning at the same labels (TESLA) with ≤ {TARGET_TUNABLE_FRACTION:.0%} "
+                     f"tuned: {mark(met)} (difference {_fmt(c['mean_diff'])}, 95 % CI [{_fmt(c['ci_low'])}, "
+                     f"{_fmt(c['ci_high'])}]; {fraction:.2%} of the parameters tuned)")
+    for baseline in _baselines(results):
+        c = paired_comparison(per_case, results, tesla_prompt, {**tesla_prompt, "strategy": baseline})
+        lines.append(f"- TESLA > {baseline} (prompt tuning; 95 % CI of the paired difference above 0): "
+                     f"{mark(c['ci_low'] > 0)} (difference {_fmt(c['mean_diff'])}, CI [{_fmt(c['ci_low'])}, "
+                     f"{_fmt(c['ci_high'])}])")
+    return [*lines, ""]
+
+
+def _comparisons(results: pd.DataFrame, per_case: pd.DataFrame, metric: str = "tumour_dice") -> list[str]:
+    """Markdown sections on ``metric``: TESLA − each baseline per tuning and round; prompt − finetune per strategy
+    and round."""
     header = "| comparison | tuning | round | seeds | mean diff | 95 % CI (seeds × cases) | t-test p | Wilcoxon p |"
     rule = "|---|---|---|---|---|---|---|---|"
+    name = {"tumour_dice": "tumour Dice", "liver_dice": "liver Dice"}[metric]
     strategies = set(results["strategy"])
     rounds = sorted(results[results["strategy"] != FULL_DATA]["round"].unique())
     lines: list[str] = []
 
     def row(label: str, tuning: str, rnd: int, a: dict, b: dict) -> str:
-        c = paired_comparison(per_case, results, a, b)
+        c = paired_comparison(per_case, results, a, b, metric=metric)
         return (f"| {label} | {tuning} | {rnd} | {c['n_seeds']} | {_fmt(c['mean_diff'])} | "
                 f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}] | {_fmt(c['t_p'])} | {_fmt(c['wilcoxon_p'])} |")
 
-    if {"tesla", "random"} <= strategies:
-        lines += ["## TESLA − random (paired by seed, same test set)", "", header, rule]
-        for tuning in sorted(results["tuning"].unique()):
-            for rnd in rounds:
-                lines.append(row("tesla − random", tuning, rnd, {"strategy": "tesla", "tuning": tuning, "round": rnd},
-                                 {"strategy": "random", "tuning": tuning, "round": rnd}))
+    if "tesla" in strategies and _baselines(results):
+        lines += [f"### TESLA − baselines, {name} (paired by seed, same test set)", "", header, rule]
+        for baseline in _baselines(results):
+            for tuning in sorted(results["tuning"].unique()):
+                for rnd in rounds:
+                    lines.append(row(f"tesla − {baseline}", tuning, rnd,
+                                     {"strategy": "tesla", "tuning": tuning, "round": rnd},
+                                     {"strategy": baseline, "tuning": tuning, "round": rnd}))
         lines.append("")
     if {"prompt", "finetune"} <= set(results["tuning"]):
-        lines += ["## Prompt tuning − fine-tuning (same seed, same labels)", "", header, rule]
+        lines += [f"### Prompt tuning − fine-tuning, {name} (same seed, same labels)", "", header, rule]
         for strategy in sorted(strategies):
             for rnd in ([0] if strategy == FULL_DATA else rounds):
                 lines.append(row(f"{strategy}: prompt − finetune", "both", rnd,

@@ -87,9 +87,17 @@ def test_a_run_writes_split_results_curves_and_report(finished_run: Path, inputs
 
     assert (finished_run / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (finished_run / "report.md").read_text()
-    for heading in ("## Results", "full-data Dice", "TESLA − random", "Prompt tuning − fine-tuning", "acquisition group"):
+    for heading in (
+        "## Results", "full-data Dice", "## Targets", "TESLA − baselines, tumour Dice", "| tesla − random |",
+        "Prompt tuning − fine-tuning, tumour Dice", "acquisition group", "## Liver Dice", "TESLA − baselines, liver Dice",
+    ):
         assert heading in report
     assert "| prompt | tesla | 0 |" in report
+    # Every target is stated with its verdict.
+    targets = report.split("## Targets")[1].split("###")[0]
+    for target in ("of full-data prompt tuning", "prompt tuning ≥ fine-tuning", "TESLA > random"):
+        line = next(line for line in targets.splitlines() if target in line)
+        assert "met" in line or "**missed**" in line
 
 
 def test_a_rerun_resumes_without_duplicating_rows(finished_run: Path, inputs):
