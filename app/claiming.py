@@ -28,8 +28,7 @@ class ClaimStrategy(Strategy):
         self.order = order
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
-        image_id = datastore.claim_next(annotator_of(request), self.name, order=self.order)
-        return {"id": image_id} if image_id else None
+        return datastore.claim_next(annotator_of(request), self.name, order=self.order)
 
 
 def claim_strategies() -> dict[str, Strategy]:

@@ -119,13 +119,11 @@ class SLPTApp(MONAILabelApp):
     def next_sample(self, request: dict) -> dict:
         """Claim the next volume for ``request["annotator"]``; ``{}`` when nothing is left (MONAI Label's empty answer).
 
-        Unlike the stock method this neither triggers scoring nor writes image info on every call.
+        Unlike the stock method this neither triggers scoring nor writes image info on every call; the claim itself
+        returns the volume's info (one transaction per request).
         """
         strategy = self._strategies[request.get("strategy") or "random"]
-        result = strategy(request, self.datastore())
-        if not result:
-            return {}
-        return {**self.datastore().sample_answer(result["id"]), **result}
+        return strategy(request, self.datastore()) or {}
 
 
 def _msd_groups(layout: StudiesLayout) -> dict[str, str]:

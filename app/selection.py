@@ -144,8 +144,8 @@ class RoundStrategy(MONAILabelStrategy):
         if not fresh or remaining <= 1:
             self.builder.request(self.name)  # refill ahead of time: the next request finds a ready round
         if selection is not None and remaining > 0:
-            image_id = datastore.claim_next(annotator, self.name, round_id=selection.id)
-            if image_id:
-                return {"id": image_id, "round": selection.id}
-        image_id = datastore.claim_next(annotator, f"{self.name}-fallback", order="random")
-        return {"id": image_id, "round": None} if image_id else None
+            answer = datastore.claim_next(annotator, self.name, round_id=selection.id)
+            if answer:
+                return {**answer, "round": selection.id}
+        answer = datastore.claim_next(annotator, f"{self.name}-fallback", order="random")
+        return {**answer, "round": None} if answer else None

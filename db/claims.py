@@ -29,7 +29,7 @@ import random
 from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import Connection, Select, bindparam, func, select, text
+from sqlalchemy import Connection, Float, Integer, Row, Select, bindparam, cast, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -74,6 +74,12 @@ _SET_LEASE = (
     .where(_images.c.id == bindparam("image_id"))
     .values(lease_holder=bindparam("holder"), lease_expires_at=bindparam("expires", type_=UTCDateTime()))
 )
+# Setting the lease returns what Next Sample answers (no second query for the volume's info).
+_ANSWER_COLUMNS = (
+    _images.c.id, _images.c.path, _images.c.name, _images.c.checksum, _images.c.shape, _images.c.spacing,
+    _images.c.grp, _images.c.label_status, _images.c.meta,
+)
+_SET_LEASE_RETURNING = _SET_LEASE.returning(*_ANSWER_COLUMNS)
 _ACTIVE_LEASE = _OWN_LIVE_LEASES.order_by(_images.c.lease_expires_at.desc()).limit(1)
 
 
@@ -88,7 +94,28 @@ def claim_next_volume(
     now: datetime | None = None,
     seed: int | None = None,
 ) -> str | None:
-    """Lease the next unlabeled volume to ``annotator``; return its image id, or None if nothing is left.
+    """Lease the next unlabeled volume to ``annotator``; return its image id, or None if nothing is left
+    (:func:`claim_next_sample` has the details)."""
+    claimed = claim_next_sample(
+        sessions, annotator, strategy, order=order, round_id=round_id, lease=lease, now=now, seed=seed
+    )
+    return None if claimed is None else claimed.id
+
+
+def claim_next_sample(
+    sessions: sessionmaker[Session] | Session,
+    annotator: str,
+    strategy: str,
+    *,
+    order: str = "first",
+    round_id: int | None = None,
+    lease: timedelta = DEFAULT_LEASE,
+    now: datetime | None = None,
+    seed: int | None = None,
+) -> Row | None:
+    """Lease the next unlabeled volume to ``annotator``; return its image row's answer columns (``id``,
+    ``path``, ``name``, ``checksum``, ``shape``, ``spacing``, ``grp``, ``label_status``, ``meta``: what Next
+    Sample answers, read by the statement that sets the lease), or None if nothing is left.
 
     In one transaction: (1) the annotator's own live lease on an unlabeled volume is released (state
     ``skipped``) and that volume is offered again only if nothing else is left; (2) leases past their expiry
@@ -116,7 +143,7 @@ def claim_next_volume(
     check_aware(now)
     rng = random.Random(seed)
 
-    def claim(session: Session) -> str | None:
+    def claim(session: Session) -> Row | None:
         return _claim(session, annotator, strategy, order, round_id, lease, now, rng)
 
     if isinstance(sessions, Session):
@@ -166,7 +193,7 @@ def _claim(
     lease: timedelta,
     now: datetime | None,
     rng: random.Random,
-) -> str | None:
+) -> Row | None:
     connection = session.connection()
     _lock_annotator(connection, annotator)
     skipped = _close_own_leases(connection, annotator, "skipped", _clock(now))
@@ -191,7 +218,9 @@ def _claim(
 
     claimed_at = _clock(now)
     expires_at = claimed_at + lease
-    connection.execute(_SET_LEASE, {"image_id": chosen, "holder": annotator, "expires": expires_at})
+    claimed = connection.execute(
+        _SET_LEASE_RETURNING, {"image_id": chosen, "holder": annotator, "expires": expires_at}
+    ).one()
     connection.execute(
         _assignments.insert(),
         {
@@ -205,7 +234,7 @@ def _claim(
             "state": "active",
         },
     )
-    return chosen
+    return claimed
 
 
 @cache
@@ -232,31 +261,27 @@ def _first_free(in_round: bool, excluding: bool, postgresql: bool, among: bool =
     return query.with_for_update(skip_locked=True, of=_images) if postgresql else query
 
 
-_MAX_SEQ = select(func.max(_images.c.seq))
+# A random position in ``seq`` order: 1 + ⌊fraction · max(seq)⌋ (PostgreSQL rounds instead of truncating; either
+# way the pivot is near-uniform, and one past the end simply finds nothing).
+_RANDOM_PIVOT = 1 + cast(bindparam("fraction", type_=Float) * select(func.max(_images.c.seq)).scalar_subquery(), Integer)
 
 
 @cache
 def _free_from_seq(excluding: bool, postgresql: bool) -> Select[tuple[str]]:
-    """The first free candidate at or after ``:pivot`` in ``seq`` order, locked (an index range scan)."""
-    query = (
-        _candidates(False, excluding).where(_images.c.seq >= bindparam("pivot")).order_by(None).order_by(_images.c.seq).limit(1)
-    )
+    """The first free candidate at or after a random ``seq`` pivot, locked (an index range scan)."""
+    query = _candidates(False, excluding).where(_images.c.seq >= _RANDOM_PIVOT).order_by(None).order_by(_images.c.seq).limit(1)
     return query.with_for_update(skip_locked=True, of=_images) if postgresql else query
 
 
 def _pick_random(connection: Connection, params: dict, excluding: bool, rng: random.Random) -> str | None:
     """A random free candidate, locked: jump to a random ``seq`` and take the next free volume from there.
 
-    One index lookup for the largest ``seq`` and one index range scan, whatever the pool size (a count plus a
-    random offset costs a scan of every candidate). Approximately uniform: a volume that follows a run of
-    labeled or leased ones is a little more likely. None when nothing is free from the pivot on (the caller
+    One statement — an index lookup for the largest ``seq`` and one index range scan — whatever the pool size (a
+    count plus a random offset costs a scan of every candidate). Approximately uniform: a volume that follows a run
+    of labeled or leased ones is a little more likely. None when nothing is free from the pivot on (the caller
     then takes the first free volume, which wraps around).
     """
-    highest = connection.scalar(_MAX_SEQ)
-    if highest is None:
-        return None
-    pivot = rng.randint(1, highest)
-    return connection.scalar(_free_from_seq(excluding, _is_pg(connection)), params | {"pivot": pivot})
+    return connection.scalar(_free_from_seq(excluding, _is_pg(connection)), params | {"fraction": rng.random()})
 
 
 def _expire(connection: Connection, now: datetime) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import claims, images, labels
@@ -147,14 +147,8 @@ class SQLDatastore(Datastore):
             image = self._image(session, image_id)
             return self._image_info(image) if image else {}
 
-    def sample_answer(self, image_id: str) -> dict[str, Any]:
-        """What Next Sample returns for a claimed volume (its info plus ``id`` and ``path``), in one query."""
-        with self.sessions() as session:
-            image = images.require_image(session, image_id)
-            return {**self._image_info(image), "id": image.id, "path": image.path}
-
     @staticmethod
-    def _image_info(image: Image) -> dict[str, Any]:
+    def _image_info(image: Image | Row) -> dict[str, Any]:
         return {
             **(image.meta or {}),
             "name": image.name,
@@ -306,9 +300,13 @@ class SQLDatastore(Datastore):
             return [{"image": image, "label": label, "id": image_id} for image, label, image_id in session.execute(query)]
 
     # -- claims (next sample) ---------------------------------------------------------------------------------------
-    def claim_next(self, annotator: str, strategy: str, *, order: str = "first", round_id: int | None = None) -> str | None:
-        """Lease the next volume to ``annotator`` (see :func:`db.claims.claim_next_volume`)."""
-        return claims.claim_next_volume(self.sessions, annotator, strategy, order=order, round_id=round_id, lease=self.lease)
+    def claim_next(
+        self, annotator: str, strategy: str, *, order: str = "first", round_id: int | None = None
+    ) -> dict[str, Any] | None:
+        """Lease the next volume to ``annotator`` (see :func:`db.claims.claim_next_sample`); return what Next Sample
+        answers (the volume's info, ``id`` and ``path``), or None when nothing is left."""
+        claimed = claims.claim_next_sample(self.sessions, annotator, strategy, order=order, round_id=round_id, lease=self.lease)
+        return None if claimed is None else {**self._image_info(claimed), "id": claimed.id, "path": claimed.path}
 
     # -- summaries --------------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -9,7 +9,10 @@ ordinary sessions, ``BEGIN IMMEDIATE`` for sessions opened by :func:`write_sessi
 which take the database's single write lock up front and wait for it up to the busy timeout. SQLite's busy
 handler waits by sleeping in growing steps (up to 100 ms), which wastes most of the lock's time when many
 threads of one server write at once; :func:`write_session` therefore also queues the threads of one process
-on a lock of their own, and the busy timeout only arbitrates between processes.
+on a lock of their own, and the busy timeout only arbitrates between processes. That lock is first come, first
+served (:class:`FifoLock`): with a plain ``threading.Lock`` a thread that just released it often takes it again
+before a woken waiter runs, so under 16 concurrent annotators a few unlucky claims waited for dozens of others
+and set the tail latency.
 
 PostgreSQL runs at its default READ COMMITTED level, which the claim's ``FOR UPDATE SKIP LOCKED`` relies on.
 """
@@ -17,6 +20,7 @@ PostgreSQL runs at its default READ COMMITTED level, which the claim's ``FOR UPD
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,10 +39,44 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_SYNCHRONOUS = "NORMAL"
 # Rows per INSERT … ON CONFLICT executemany batch: bounds memory on very large studies folders.
 UPSERT_BATCH = 1000
+class FifoLock:
+    """A lock granted in the order it was asked for: ``release`` hands it straight to the oldest waiter."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiters: deque[threading.Event] = deque()
+        self._held = False
+
+    def acquire(self, timeout: float = -1) -> bool:
+        """Wait for the lock (up to ``timeout`` seconds; negative: forever); True when it is now held."""
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(None if timeout < 0 else timeout):
+            return True
+        with self._guard:
+            if turn.is_set():  # handed over just as the wait timed out
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._guard:
+            if not self._held:
+                raise RuntimeError("release of an unheld FifoLock")
+            if self._waiters:
+                self._waiters.popleft().set()  # stays held: ownership passes to the oldest waiter
+            else:
+                self._held = False
+
+
 # Bulk writes of at least this many rows refresh the table's planner statistics.
 STATISTICS_ROWS = 500
 # Per-engine queue of this process's SQLite writers (see the module docstring).
-_SQLITE_WRITERS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+_SQLITE_WRITERS: WeakKeyDictionary[Engine, FifoLock] = WeakKeyDictionary()
 # Execution option that makes the next BEGIN on a SQLite connection a BEGIN IMMEDIATE.
 WRITE_OPTION = "slpt_write_transaction"
 
@@ -89,7 +127,7 @@ def _sqlite_engine(url: str, engine_options: dict[str, Any]) -> Engine:
         "connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     } | _pool_sizes(20, 40, engine_options)
     engine = create_engine(url, **(options | engine_options))
-    _SQLITE_WRITERS[engine] = threading.Lock()
+    _SQLITE_WRITERS[engine] = FifoLock()
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
