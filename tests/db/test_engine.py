@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import DBError, Job, begin_write, create_db_engine, default_db_url, normalise_url, session_factory
 from db import start_job, upgrade, write_session
+from db.engine import FifoLock
 
 
 def test_default_db_url_lives_in_the_studies_folder(tmp_path: Path) -> None:
@@ -97,3 +100,31 @@ def test_timestamps_round_trip_as_utc_and_naive_ones_are_refused(sessions: sessi
         job.created_at = datetime(2026, 3, 1, 12, 0)
         session.flush()
     assert isinstance(raised.value.orig, DBError)
+
+
+def test_fifo_lock_is_granted_in_the_order_it_was_asked_for() -> None:
+    lock = FifoLock()
+    assert lock.acquire()
+    granted: list[int] = []
+    threads = []
+    for n in range(6):
+        thread = threading.Thread(target=lambda n=n: (lock.acquire(), granted.append(n), lock.release()))
+        thread.start()
+        threads.append(thread)
+        while len(lock._waiters) < n + 1:  # queued before the next one asks
+            time.sleep(0.001)
+    lock.release()
+    for thread in threads:
+        thread.join(5)
+    assert granted == list(range(6))
+    assert lock.acquire(timeout=0)  # free again after the last waiter released it
+
+
+def test_fifo_lock_timeout_leaves_the_queue_and_release_of_an_unheld_lock_fails() -> None:
+    lock = FifoLock()
+    lock.acquire()
+    assert lock.acquire(timeout=0.01) is False
+    assert not lock._waiters
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
