@@ -10,7 +10,7 @@ Per network (MONAI 1.x):
   submodule). MONAI's top up block (``model[2]``) maps straight to ``out_channels``, so at full resolution
   the network has only its ``out_channels`` logits. A head over those alone could not learn a new class:
   on the development cohort neither 1,000 prompt-tuning steps nor 600 steps on every pooled case found any
-  tumour (Dice <= 0.02), because tumour and liver leave the frozen top block as the same "liver" logit. The
+  tumour (Dice <= 0.023), because tumour and liver leave the frozen top block as the same "liver" logit. The
   head therefore reads the top up block's *input* (the skip feature and the decoded deeper feature, 2·C_0
   channels at half resolution, upsampled trilinearly) together with the logits, whose upstream classes
   seed the head.

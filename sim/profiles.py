@@ -6,7 +6,7 @@ development cohort: ``sim.synth.generate_cohort(..., seed=DEV_COHORT_SEED)``, 60
 no profile uses for its downstream, upstream or split draws (``python -m sim.dev_sweep``; results in
 ``docs/results/simulation.md``). What the sweep showed, 10 labeled development volumes, tumour Dice on 15
 held-out ones:
-- With the head over the UNet's 4 logits only, prompt tuning never found a tumour (Dice <= 0.02 even after
+- With the head over the UNet's 4 logits only, prompt tuning never found a tumour (Dice <= 0.023 even after
   1,000 steps, or 600 steps on all 45 pool volumes): hence the decoder-feature head of :mod:`models.adapters`.
 - Whole-volume 48³ training patches put a tumour in ~0.05 % of the voxels; class-balanced 32³ patches
   (a third centred on tumour) train faster per step (0.09 s vs 0.5 s fine-tuning, one thread) and learn more.
