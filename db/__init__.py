@@ -1,12 +1,12 @@
 """The annotation database: SQLAlchemy 2.0 schema, engines, Alembic migrations and repositories (SPEC §3).
 
 Repository functions take a :class:`~sqlalchemy.orm.Session` and work inside the caller's transaction,
-except :func:`claim_next_volume`, which can own its transaction (and retry it). Open transactions that read
-and then write with :func:`write_session` (SQLite: ``BEGIN IMMEDIATE``).
+except :func:`claim_next_volume` and :func:`claim_next_sample`, which can own their transaction (and retry it).
+Open transactions that read and then write with :func:`write_session` (SQLite: ``BEGIN IMMEDIATE``).
 """
 
 from db.audit import audit, audit_events
-from db.claims import DEFAULT_LEASE, active_lease, claim_next_volume, expire_leases, release_lease
+from db.claims import DEFAULT_LEASE, active_lease, claim_next_sample, claim_next_volume, expire_leases, release_lease
 from db.engine import begin_write, create_db_engine, default_db_url, normalise_url, session_factory, write_session
 from db.errors import DBError, NotFoundError, UnknownImageError
 from db.images import ImageRecord, counts, get_image, image_ids, require_image, upsert_images
@@ -53,6 +53,7 @@ __all__ = [
     "audit",
     "audit_events",
     "begin_write",
+    "claim_next_sample",
     "claim_next_volume",
     "counts",
     "create_db_engine",

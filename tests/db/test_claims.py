@@ -17,6 +17,7 @@ from db import (
     DBError,
     Image,
     active_lease,
+    claim_next_sample,
     claim_next_volume,
     counts,
     create_round,
@@ -49,6 +50,17 @@ def test_first_order_hands_out_distinct_volumes_by_id(sessions, ingest) -> None:
     assert [(a.image_id, a.annotator, a.strategy, a.state) for a in rows] == [
         (ids[i], f"ann{i}", "first", "active") for i in range(5)
     ]
+
+
+def test_the_claim_returns_the_answer_of_next_sample_read_under_the_lease(sessions, ingest) -> None:
+    ids = ingest(3)
+    claimed = claim_next_sample(sessions, "ann", "first", now=T0)
+    with sessions() as session:
+        image = session.get(Image, ids[0])
+        assert image.lease_holder == "ann"
+        expected = (image.id, image.path, image.name, image.checksum, image.shape, image.spacing, image.grp,
+                    image.label_status, image.meta)
+    assert tuple(claimed) == expected
 
 
 def test_nothing_left_returns_none_and_writes_nothing(sessions, ingest) -> None:
