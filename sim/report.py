@@ -75,7 +75,7 @@ def paired_comparison(
     matrix = _per_case_differences(*cases, seeds, metric)  # (seeds, test cases)
     if matrix.size:
         out["ci_low"], out["ci_high"] = _two_level_bootstrap(matrix, seed)
-    if len(seeds) >= 2 and np.ptp(diffs) > 0:
+    if len(seeds) >= 2 and np.ptp(diffs) > 1e-9:  # a t-test of (nearly) constant differences is undefined
         out["t_p"] = float(stats.ttest_rel(seed_a[seeds], seed_b[seeds]).pvalue)
     if len(seeds) >= 2 and np.any(diffs != 0):
         out["wilcoxon_p"] = float(stats.wilcoxon(diffs).pvalue)
