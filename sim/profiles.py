@@ -19,7 +19,7 @@ held-out ones:
 Profiles:
 - ``quick``: a demonstration that runs in <= 10 min on 2 CPU cores (32³ volumes, few steps, 2 seeds).
 - ``full``: the study — 280 synthetic volumes (pool of ~207, test set of 73 with ~65 tumour cases),
-  5 % budget in 2 rounds, 5 seeds, tesla/random/entropy/coreset, 48³ volumes, 32³ patches; ~75 min on
+  5 % budget in 2 rounds, 5 seeds, tesla/random/entropy/coreset, 48³ volumes, 32³ patches; 75 min on
   2 CPU cores with one single-threaded process per core.
 - ``smoke``: the smallest meaningful run (16³ volumes, a handful of steps), for tests and CI only.
 """
