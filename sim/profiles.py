@@ -16,6 +16,7 @@ held-out ones:
   tuning 0.04 after 400 steps and 0.00 after 800. Everything under ~0.05 is noise at this size, so the
   ``full`` schedules are the longest the 2-core budget allows (prompt: 200 steps at 3e-2; fine-tuning: 300
   at 1e-3; SPEC §7: prompts need 1e-2 to 5e-2), and the references train 3× longer.
+
 Profiles:
 - ``quick``: a demonstration (32³ volumes, 16³ patches, few steps, 2 seeds): 58 s on 2 idle CPU cores, cohort and
   backbone included. Its small backbone tunes 18.8 % of its parameters, and it learns the liver only.
