@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
 from sqlalchemy import Connection, Float, Integer, Row, Select, bindparam, cast, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -84,21 +85,11 @@ _ACTIVE_LEASE = _OWN_LIVE_LEASES.order_by(_images.c.lease_expires_at.desc()).lim
 
 
 def claim_next_volume(
-    sessions: sessionmaker[Session] | Session,
-    annotator: str,
-    strategy: str,
-    *,
-    order: str = "first",
-    round_id: int | None = None,
-    lease: timedelta = DEFAULT_LEASE,
-    now: datetime | None = None,
-    seed: int | None = None,
+    sessions: sessionmaker[Session] | Session, annotator: str, strategy: str, **options: Any
 ) -> str | None:
-    """Lease the next unlabeled volume to ``annotator``; return its image id, or None if nothing is left
-    (:func:`claim_next_sample` has the details)."""
-    claimed = claim_next_sample(
-        sessions, annotator, strategy, order=order, round_id=round_id, lease=lease, now=now, seed=seed
-    )
+    """Lease the next unlabeled volume to ``annotator``; return its image id, or None if nothing is left.
+    Same keyword options and transaction as :func:`claim_next_sample`."""
+    claimed = claim_next_sample(sessions, annotator, strategy, **options)
     return None if claimed is None else claimed.id
 
 
