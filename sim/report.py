@@ -120,17 +120,19 @@ def group_table(results: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(["tuning", "strategy"])[columns].mean().reset_index()
 
 
-PLOTTED = {"tumour_dice": "tumour Dice (mean over test cases with tumour)", "liver_dice": "liver Dice (mean over test cases)"}
+#: Metrics of the plot and the paired comparisons, with their names in the report.
+METRIC_NAMES = {"tumour_dice": "tumour Dice", "liver_dice": "liver Dice"}
+_AVERAGED_OVER = {"tumour_dice": "test cases with tumour", "liver_dice": "test cases"}
 
 
 def plot_learning_curves(results: pd.DataFrame, path: Path) -> None:
     """Dice vs labeled volumes, mean ± std band per strategy, full-data lines: one column per tuning, one row
-    per metric of :data:`PLOTTED`."""
+    per metric of :data:`METRIC_NAMES`."""
     tunings = sorted(results["tuning"].unique())
     fig, axes = plt.subplots(
-        len(PLOTTED), len(tunings), figsize=(6 * len(tunings), 4.5 * len(PLOTTED)), squeeze=False, sharey="row"
+        len(METRIC_NAMES), len(tunings), figsize=(6 * len(tunings), 4.5 * len(METRIC_NAMES)), squeeze=False, sharey="row"
     )
-    for row_axes, (metric, label) in zip(axes, PLOTTED.items()):
+    for row_axes, (metric, name) in zip(axes, METRIC_NAMES.items()):
         for ax, tuning in zip(row_axes, tunings):
             rows = results[results["tuning"] == tuning]
             for strategy, curve in rows[rows["strategy"] != FULL_DATA].groupby("strategy"):
@@ -144,7 +146,7 @@ def plot_learning_curves(results: pd.DataFrame, path: Path) -> None:
                 ax.axhline(full.mean(), color="black", linestyle="--", label=f"full data ({tuning})")
             ax.set_title(f"{tuning} tuning")
             ax.set_xlabel("labeled volumes")
-            ax.set_ylabel(label)
+            ax.set_ylabel(f"{name} (mean over {_AVERAGED_OVER[metric]})")
             ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -185,6 +187,7 @@ def write_report(out: Path, command: str = "") -> Path:
         "## Dice at the budget / full-data Dice", "", _markdown(budget_ratios(results)), "",
     ]
     lines += _targets(results, per_case)
+    lines += ["## Paired comparisons, tumour Dice", ""]
     lines += _comparisons(results, per_case, "tumour_dice")
     groups = group_table(results)
     if len(groups.columns) > 2:
@@ -250,7 +253,7 @@ def _comparisons(results: pd.DataFrame, per_case: pd.DataFrame, metric: str = "t
     and round."""
     header = "| comparison | tuning | round | seeds | mean diff | 95 % CI (seeds × cases) | t-test p | Wilcoxon p |"
     rule = "|---|---|---|---|---|---|---|---|"
-    name = {"tumour_dice": "tumour Dice", "liver_dice": "liver Dice"}[metric]
+    name = METRIC_NAMES[metric]
     strategies = set(results["strategy"])
     rounds = sorted(results[results["strategy"] != FULL_DATA]["round"].unique())
     lines: list[str] = []
