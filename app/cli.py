@@ -31,7 +31,7 @@ def synth(
     upstream: Annotated[bool, typer.Option(help="Make the organ-only pre-training cohort (no tumour class)")] = False,
 ) -> None:
     """Write a synthetic abdominal-CT cohort in MSD layout (imagesTr/, labelsTr/, dataset.json)."""
-    from sim.synth import CohortError, generate_cohort
+    from cohort.synth import CohortError, generate_cohort
 
     try:
         dataset_json = generate_cohort(out, cases=cases, seed=seed, size=size, upstream=upstream)
@@ -116,7 +116,7 @@ def demo(
 
     The backbone goes to the studies' default location (`<studies>/.slpt/backbone.pt`); existing files are kept.
     """
-    from sim.synth import generate_cohort
+    from cohort.synth import generate_cohort
 
     studies, upstream = dir / "studies", dir / "upstream"
     if not (studies / "dataset.json").is_file():
@@ -155,8 +155,8 @@ def bench_next_sample(
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
 ) -> None:
     """Next Sample latency, throughput and duplicate assignments under concurrent annotators: ours vs stock."""
-    from app.bench import BenchError
-    from app.bench.next_sample import run_benchmark
+    from bench import BenchError
+    from bench.next_sample import run_benchmark
 
     try:
         report = run_benchmark(volumes, clients, requests, size, command=bench_command_line())
@@ -176,8 +176,8 @@ def bench_train(
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
 ) -> None:
     """One training step of prompt tuning vs full fine-tuning: time, trainable parameters, memory, version size."""
-    from app.bench import BenchError
-    from app.bench.train import BenchConfig, format_report, run_benchmark
+    from bench import BenchError
+    from bench.train import BenchConfig, format_report, run_benchmark
 
     cfg = BenchConfig(size=size, batch_per_prompt=batch, num_prompts=prompts, steps=steps, warmup=warmup, device=device)
     try:
@@ -197,8 +197,8 @@ def bench_scoring(
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
 ) -> None:
     """Seconds per volume: TESLA scoring (K prompts batched) vs K prompts one by one vs stock epistemic (MC dropout)."""
-    from app.bench import BenchError
-    from app.bench.scoring import ScoringBenchConfig, format_report, run_benchmark
+    from bench import BenchError
+    from bench.scoring import ScoringBenchConfig, format_report, run_benchmark
 
     cfg = ScoringBenchConfig(volumes=volumes, size=size, warmup=warmup, roi=roi, device=device)
     try:
@@ -226,7 +226,7 @@ def simulate(
     import os
 
     from models.errors import ModelError
-    from sim.msd import CohortError, load_msd
+    from cohort.msd import CohortError, load_msd
     from sim.profiles import PROFILES
     from sim.report import write_report
     from sim.simulate import SimulationError, Study, check_study, prepare_synthetic, run_simulation

@@ -6,7 +6,6 @@ always find either the previous complete version or the new complete one. Loaded
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from db.model_versions import latest_model_version, next_model_version_id, recor
 from models.backbone import BackboneConfig, load_backbone
 from models.checkpoint import load_slpt, save_slpt
 from models.slpt import SLPTNet
+from storage.atomic import atomic_path
 
 
 class NoModelError(LookupError):
@@ -75,9 +75,8 @@ class ModelStore:
         with write_session(self.sessions) as session:
             version = next_model_version_id(session)
             target = self.folder / f"{version}.pt"
-            temp = target.with_suffix(".pt.part")
-            save_slpt(network, temp, backbone_config, extra={"version": version, **metrics})
-            os.replace(temp, target)
+            with atomic_path(target) as temp:
+                save_slpt(network, temp, backbone_config, extra={"version": version, **metrics})
             counts = network.parameter_counts()
             record_model_version(
                 session,

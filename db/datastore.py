@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
 import tempfile
 import zipfile
 from datetime import timedelta
@@ -37,6 +36,7 @@ from db.volumes import (
     volume_facts,
     volume_suffix,
 )
+from storage.atomic import atomic_copy
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class SQLDatastore(Datastore):
         volume_facts(Path(image_filename))  # unreadable uploads are refused before anything is written
         suffix = volume_suffix(Path(image_filename).name) or ".nii.gz"
         target = self.images_dir / f"{image_id}{suffix}"
-        _atomic_copy(Path(image_filename), target)
+        atomic_copy(Path(image_filename), target)
         self.ingest([target], meta=image_info)
         return image_id
 
@@ -211,7 +211,7 @@ class SQLDatastore(Datastore):
                 or 0
             )
             target = self.labels_dir / tag / f"{image_id}.v{version}{suffix}"
-            _atomic_copy(source, target)
+            atomic_copy(source, target)
             labels.record_label(session, image_id, tag, str(target), annotator, checksum, meta=dict(label_info))
         return image_id
 
@@ -356,17 +356,3 @@ class SQLDatastore(Datastore):
                 zf.write(pair["label"], f"labelsTr/{pair['id']}{suffix}")
         return archive
 
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` so that ``target`` is either absent or complete (temp file + fsync + rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

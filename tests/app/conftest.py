@@ -9,7 +9,7 @@ import pytest
 
 from sqlalchemy.orm import Session
 
-from app.serverproc import ServerProcess, free_port, running_server, slpt_serve_command
+from bench.serverproc import ServerProcess, free_port, running_server, slpt_serve_command
 from db.engine import create_db_engine, default_db_url, session_factory
 from models.backbone import BackboneConfig, build_backbone, save_backbone
 from tests.pg import postgres_unavailable_reason, temporary_database

@@ -22,7 +22,7 @@ values) inside an :class:`~models.slpt.SLPTNet` with the default :class:`~models
 set non-zero, as after prompt tuning, so the K prompt maps differ and every score is computed over a real foreground.
 The stock network is a MONAI UNet of the same architecture with ``SLPTConfig.num_classes`` outputs and dropout.
 
-Cohort: :func:`sim.synth.generate_cohort`, ``warmup + volumes`` cases. Every volume is scored by all three methods,
+Cohort: :func:`cohort.synth.generate_cohort`, ``warmup + volumes`` cases. Every volume is scored by all three methods,
 interleaved (the order rotates from volume to volume, so slow spells of the shared machine hit every method alike);
 the first ``warmup`` volumes are not timed. The batched and one-by-one paths must give the same scores (checked).
 """
@@ -59,8 +59,8 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 from tqdm import tqdm
 
-from app.bench import BenchError
-from app.bench.train import device_name
+from bench import BenchError
+from bench.train import device_name
 from models.inference import working_resolution_probs, working_resolution_volume
 from strategies.uncertainty import volume_scores
 from models.backbone import BackboneConfig, build_backbone
@@ -68,7 +68,7 @@ from models.device import autocast
 from models.errors import ModelError
 from models.preprocess import window_hu
 from models.slpt import SLPTConfig, SLPTNet
-from sim.synth import CohortError, generate_cohort
+from cohort.synth import CohortError, generate_cohort
 
 TESLA_BATCHED = "TESLA, K prompts batched (ours)"
 ONE_BY_ONE = "K prompts one by one"
@@ -377,7 +377,7 @@ working resolution {roi} (every method resizes the volume to it){precision}
         - Stock epistemic: `EpistemicScoring` (epistemic_v2) as the sample apps set it up: the same UNet with \
 dropout {STOCK_DROPOUT} in train mode, {STOCK_PASSES} passes, each a `BasicInferTask` call that reloads and \
 re-transforms the image; entropy over the passes (`entropy_volume`, `nanmean`)
-        - Cohort: `sim.synth.generate_cohort`, {cfg.size}³ voxels, seed {cfg.seed}; {cfg.warmup} untimed warm-up \
+        - Cohort: `cohort.synth.generate_cohort`, {cfg.size}³ voxels, seed {cfg.seed}; {cfg.warmup} untimed warm-up \
 volumes, then {cfg.volumes} timed volumes, each scored by all three methods in rotating order, in one process
         - Checks: batched and one-by-one scores agree to {result.score_gap:.1g}; \
 {result.foreground_volumes} of {cfg.warmup + cfg.volumes} volumes had a non-empty foreground for TESLA

@@ -36,9 +36,9 @@ from urllib.parse import urlsplit
 import numpy as np
 from tqdm import tqdm
 
-from app.bench import BenchError
-from app.serverproc import free_port, running_server, slpt_serve_command
-from sim.synth import generate_cohort
+from bench import BenchError
+from bench.serverproc import free_port, running_server, slpt_serve_command
+from cohort.synth import generate_cohort
 
 STRATEGY = "random"
 WARMUP_REQUESTS = 2
@@ -265,11 +265,17 @@ def format_table(ours: ServerStats, stock: ServerStats) -> str:
         [
             *rows,
             "",
-            f"Ours vs stock: p99 latency **{p99_ratio:.1f}× lower**, throughput **{throughput_ratio:.1f}× higher**.",
+            f"Ours vs stock: p99 latency {_times(p99_ratio, 'lower', 'higher')}, "
+            f"throughput {_times(throughput_ratio, 'higher', 'lower')}.",
             "",
             f"Targets: {verdict}.",
         ]
     )
+
+
+def _times(ratio: float, better: str, worse: str) -> str:
+    """``ratio`` (> 1: ours better) in words that stay true either way: "**3.0× lower**" or "**2.0× higher**"."""
+    return f"**{ratio:.1f}× {better}**" if ratio >= 1 else f"**{1 / ratio:.1f}× {worse}**"
 
 
 def _verdicts(ours: ServerStats, p99_ratio: float) -> str:

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.next_sample import WARMUP_REQUESTS, LoadResult, Response, duplicates, summarize
+from bench.next_sample import (
+    TARGET_P99_MS,
+    TARGET_P99_RATIO,
+    WARMUP_REQUESTS,
+    LoadResult,
+    Response,
+    ServerStats,
+    duplicates,
+    format_table,
+    summarize,
+)
 
 
 def answered(client: int, index: int, image_id: str | None, sent: float, received: float) -> Response:
@@ -104,7 +114,34 @@ def test_bench_next_sample_measures_both_servers_end_to_end(tmp_path: Path):
         assert rate > 0
         assert answers == 4 * (5 + WARMUP_REQUESTS)  # timed and warm-up answers of every client
     assert rows["ours"][3] == 0  # our leases never hand a held volume to a second annotator
-    assert re.search(r"p99 latency \*\*[\d.]+× lower\*\*, throughput \*\*[\d.]+× higher\*\*", report)
+    # The comparison and the verdicts are the table's own numbers, whichever server was faster on this run.
+    p99_ratio = rows["stock"][1] / rows["ours"][1]
+    assert comparison(report) == pytest.approx(
+        (p99_ratio, rows["ours"][2] / rows["stock"][2]), rel=0.06, abs=0.06
+    ), report
+    verdicts = report.split("Targets: ")[1]
+    assert ("met" if rows["ours"][1] <= TARGET_P99_MS else "**missed**") in verdicts.split(";")[0]
+    assert ("met" if p99_ratio >= TARGET_P99_RATIO else "**missed**") in verdicts.split(";")[1]
+    assert "0 duplicate assignments — met (0)" in verdicts
+
+
+def comparison(report: str) -> tuple[float, float]:
+    """(stock p99 / our p99, our throughput / stock's) as the report's sentence states them."""
+    match = re.search(r"p99 latency \*\*([\d.]+)× (lower|higher)\*\*, throughput \*\*([\d.]+)× (higher|lower)\*\*", report)
+    assert match, report
+    p99, p99_word, rate, rate_word = match.groups()
+    return (float(p99) if p99_word == "lower" else 1 / float(p99), float(rate) if rate_word == "higher" else 1 / float(rate))
+
+
+def test_the_comparison_says_slower_when_ours_is_slower():
+    ours = ServerStats("ours", p50_ms=10.0, p99_ms=40.0, requests_per_s=50.0, duplicates=0, requests=100)
+    stock = ServerStats("stock", p50_ms=5.0, p99_ms=20.0, requests_per_s=100.0, duplicates=3, requests=100)
+    table = format_table(ours, stock)
+    assert "p99 latency **2.0× higher**, throughput **2.0× lower**" in table
+    assert "p99 ≥ 20× better than stock — **missed** (0.5×)" in table
+    assert comparison(table) == (0.5, 0.5)
+    faster = format_table(stock, ours)
+    assert "p99 latency **2.0× lower**, throughput **2.0× higher**" in faster
 
 
 def test_bench_next_sample_refuses_too_few_volumes():

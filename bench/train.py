@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
-from app.bench import BenchError
+from bench import BenchError
 
 if TYPE_CHECKING:  # torch is imported only in the measuring processes
     import torch

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from app.bench.train import (
+from bench.train import (
     FINETUNE,
     PROMPT_ALL,
     PROMPT_DEEP,

@@ -1,0 +1,1 @@
+"""File helpers shared by every package (no project imports: the bottom of the dependency graph)."""

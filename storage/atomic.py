@@ -1,0 +1,62 @@
+"""Atomic file writes: a reader (another process, or this one after a crash) finds either no file or a complete one.
+
+Everything is written to a temporary name in the target's folder, flushed to disk, and renamed over the target
+(``os.replace`` is atomic within one file system). The temporary name keeps the target's whole name as its end, so
+writers that infer the format from the suffix (``np.savez`` adds ``.npz`` otherwise, NIfTI writers read ``.nii.gz``)
+write the right format. A failed write removes its temporary file or folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+PARTIAL_PREFIX = ".partial-"  # temporary names start with this (hidden files: folder scans skip them)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary path next to ``target`` for the caller to write (a file, or a folder it creates); when the
+    block ends without an exception, move it onto ``target``. A file is fsynced first; an existing ``target`` file is
+    replaced, an existing non-empty target folder is an error (``OSError``) and the temporary one is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}-{target.name}"
+    try:
+        yield temp
+        if temp.is_file():
+            _fsync(temp)
+        os.replace(temp, target)
+    except BaseException:
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_copy(source: Path | str, target: Path | str) -> None:
+    """Copy the file ``source`` to ``target`` atomically."""
+    with atomic_path(target) as temp, open(source, "rb") as src, open(temp, "wb") as out:
+        shutil.copyfileobj(src, out)
+
+
+def write_bytes_atomic(target: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as temp:
+        temp.write_bytes(data)
+
+
+def write_text_atomic(target: Path | str, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``target`` atomically."""
+    with atomic_path(target) as temp:
+        temp.write_text(text, encoding=encoding)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
