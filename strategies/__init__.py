@@ -1,12 +1,13 @@
-"""Selection logic on arrays: which unlabeled volumes to label next (SPEC §2).
+"""Selection logic on arrays: which unlabeled volumes to label next (docs/design.md, "TESLA", "Baselines").
 
 Pure NumPy / scikit-learn: no torch, no server code. Every rule implements ``Strategy.select``.
 """
 
-from strategies.base import SelectionError, Strategy, UnknownStrategyError
-from strategies.baselines import CoreSet, Entropy, Epistemic, First, Random
-from strategies.features import reduce, standardise
+from strategies.base import ColdStart, SelectionError, Strategy, UnknownStrategyError
+from strategies.baselines import CoreSet, Entropy, Epistemic, First, ForegroundRandom, Random
+from strategies.features import organ_fraction, reduce, standardise
 from strategies.registry import STRATEGIES, get_strategy, strategy_for_embeddings
+from strategies.rounds import RoundSelection, select_round
 from strategies.tesla import TESLA
 from strategies.uncertainty import (
     SCORE_METHODS,
@@ -14,6 +15,7 @@ from strategies.uncertainty import (
     entropy,
     mean_pairwise_js_divergence,
     prompt_uncertainty,
+    target_fraction,
     volume_scores,
 )
 
@@ -21,11 +23,14 @@ __all__ = [
     "SCORE_METHODS",
     "STRATEGIES",
     "TESLA",
+    "ColdStart",
     "CoreSet",
     "Entropy",
     "Epistemic",
     "First",
+    "ForegroundRandom",
     "Random",
+    "RoundSelection",
     "SelectionError",
     "Strategy",
     "UnknownStrategyError",
@@ -34,8 +39,11 @@ __all__ = [
     "get_strategy",
     "strategy_for_embeddings",
     "mean_pairwise_js_divergence",
+    "organ_fraction",
     "prompt_uncertainty",
     "reduce",
+    "select_round",
     "standardise",
+    "target_fraction",
     "volume_scores",
 ]

@@ -8,6 +8,11 @@ A strategy ranks volumes of the unlabeled pool for labeling. It sees only arrays
 
 ``select`` returns ``min(budget, N)`` distinct pool indices, best first. A budget larger than the pool is
 clipped to the pool size (a selection round may ask for more than is left); a budget <= 0 is an error.
+
+Each rule also declares which per-volume score it ranks by (``score``, a key of
+``strategies.uncertainty.volume_scores``) and what it does at a cold start, before any model has scored the pool
+(``cold_start``, a :class:`ColdStart`). ``strategies.rounds.select_round`` applies both; the server and the simulator
+call it, so they read one definition.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import inspect
 import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -27,6 +33,18 @@ class SelectionError(ValueError):
 
 class UnknownStrategyError(SelectionError):
     """A strategy name that the registry does not know."""
+
+
+class ColdStart(str, Enum):
+    """What a rule does while no model has scored the pool (no ``score`` values exist yet)."""
+
+    #: Run the rule itself without a score (TESLA: pure diversity). Rules that never use a score do this too.
+    UNSCORED = "unscored"
+    #: The rule cannot work without its score: pick as ``random`` does (same seed) until a model exists.
+    RANDOM = "random"
+    #: Rank by the frozen backbone's predicted organ fraction, read from the embedding
+    #: (``strategies.features.organ_fraction``), in place of the score.
+    ORGAN_FRACTION = "organ_fraction"
 
 
 @dataclass(frozen=True)
@@ -44,14 +62,24 @@ class Pool:
 class Strategy(ABC):
     """One selection rule: ``select`` validates inputs, ``_rank`` holds the rule itself.
 
-    Subclasses set ``name`` (the registry key), ``description`` (one paragraph, shown in 3D Slicer) and,
-    when the rule cannot work without a score, ``requires_uncertainty = True``. Constructor keyword
-    arguments are the rule's options; ``config()`` returns them.
+    Subclasses set ``name`` (the registry key), ``description`` (one paragraph, shown in 3D Slicer), and for
+    score-based rules ``score`` (the ``volume_scores`` key passed as ``uncertainty``) and ``cold_start``.
+    ``requires_uncertainty`` follows from those two: a rule with a score that does not run unscored at a cold start
+    needs ``uncertainty`` in ``select``. ``unscored_ranking`` names what orders the picks when the rule runs without
+    a score (recorded with each round). Constructor keyword arguments are the rule's options; ``config()`` returns
+    them.
     """
 
     name: str
     description: str
+    score: str | None = None
+    cold_start: ColdStart = ColdStart.UNSCORED
+    unscored_ranking: str = "diversity"
     requires_uncertainty: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.requires_uncertainty = cls.score is not None and cls.cold_start is not ColdStart.UNSCORED
 
     def select(
         self,

@@ -1,4 +1,4 @@
-"""Baseline selection rules (SPEC §2): random, first, entropy, epistemic (BALD) and core-set.
+"""Baseline selection rules (docs/design.md, "Baselines"): random, first, entropy, epistemic (BALD), core-set and foreground-aware random.
 
 The score-based rules take the score from the caller as ``uncertainty``: the model side computes it
 (``strategies.uncertainty.entropy`` of the mean prediction, ``strategies.uncertainty.bald`` of
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from strategies.base import Pool, SelectionError, Strategy, check_int_option
+from strategies.base import ColdStart, Pool, SelectionError, Strategy, check_int_option
 from strategies.diversity import k_center_greedy
 from strategies.features import check_block_sizes, prepare
 
@@ -25,6 +25,7 @@ class Random(Strategy):
         "Random: picks unlabeled volumes uniformly at random (reproducible for a given selection seed). "
         "The reference every other strategy must beat."
     )
+    unscored_ranking = "random"
 
     def _rank(self, pool: Pool, n_picks: int, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).permutation(pool.embeddings.shape[0])[:n_picks]
@@ -38,15 +39,16 @@ class First(Strategy):
         "First: takes unlabeled volumes in pool order (as listed by the datastore), like MONAI Label's "
         "stock First strategy. Useful for debugging and as a naive baseline."
     )
+    unscored_ranking = "pool order"
 
     def _rank(self, pool: Pool, n_picks: int, seed: int) -> np.ndarray:
         return np.arange(n_picks)
 
 
 class _TopScore(Strategy):
-    """Highest ``uncertainty`` first; ties break by pool index."""
+    """Highest ``uncertainty`` first; ties break by pool index. Needs a model's scores: random at a cold start."""
 
-    requires_uncertainty = True
+    cold_start = ColdStart.RANDOM
 
     def _rank(self, pool: Pool, n_picks: int, seed: int) -> np.ndarray:
         assert pool.uncertainty is not None  # guaranteed by requires_uncertainty
@@ -58,6 +60,7 @@ class Entropy(_TopScore):
     """Top predictive entropy: the caller passes the entropy of the mean prediction per volume."""
 
     name = "entropy"
+    score = "entropy"
     description = (
         "Entropy: picks the volumes whose mean predicted segmentation is least certain (highest entropy "
         "of the averaged class probabilities over the predicted foreground). Needs a trained model's "
@@ -69,11 +72,41 @@ class Epistemic(_TopScore):
     """Top epistemic uncertainty: the caller passes a BALD / MC-dropout mutual information per volume."""
 
     name = "epistemic"
+    score = "epistemic"
     description = (
         "Epistemic (BALD): picks the volumes where stochastic forward passes (MC dropout) disagree most, "
         "measured by the mutual information between prediction and model parameters. Needs a trained "
         "model's scores; ignores diversity."
     )
+
+
+class ForegroundRandom(Strategy):
+    """Uniformly random among the volumes with a positive foreground score, then random among the others.
+
+    ``uncertainty`` is each volume's foreground score (N,): with a model, the fraction of voxels its mean prediction
+    calls tumour (``strategies.uncertainty.volume_scores``'s ``"foreground"``); at a cold start, the fraction of the
+    body the frozen backbone calls liver (``strategies.features.organ_fraction``). Only ``score > 0`` matters, not its
+    size: the rule is random sampling restricted to volumes that show what is to be segmented, the strong baseline
+    of the nnActive benchmark (Lüth et al.). When fewer volumes than the budget have foreground, the rest of the
+    budget is random among the others, after all foreground ones.
+    """
+
+    name = "fg_random"
+    score = "foreground"
+    cold_start = ColdStart.ORGAN_FRACTION
+    description = (
+        "Foreground random: picks unlabeled volumes uniformly at random, but only among those where the current "
+        "model predicts tumour (before any model exists: where the pre-trained backbone finds liver), so no label "
+        "is spent on a volume without the structures to segment. Reproducible for a given selection seed. A strong "
+        "baseline from the nnActive benchmark."
+    )
+
+    def _rank(self, pool: Pool, n_picks: int, seed: int) -> np.ndarray:
+        assert pool.uncertainty is not None  # guaranteed by requires_uncertainty
+        order = np.random.default_rng(seed).permutation(pool.uncertainty.size)
+        # A stable sort keeps the random order within each group: foreground volumes first, then the others.
+        has_foreground = pool.uncertainty[order] > 0
+        return order[np.argsort(~has_foreground, kind="stable")][:n_picks]
 
 
 START_RULES = ("farthest_from_mean", "random")

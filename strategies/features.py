@@ -3,7 +3,8 @@ optional PCA.
 
 Volume embeddings mix features of very different scales (per-channel means and standard deviations of
 several encoder stages, intensity statistics in HU). Unscaled, Euclidean distances would be decided by
-the few largest-scale dimensions, so TESLA and CoreSet standardise each dimension first (SPEC §2).
+the few largest-scale dimensions, so TESLA and CoreSet standardise each dimension first
+(docs/design.md, "Embeddings").
 
 After standardisation every dimension weighs the same, so a block of many dimensions (hundreds of
 encoder channel statistics) still outweighs a block of a few (HU statistics, noise level). Given the
@@ -79,6 +80,28 @@ def check_block_sizes(block_sizes: Sequence[int]) -> tuple[int, ...]:
     if isinstance(block_sizes, (str, bytes)) or not isinstance(block_sizes, Sequence):
         raise SelectionError(f"block_sizes must be a list of positive integers, got {block_sizes!r}")
     return tuple(check_int_option("block size", size, 1) for size in block_sizes)
+
+
+#: The embedding's blocks, in order (``models.embedding.embedding_blocks`` gives their sizes): encoder statistics,
+#: organ HU statistics followed by the organ's fraction of the body, body HU statistics, noise level.
+EMBEDDING_BLOCK_NAMES = ("encoder", "organ", "body", "noise")
+
+
+def organ_fraction(embeddings: np.ndarray, block_sizes: Sequence[int]) -> np.ndarray:
+    """The fraction of the body that the frozen backbone predicts as the organ (liver), per volume: (N, D) -> (N,).
+
+    It is the last entry of the embedding's organ block (see :data:`EMBEDDING_BLOCK_NAMES`), so no model beyond the
+    backbone that made the embeddings is needed: fg_random's score before any prompt model exists.
+    """
+    X = _as_matrix(embeddings, "embeddings")
+    sizes = check_block_sizes(block_sizes)
+    if len(sizes) != len(EMBEDDING_BLOCK_NAMES) or sum(sizes) != X.shape[1]:
+        raise SelectionError(
+            f"block sizes {list(sizes)} do not describe {X.shape[1]}-dimensional embeddings made of the blocks "
+            f"{', '.join(EMBEDDING_BLOCK_NAMES)}: pass models.embedding.embedding_blocks(backbone)"
+        )
+    organ_block_end = sizes[0] + sizes[1]
+    return X[:, organ_block_end - 1].copy()
 
 
 def reduce(X: np.ndarray, pca_dims: int, ref: np.ndarray | None = None) -> np.ndarray:

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from strategies.base import SelectionError, Strategy, UnknownStrategyError
-from strategies.baselines import CoreSet, Entropy, Epistemic, First, Random
+from strategies.baselines import CoreSet, Entropy, Epistemic, First, ForegroundRandom, Random
 from strategies.tesla import TESLA
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (TESLA, Random, First, Entropy, Epistemic, CoreSet)
+    cls.name: cls for cls in (TESLA, Random, First, Entropy, Epistemic, CoreSet, ForegroundRandom)
 }
 
 

@@ -1,4 +1,4 @@
-"""TESLA, TandEm Selective LAbeling (SPEC §2): diversity first, then prompt-based uncertainty.
+"""TESLA, TandEm Selective LAbeling (docs/design.md, "TESLA"): diversity first, then prompt-based uncertainty.
 
 Our interpretation of the method (the paper's code is not public):
 
@@ -34,6 +34,7 @@ class TESLA(Strategy):
     """Tandem diversity + uncertainty selection; see the module docstring for the exact rule."""
 
     name = "tesla"
+    score = "prompt_uncertainty"  # cold start: the rule runs unscored (pure diversity), see the module docstring
     description = (
         "TESLA (tandem selective labeling): groups the unlabeled volumes into as many clusters as "
         "volumes requested, using k-means on standardised backbone embeddings, and takes one volume from "

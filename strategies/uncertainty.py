@@ -45,7 +45,7 @@ def mean_pairwise_js_divergence(prompt_probs: np.ndarray) -> np.ndarray:
 
 
 def prompt_uncertainty(prompt_probs: np.ndarray, foreground_threshold: float = 0.5) -> float:
-    """Prompt-based uncertainty U(v) of one volume (SPEC §2): (K, C, *spatial) -> float.
+    """Prompt-based uncertainty U(v) of one volume (docs/design.md, "Uncertainty scores"): (K, C, *spatial) -> float.
 
     Per voxel: mean pairwise JS divergence of the K prompt maps + entropy of their mean map. U(v) is the
     average over the voxels that any prompt calls foreground: its argmax is not background, or its
@@ -82,24 +82,37 @@ def _check_member_probs(array: np.ndarray, what: str, shape_doc: str) -> np.ndar
     return probs
 
 
-#: Per-volume scores of :func:`volume_scores`, one per score-based strategy (TESLA, entropy, epistemic).
-SCORE_METHODS = ("prompt_uncertainty", "entropy", "epistemic")
+#: Per-volume scores of :func:`volume_scores`, one per score-based strategy (TESLA, entropy, epistemic,
+#: fg_random); each strategy names the one it ranks by in its ``score`` attribute.
+SCORE_METHODS = ("prompt_uncertainty", "entropy", "epistemic", "foreground")
+#: Classes from this index on are the targets beyond the organ (class 0 background, 1 liver, 2 tumour).
+TARGET_CLASS = 2
+
+
+def target_fraction(prompt_probs: np.ndarray) -> float:
+    """Fraction of voxels whose mean prediction over the K prompts is a target class (argmax >= TARGET_CLASS, the
+    tumour): (K, C, *spatial) -> float in [0, 1]. 0.0 for a model with fewer than TARGET_CLASS + 1 classes."""
+    probs = _check_member_probs(prompt_probs, "prompt_probs", "(K prompts, C classes, *spatial)")
+    return float((probs.mean(axis=0).argmax(axis=0) >= TARGET_CLASS).mean())
 
 
 def volume_scores(prompt_probs: np.ndarray) -> dict[str, float]:
-    """The three scores of one volume from its K prompt maps (K >= 2, C, *spatial).
+    """The scores of one volume from its K prompt maps (K >= 2, C, *spatial), one per :data:`SCORE_METHODS` key.
 
     ``prompt_uncertainty`` (TESLA, :func:`prompt_uncertainty`), ``entropy`` (entropy of the mean map) and
     ``epistemic`` (BALD with the K prompts as the ensemble), the last two averaged over the voxels any
-    prompt labels foreground; all 0.0 when no prompt finds foreground. Used by the server's scoring job
-    and by the offline simulator, so both rank volumes by the same numbers.
+    prompt labels foreground (all three 0.0 when no prompt finds foreground), and ``foreground``
+    (fg_random, :func:`target_fraction`: the fraction of all voxels the mean prediction calls tumour). Used by the
+    server's scoring job and by the offline simulator, so both rank volumes by the same numbers.
     """
     probs = _check_member_probs(prompt_probs, "prompt_probs", "(K prompts, C classes, *spatial)")
     foreground = (probs.argmax(axis=1) != 0).any(axis=0)
+    target = target_fraction(probs)
     if not foreground.any():
-        return dict.fromkeys(SCORE_METHODS, 0.0)
+        return {**dict.fromkeys(SCORE_METHODS, 0.0), "foreground": target}
     return {
         "prompt_uncertainty": float(prompt_uncertainty(probs)),
         "entropy": float(entropy(probs.mean(axis=0), axis=0)[foreground].mean()),
         "epistemic": float(np.asarray(bald(probs))[foreground].mean()),
+        "foreground": target,
     }

@@ -12,7 +12,7 @@ import pytest
 import strategies
 from strategies import STRATEGIES, SelectionError, Strategy, UnknownStrategyError, get_strategy
 
-NAMES = ["tesla", "random", "first", "entropy", "epistemic", "coreset"]
+NAMES = ["tesla", "random", "first", "entropy", "epistemic", "coreset", "fg_random"]
 POOL = np.random.default_rng(0).normal(size=(12, 4))
 SCORES = np.random.default_rng(1).uniform(size=12)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from strategies import CoreSet, Entropy, Epistemic, First, Random, SelectionError
+from strategies import CoreSet, Entropy, Epistemic, First, ForegroundRandom, Random, SelectionError
 
 
 def test_random_is_a_seeded_permutation():
@@ -81,3 +81,30 @@ def test_coreset_standardise_option_changes_the_metric():
 def test_coreset_rejects_unknown_start():
     with pytest.raises(SelectionError, match="start"):
         CoreSet(start="centre")
+
+
+def test_fg_random_picks_only_volumes_with_foreground_while_there_are_enough():
+    scores = np.array([0.0, 0.2, 0.0, 0.01, 0.0, 0.5, 0.0, 0.3])
+    with_foreground = {1, 3, 5, 7}
+    for seed in range(10):
+        picks = ForegroundRandom().select(np.zeros((8, 2)), budget=3, uncertainty=scores, seed=seed)
+        assert len(set(picks)) == 3 and set(picks) <= with_foreground
+    # Uniform among them, not by score size: over seeds every foreground volume leads at times.
+    leaders = {ForegroundRandom().select(np.zeros((8, 2)), budget=1, uncertainty=scores, seed=s)[0] for s in range(40)}
+    assert leaders == with_foreground
+
+
+def test_fg_random_tops_up_with_random_others_after_every_foreground_volume():
+    scores = np.array([0.0, 0.0, 0.4, 0.0, 0.0, 0.1])
+    picks = ForegroundRandom().select(np.zeros((6, 2)), budget=4, uncertainty=scores, seed=3)
+    assert set(picks[:2]) == {2, 5} and len(set(picks)) == 4 and not set(picks[2:]) & {2, 5}
+    assert ForegroundRandom().select(np.zeros((6, 2)), budget=4, uncertainty=scores, seed=3) == picks
+    assert len({tuple(ForegroundRandom().select(np.zeros((6, 2)), budget=4, uncertainty=scores, seed=s)) for s in range(8)}) > 1
+    # No volume with foreground at all: plain seeded random.
+    none = ForegroundRandom().select(np.zeros((6, 2)), budget=6, uncertainty=np.zeros(6), seed=1)
+    assert sorted(none) == list(range(6))
+
+
+def test_fg_random_requires_its_score():
+    with pytest.raises(SelectionError, match="uncertainty"):
+        ForegroundRandom().select(np.zeros((6, 2)), budget=2)

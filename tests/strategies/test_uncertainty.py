@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from strategies import SelectionError, bald, entropy, mean_pairwise_js_divergence, prompt_uncertainty
+from strategies import (
+    SCORE_METHODS,
+    SelectionError,
+    bald,
+    entropy,
+    mean_pairwise_js_divergence,
+    prompt_uncertainty,
+    target_fraction,
+    volume_scores,
+)
 
 
 def two_class(p_foreground):
@@ -94,3 +103,26 @@ def test_too_few_members_or_classes_are_rejected(function):
         function(np.ones((3, 1, 4)))
     with pytest.raises(SelectionError, match="must have shape"):
         function(np.ones(3))
+
+
+def three_class(liver, tumour):
+    """(C=3, *shape) map from liver and tumour probability arrays (background takes the rest)."""
+    liver, tumour = np.asarray(liver, dtype=float), np.asarray(tumour, dtype=float)
+    return np.stack([1 - liver - tumour, liver, tumour])
+
+
+def test_foreground_score_is_the_fraction_of_voxels_the_mean_prediction_calls_tumour():
+    # 4 voxels: tumour for both prompts, tumour for the mean only (0.7 and 0.3 average to 0.5 > liver 0.3 and
+    # background 0.2), liver, background.
+    prompts = np.stack(
+        [three_class([0.1, 0.1, 0.8, 0.0], [0.8, 0.7, 0.1, 0.1]), three_class([0.1, 0.5, 0.8, 0.0], [0.8, 0.3, 0.1, 0.1])]
+    )
+    assert target_fraction(prompts) == pytest.approx(0.5)
+    assert volume_scores(prompts)["foreground"] == pytest.approx(0.5)
+    # Liver everywhere, no tumour: foreground 0, while the uncertainty scores see a foreground (the liver).
+    liver_only = np.stack([three_class(np.full(4, 0.9), np.full(4, 0.05))] * 2)
+    scores = volume_scores(liver_only)
+    assert scores["foreground"] == 0.0 and scores["entropy"] > 0
+    assert set(volume_scores(liver_only)) == set(SCORE_METHODS)
+    # A two-class (organ-only) model never predicts the tumour class.
+    assert target_fraction(np.stack([two_class([0.9, 0.8])] * 2)) == 0.0
