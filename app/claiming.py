@@ -1,4 +1,4 @@
-"""MONAI Label strategy adapters: every "Next Sample" is a database claim (SPEC §3, serving path).
+"""MONAI Label strategy adapters: every "Next Sample" is a database claim (docs/design.md, "Next Sample: one database claim").
 
 A strategy only decides the order in which volumes are offered; the claim itself (one transaction, a lease, skips
 released) is :meth:`db.datastore.SQLDatastore.claim_next`, so two annotators never get the same volume.

@@ -1,6 +1,6 @@
 """Per-volume numbers that selection needs, computed in the background and stored in the database.
 
-- Embeddings (SPEC §2 TESLA): once per volume, by the frozen backbone; keyed by the backbone's weights fingerprint.
+- Embeddings (docs/design.md, "Embeddings"): once per volume, by the frozen backbone; keyed by the backbone's weights fingerprint.
 - Uncertainty scores: recomputed for every unlabeled volume whenever a new model version is published, stored with
   that version. One batched pass of the K prompts per volume, at the model's working resolution (the volume resized to
   one ROI), gives all three scores:

@@ -1,4 +1,4 @@
-"""Selection rounds (SPEC §3 serving path, step 2) and the strategies that claim from them.
+"""Selection rounds (docs/design.md, "Selection rounds") and the strategies that claim from them.
 
 Selection is batch work; serving is a database claim. A round runs one ``strategies`` rule over the unlabeled pool (the
 stored embeddings, and the uncertainty scores of the newest model version) and stores the ranked volumes. Next Sample

@@ -1,4 +1,7 @@
-"""Benchmarks run by ``slpt bench …``: our server against stock MONAI Label, measured side by side in one run (SPEC §6)."""
+"""Benchmarks run by ``slpt bench …``: our server against stock MONAI Label, measured side by side in one run.
+
+See docs/design.md, "Benchmarks and quality bars".
+"""
 
 from __future__ import annotations
 

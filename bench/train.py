@@ -55,7 +55,7 @@ FINETUNE = "fine-tuning"
 PROMPT_ALL = "prompt tuning, all stages"
 PROMPT_DEEP = "prompt tuning, deeper stages"
 DEVICES = ("auto", "cpu", "cuda")
-#: Targets (SPEC / issue "The SLPT model"), as fractions of fine-tuning.
+#: Targets (issue "The SLPT model"; docs/design.md, "Benchmarks and quality bars"), as fractions of fine-tuning.
 TARGET_STATE_RATIO = 0.10  # gradient + optimiser-state bytes
 TARGET_VERSION_RATIO = 0.10  # published model version
 TARGET_TIME_RATIO = 1.0  # step time no worse than fine-tuning

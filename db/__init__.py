@@ -1,4 +1,4 @@
-"""The annotation database: SQLAlchemy 2.0 schema, engines, Alembic migrations and repositories (SPEC §3).
+"""The annotation database: SQLAlchemy 2.0 schema, engines, Alembic migrations and repositories (docs/design.md, "Data model").
 
 Repository functions take a :class:`~sqlalchemy.orm.Session` and work inside the caller's transaction,
 except :func:`claim_next_volume` and :func:`claim_next_sample`, which can own their transaction (and retry it).

@@ -1,4 +1,6 @@
-"""Leases: handing each unlabeled volume to at most one annotator at a time (SPEC §3, serving path step 3).
+"""Leases: handing each unlabeled volume to at most one annotator at a time.
+
+See docs/design.md, "Next Sample: one database claim".
 
 The current lease of a volume lives on its ``images`` row; the ``assignments`` table records every lease.
 The image row is the lock for its lease: every change of a lease (claim, skip, release, expiry, label) first

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 schema of the annotation database (SPEC §3 "Database").
+"""SQLAlchemy 2.0 schema of the annotation database (docs/design.md, "Data model").
 
 Every timestamp is timezone-aware UTC (:class:`UTCDateTime`). The current lease of a volume lives on its
 ``images`` row (``lease_holder``, ``lease_expires_at``) because that row is what a claim locks and updates:

@@ -1,4 +1,4 @@
-"""Patch sampling and the augmentation families that diversify the K prompts (SPEC §2).
+"""Patch sampling and the augmentation families that diversify the K prompts (docs/design.md, "Diversified prompt tuning").
 
 Prompt k is trained on family ``k mod 3``:
 

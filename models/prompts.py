@@ -1,4 +1,4 @@
-"""Visual prompts and the feature-aware prompt updater (FPU), SPEC §2 "Prompts and FPU".
+"""Visual prompts and the feature-aware prompt updater (FPU) (docs/design.md, "Prompts and FPU").
 
 For an encoder stage s with C_s channels there are K learnable prompts P[k, s] (each C_s × g × g × g) and
 one FPU shared by those K prompts. Given the frozen stage output F (B, C_s, d, h, w) and the prompt index

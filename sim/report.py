@@ -1,6 +1,7 @@
 """From the simulator's CSV files to statistics, ``learning_curves.png`` and ``report.md``.
 
-Comparisons are paired (SPEC §7): two strategies at the same seed and round share the test set, and at the
+Comparisons are paired (docs/design.md, "Measuring label efficiency honestly"): two strategies at the same seed
+and round share the test set, and at the
 same seed, strategy and round prompt tuning and fine-tuning share the labels. Uncertainty is reported as a
 bootstrap 95 % confidence interval over seeds *and* test cases (two-level resampling: seeds with
 replacement, then test cases with replacement; the statistic is the mean per-case paired difference),

@@ -12,7 +12,7 @@ def test_info_names_the_app_and_its_strategies(server):
     assert info["name"] == "slpt-label"
     assert info["labels"] == {"liver": 1, "tumour": 2}
     assert {"random", "first"} <= set(info["strategies"])
-    assert "config" not in info  # Slicer must not see a top-level config key (SPEC §4)
+    assert "config" not in info  # Slicer must not see a top-level config key (docs/design.md, "Stack facts")
 
 
 def test_datastore_stats_count_the_served_volumes(server, served_cohort: Path):
