@@ -1,4 +1,4 @@
-"""Per-volume embeddings for TESLA's diversity selection (SPEC §2 "Embeddings").
+"""Per-volume embeddings for TESLA's diversity selection (docs/design.md, "Embeddings").
 
 Pooled bottleneck features cluster by anatomy and ignore acquisition, because instance normalisation
 removes contrast and noise level. So the embedding concatenates, from ONE forward pass of the frozen

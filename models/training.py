@@ -1,4 +1,4 @@
-"""One loop for diversified prompt tuning and for the full fine-tuning baseline (SPEC §2).
+"""One loop for diversified prompt tuning and for the full fine-tuning baseline (docs/design.md, "Diversified prompt tuning").
 
 Prompt mode: every step draws one patch (or ``batch_per_prompt`` patches) per prompt k from prompt k's
 own bootstrap resample of the labelled cases (bagging), augments it with prompt k's family

@@ -1,6 +1,7 @@
 """Schedule tuning on the development cohort: ``python -m sim.dev_sweep --tuning prompt --steps 200 …``.
 
-The schedules of :mod:`sim.profiles` are fixed here, never on a study's test set (SPEC §7). The development
+The schedules of :mod:`sim.profiles` are fixed here, never on a study's test set (docs/design.md,
+"Measuring label efficiency honestly"). The development
 cohort is generated from :data:`sim.profiles.DEV_COHORT_SEED`, which no profile draws from; the backbone is the
 one the profile's ``--synthetic`` study pre-trains (same upstream cohort and seed, so the sweep tunes the network
 the study uses). Each call trains one schedule on ``labels`` random development volumes per seed, with the very

@@ -1,7 +1,8 @@
 """Fixed settings of the label-efficiency study (``slpt simulate``), one frozen dataclass per profile.
 
 Training schedules (steps, learning rates, patch size) are part of the profile, the same for every strategy
-and every seed, and are never chosen by looking at the test set (SPEC §7). They were fixed on a separate
+and every seed, and are never chosen by looking at the test set (docs/design.md,
+"Measuring label efficiency honestly"). They were fixed on a separate
 development cohort: ``sim.synth.generate_cohort(..., seed=DEV_COHORT_SEED)``, 60 volumes at 48³, a seed that
 no profile uses for its downstream, upstream or split draws (``python -m sim.dev_sweep``; results in
 ``docs/results/simulation.md``). What the sweep showed, 10 labeled development volumes, tumour Dice on 15
@@ -15,7 +16,8 @@ held-out ones:
   tumour Dice 0.04 / 0.03 / 0.05 after 800 / 1,200 / 1,600 steps (training-set Dice 0.11-0.16); prompt
   tuning 0.04 after 400 steps and 0.00 after 800. Everything under ~0.05 is noise at this size, so the
   ``full`` schedules are the longest the 2-core budget allows (prompt: 200 steps at 3e-2; fine-tuning: 300
-  at 1e-3; SPEC §7: prompts need 1e-2 to 5e-2), and the references train 3× longer.
+  at 1e-3; prompts need 1e-2 to 5e-2, docs/design.md, "Measuring label efficiency honestly"), and the
+  references train 3× longer.
 
 Profiles:
 - ``quick``: a demonstration (32³ volumes, 16³ patches, few steps, 2 seeds): 58 s on 2 idle CPU cores, cohort and
@@ -51,8 +53,8 @@ class SimProfile:
     Attributes:
         name: profile name.
         size: working edge length; every volume (synthetic or real) is resized to ``size``³ once, and
-            inference and embeddings work at that size (SPEC §7: spend compute on repeats, not on bigger
-            volumes).
+            inference and embeddings work at that size (spend compute on repeats, not on bigger volumes:
+            docs/design.md, "Measuring label efficiency honestly").
         patch: edge of the class-balanced training patches and of the sliding inference window (<= size).
         batch_per_prompt: patches per prompt per training step (fine-tuning: patches per step).
         cases: downstream synthetic cohort size (``--synthetic`` only).

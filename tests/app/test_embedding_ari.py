@@ -1,4 +1,4 @@
-"""Stored TESLA embeddings capture acquisition, not only anatomy (SPEC §2 "Embeddings").
+"""Stored TESLA embeddings capture acquisition, not only anatomy (docs/design.md, "Embeddings").
 
 End to end through the app's storage path: a generated cohort is ingested into a SQL datastore, embedded
 by ``compute_missing_embeddings`` with a small random-weight backbone, the vectors are loaded back from
