@@ -1,4 +1,4 @@
-"""Acquisition groups of the synthetic cohort: the "scanners and protocols" of SPEC §5.
+"""Acquisition groups of the synthetic cohort: its "scanners and protocols" (docs/design.md, "Synthetic cohort").
 
 Real liver-CT cohorts mix contrast phases, doses and reconstructions, and a model trained on one mix
 transfers poorly to another. Each :class:`AcquisitionGroup` describes one such protocol by

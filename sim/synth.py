@@ -1,4 +1,4 @@
-"""Synthetic abdominal-CT cohort in MSD layout (SPEC §5).
+"""Synthetic abdominal-CT cohort in MSD layout (docs/design.md, "Synthetic cohort").
 
 Each case is a ``size``³ CT-like volume in Hounsfield units (int16) drawn by :mod:`sim.phantom`, with
 labels 0 background, 1 liver, 2 tumour — or, for the upstream pre-training cohort, 1 liver (lesions
