@@ -20,16 +20,15 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from app.modelstore import ModelStore
 from app.scoring import SLPTScoring
-from app.selection import RoundBuilder, RoundStrategy
+from app.selection import RoundBuilder, served_strategies
 from app.settings import AppSettings
-from app.claiming import claim_strategies
 from app.studies import StudiesLayout, resolve_studies
 from app.tasks.infer import SLPTInfer
 from app.tasks.train import SLPTTrain
 from db.datastore import SQLDatastore
 from db.engine import create_db_engine, default_db_url, session_factory
 from db.migrate import upgrade
-from sim.msd import load_msd
+from cohort.msd import load_msd
 
 logger = logging.getLogger(__name__)
 
@@ -91,14 +90,7 @@ class SLPTApp(MONAILabelApp):
         self.round_builder = RoundBuilder(
             self.datastore(), self.model_store, self.settings.round_size, self.settings.embed_size
         )
-        claims = claim_strategies()
-        # Slicer preselects the first strategy: dict order is the default order, TESLA first.
-        return {
-            "tesla": RoundStrategy("tesla", self.round_builder),
-            "random": claims["random"],
-            "first": claims["first"],
-            **{name: RoundStrategy(name, self.round_builder) for name in ("entropy", "epistemic", "coreset")},
-        }
+        return served_strategies(self.round_builder)  # Slicer preselects the first: the registry puts TESLA first
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         return {"slpt_uncertainty": SLPTScoring(self.model_store)}

@@ -3,10 +3,11 @@
 - Embeddings (docs/design.md, "Embeddings"): once per volume, by the frozen backbone; keyed by the backbone's weights fingerprint.
 - Uncertainty scores: recomputed for every unlabeled volume whenever a new model version is published, stored with
   that version. One batched pass of the K prompts per volume, at the model's working resolution (the volume resized to
-  one ROI), gives all three scores:
+  one ROI), gives every score of ``strategies.uncertainty.volume_scores``:
   ``prompt_uncertainty`` (TESLA: mean pairwise JS divergence + entropy of the mean, over any prompt's foreground),
-  ``entropy`` (entropy of the mean prediction over the same voxels) and ``epistemic`` (BALD with the K prompts as
-  the ensemble: entropy of the mean minus mean entropy).
+  ``entropy`` (entropy of the mean prediction over the same voxels), ``epistemic`` (BALD with the K prompts as
+  the ensemble: entropy of the mean minus mean entropy) and ``foreground`` (fg_random: the fraction of voxels the
+  mean prediction calls tumour).
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ import logging
 from typing import Any
 
 from monailabel.interfaces.tasks.scoring import ScoringMethod
-from sqlalchemy import select
 
 from app.jobs import tracked_job
 from app.modelstore import ModelStore, NoModelError
 from db.datastore import SQLDatastore
 from db.engine import write_session
-from db.schema import Embedding, Score
-from db.scores import store_embeddings, store_scores
+from db.scores import embedded_image_ids, scored_image_ids, store_embeddings, store_scores
 from models.checkpoint import backbone_fingerprint
 from models.embedding import EMBEDDING_VERSION, volume_embedding
 from models.inference import working_resolution_probs
@@ -43,7 +42,7 @@ def compute_missing_embeddings(datastore: SQLDatastore, store: ModelStore, size:
     """Embed every volume that has no embedding from this backbone yet; returns how many were computed."""
     key = embedding_key(store)
     with datastore.sessions() as session:
-        done = set(session.scalars(select(Embedding.image_id).where(Embedding.key == key)))
+        done = embedded_image_ids(session, key)
     todo = [i for i in datastore.list_images() if i not in done]
     if not todo:
         return 0
@@ -75,11 +74,8 @@ class SLPTScoring(ScoringMethod):
 
 def score_unlabeled(datastore: SQLDatastore, network, version: str) -> dict[str, Any]:
     with datastore.sessions() as session:
-        done = set(
-            session.scalars(
-                select(Score.image_id).where(Score.method == SCORE_METHODS[0], Score.model_version == version)
-            )
-        )
+        # Done means every score is stored: a score added since (e.g. ``foreground``) gets computed for old versions too.
+        done = set.intersection(*(scored_image_ids(session, method, version) for method in SCORE_METHODS))
     todo = [i for i in datastore.get_unlabeled_images() if i not in done]
     roi = tuple(network.config.roi_size)
     with tracked_job(datastore.sessions, "scoring", model_version=version, volumes=len(todo)) as job:

@@ -1,10 +1,18 @@
-"""Selection rounds (docs/design.md, "Selection rounds") and the strategies that claim from them.
+"""The MONAI Label strategies the app serves, and the selection rounds they claim from (docs/design.md,
+"Selection rounds"; "Next Sample: one database claim").
+
+Every "Next Sample" is a database claim: a strategy only decides the order in which volumes are offered; the claim
+itself (one transaction, a lease, skips released) is :meth:`db.datastore.SQLDatastore.claim_next`, so two annotators
+never get the same volume. ``random`` and ``first`` need no round: the claim's SQL orders the free volumes itself
+(:class:`ClaimStrategy`). Every other ``strategies`` rule is served through rounds (:class:`RoundStrategy`).
 
 Selection is batch work; serving is a database claim. A round runs one ``strategies`` rule over the unlabeled pool (the
 stored embeddings, and the uncertainty scores of the newest model version) and stores the ranked volumes. Next Sample
 claims the best-ranked free volume of the strategy's current round. When that round is used up, or the model version
 changed since it was made, a new round is built in a background thread; a request that arrives meanwhile is served at
 once from a fast fallback — the stale round's remaining volumes if any, else a random free volume — instead of waiting.
+Which score a rule ranks by, and what it does before a model exists, is the rule's own declaration
+(:func:`strategies.rounds.select_round`).
 """
 
 from __future__ import annotations
@@ -15,24 +23,21 @@ from typing import Any
 
 import numpy as np
 from monailabel.interfaces.tasks.strategy import Strategy as MONAILabelStrategy
-from sqlalchemy import distinct, func, select
 
 from app.modelstore import ModelStore, NoModelError
 from app.scoring import compute_missing_embeddings, embedding_key
-from app.claiming import annotator_of
 from db.datastore import SQLDatastore
 from db.engine import write_session
-from db.images import live_lease
+from db.images import lease_holder_count
 from db.rounds import create_round, current_round, round_remaining
-from db.schema import Image, utcnow
 from db.scores import load_embeddings, load_scores
 from models.embedding import embedding_blocks
-from strategies import get_strategy, strategy_for_embeddings
+from strategies import STRATEGIES, get_strategy, select_round
 
 logger = logging.getLogger(__name__)
 
-# Which stored score each rule ranks by (TESLA falls back to pure diversity while no model exists).
-UNCERTAINTY_OF = {"tesla": "prompt_uncertainty", "entropy": "entropy", "epistemic": "epistemic"}
+#: Rules served by a plain claim in this order (``db.claims``), without rounds: the SQL orders the free volumes itself.
+CLAIM_ORDERS = {"random": "random", "first": "first"}
 
 
 class SelectionUnavailable(RuntimeError):
@@ -44,44 +49,42 @@ def round_size(datastore: SQLDatastore, configured: int) -> int:
     if configured > 0:
         return configured
     with datastore.sessions() as session:
-        active = session.scalar(select(func.count(distinct(Image.lease_holder))).where(live_lease(utcnow()))) or 0
-    return max(1, 2 * int(active))
+        active = lease_holder_count(session)
+    return max(1, 2 * active)
 
 
 def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, budget: int, seed: int = 0) -> int:
     """Run ``strategy_name`` over the unlabeled pool and store its ranked picks as the strategy's current round.
 
-    ``budget`` is clipped to 1 … pool size (a round never asks for more volumes than are left).
+    ``budget`` is clipped to 1 … pool size (a round never asks for more volumes than are left). Before any model
+    exists the rule's cold start applies; once one does, the round waits (:class:`SelectionUnavailable`) until that
+    model's scores cover the pool.
     """
     version = store.latest_version()
     key = embedding_key(store)
+    method = STRATEGIES[strategy_name].score
     with datastore.sessions() as session:
         pool = datastore.get_unlabeled_images()
         ids, embeddings = load_embeddings(session, key, pool)
         labeled_ids, labeled = load_embeddings(session, key, datastore.get_labeled_images())
-        method = UNCERTAINTY_OF.get(strategy_name)
-        scores = load_scores(session, method, version, ids) if method and version else {}
+        stored = load_scores(session, method, version, ids) if method and version else {}
     if not pool:
         raise SelectionUnavailable("no unlabeled volume is left")
     if len(ids) < len(pool):
         raise SelectionUnavailable(f"{len(pool) - len(ids)} of {len(pool)} unlabeled volumes have no embedding yet")
-    uncertainty = None
-    if method and version and len(scores) < len(ids):
-        raise SelectionUnavailable(f"{method!r} scores of model {version} cover {len(scores)} of {len(ids)} volumes so far")
-    if method and version:
-        uncertainty = np.array([scores[i] for i in ids])
-    elif method and strategy_name != "tesla":
-        raise SelectionUnavailable(f"strategy {strategy_name!r} ranks by {method!r} scores: train a model first")
-    rule = strategy_for_embeddings(strategy_name, embedding_blocks(store.backbone()[0]))
-    picks = rule.select(
+    if method and version and len(stored) < len(ids):
+        raise SelectionUnavailable(f"{method!r} scores of model {version} cover {len(stored)} of {len(ids)} volumes so far")
+    chosen = select_round(
+        strategy_name,
         embeddings.reshape(len(ids), -1),
         max(1, min(budget, len(ids))),
-        uncertainty=uncertainty,
+        block_sizes=embedding_blocks(store.backbone()[0]),
+        scores=np.array([stored[i] for i in ids]) if stored else None,
         labeled_embeddings=labeled if len(labeled_ids) else None,
         seed=seed,
     )
-    ranked = [ids[i] for i in picks]
-    config = {**rule.config(), "budget": budget, "ranked_by": method if uncertainty is not None else "diversity"}
+    ranked = [ids[i] for i in chosen.picks]
+    config = {**chosen.rule.config(), "rule": chosen.rule.name, "budget": budget, "ranked_by": chosen.ranked_by}
     with write_session(datastore.sessions) as session:
         round_id = create_round(session, strategy_name, ranked, model_version=version, config=config)
     logger.info(f"round {round_id} ({strategy_name}, model {version}): {ranked}")
@@ -123,20 +126,35 @@ class RoundBuilder:
             logger.exception(f"building a {strategy_name} round failed")
 
 
-class RoundStrategy(MONAILabelStrategy):
-    """A ``strategies`` rule served through rounds: claims the best-ranked free volume of the current round."""
+class ServedStrategy(MONAILabelStrategy):
+    """A ``strategies`` rule as MONAI Label sees it: its description and options (what Slicer shows), and a call that
+    claims a volume for ``request["annotator"]`` (set by the REST layer, ``app.api.deps.annotator_key``)."""
 
-    def __init__(self, name: str, builder: RoundBuilder):
+    def __init__(self, name: str):
         self.rule = get_strategy(name)
         super().__init__(self.rule.description)
         self.name = name
-        self.builder = builder
 
     def info(self) -> dict[str, Any]:
-        return {"description": self.rule.description, "config": self.rule.config()}
+        return self.rule.info()
+
+
+class ClaimStrategy(ServedStrategy):
+    """Offer unlabeled volumes in a fixed order that the claim's SQL applies (:data:`CLAIM_ORDERS`)."""
 
     def __call__(self, request: dict[str, Any], datastore: SQLDatastore) -> dict[str, Any] | None:
-        annotator = annotator_of(request)
+        return datastore.claim_next(request["annotator"], self.name, order=CLAIM_ORDERS[self.name])
+
+
+class RoundStrategy(ServedStrategy):
+    """A ``strategies`` rule served through rounds: claims the best-ranked free volume of the current round."""
+
+    def __init__(self, name: str, builder: RoundBuilder):
+        super().__init__(name)
+        self.builder = builder
+
+    def __call__(self, request: dict[str, Any], datastore: SQLDatastore) -> dict[str, Any] | None:
+        annotator = request["annotator"]
         with datastore.sessions() as session:
             selection = current_round(session, self.name)
             fresh = selection is not None and selection.model_version == self.builder.store.latest_version()
@@ -149,3 +167,10 @@ class RoundStrategy(MONAILabelStrategy):
                 return {**answer, "round": selection.id}
         answer = datastore.claim_next(annotator, f"{self.name}-fallback", order="random")
         return {**answer, "round": None} if answer else None
+
+
+def served_strategies(builder: RoundBuilder) -> dict[str, ServedStrategy]:
+    """Every registered rule, in the registry's order (3D Slicer preselects the first: TESLA)."""
+    return {
+        name: ClaimStrategy(name) if name in CLAIM_ORDERS else RoundStrategy(name, builder) for name in STRATEGIES
+    }

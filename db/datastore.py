@@ -186,7 +186,8 @@ class SQLDatastore(Datastore):
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         """Validate and store a label file as the next version of (image, tag); return the label id (= image id).
 
-        Raises ``InvalidIdError``/``UnknownImageError``/``InvalidLabelError`` (nothing written) for bad input.
+        ``label_info["annotator"]`` is recorded as the label's author (the REST layer sets it). Raises
+        ``InvalidIdError``/``UnknownImageError``/``InvalidLabelError`` (nothing written) for bad input.
         """
         check_image_id(image_id)
         tag = label_tag or DefaultLabelTag.FINAL.value
@@ -197,22 +198,19 @@ class SQLDatastore(Datastore):
             if image is None:
                 raise UnknownImageError(f"unknown image id {image_id!r}")
             image_path = Path(image.path)
+        # Validation reads the whole file: done before the write transaction, which would block every claim meanwhile.
         validate_label_file(source, image_path, self.label_values)
-        annotator = str(label_info.get("annotator") or label_info.get("client_id") or label_info.get("user") or "unknown")
         suffix = volume_suffix(source.name) or ".nii.gz"
         checksum = file_checksum(source)
-        with write_session(self.sessions) as session:
-            # Lock the image row (SQLite: the write transaction already serialises) so versions never collide.
-            session.scalar(select(Image.id).where(Image.id == image_id).with_for_update())
-            version = 1 + (
-                session.scalar(
-                    select(func.coalesce(func.max(Label.version), 0)).where(Label.image_id == image_id, Label.tag == tag)
-                )
-                or 0
-            )
+
+        def write_version(version: int) -> str:
             target = self.labels_dir / tag / f"{image_id}.v{version}{suffix}"
             atomic_copy(source, target)
-            labels.record_label(session, image_id, tag, str(target), annotator, checksum, meta=dict(label_info))
+            return str(target)
+
+        with write_session(self.sessions) as session:
+            annotator = label_info.get("annotator")
+            labels.record_label(session, image_id, tag, write_version, annotator, checksum, meta=dict(label_info))
         return image_id
 
     def _latest_label(self, session: Session, label_id: str, tag: str) -> Label | None:

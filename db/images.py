@@ -131,6 +131,13 @@ def free_of_lease(now: datetime | BindParameter[datetime]) -> ColumnElement[bool
     return or_(Image.lease_expires_at.is_(None), Image.lease_expires_at < now)
 
 
+def lease_holder_count(session: Session, now: datetime | None = None) -> int:
+    """How many distinct annotators hold a live lease at ``now`` (the active annotators)."""
+    check_aware(now)
+    query = select(func.count(func.distinct(Image.lease_holder))).where(live_lease(now or utcnow()))
+    return int(session.scalar(query) or 0)
+
+
 def counts(session: Session, now: datetime | None = None) -> dict[str, int]:
     """``{"total", "labeled", "unlabeled", "leased"}`` in one query; ``leased`` counts live leases."""
     check_aware(now)

@@ -1,7 +1,8 @@
-"""Label records (the files stay on disk; the caller writes them, this module records them)."""
+"""Label records (the files stay on disk; the caller writes them, this module records them and numbers versions)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,14 +22,17 @@ def record_label(
     session: Session,
     image_id: str,
     tag: str,
-    path: str,
+    path: str | Callable[[int], str],
     annotator: str | None,
     checksum: str | None = None,
     meta: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> Label:
-    """Record a saved label file as the next version of (image, tag), in the caller's transaction.
+    """Record a label file as the next version of (image, tag), in the caller's transaction.
 
+    ``path`` is the file's path, or a function that writes the file of a given version number and returns its path:
+    it is called with the image row locked, once the version is known and before the row is added, so a file named
+    after its version is written exactly once per version (a failed write records nothing).
     For ``tag == "final"`` the image also becomes ``labeled`` and its active lease is closed (state
     ``labeled``). Every save writes a ``label_saved`` audit event. Raises :class:`UnknownImageError` for an
     unknown image and :class:`DBError` for an empty tag or a malformed checksum (``SHA256:<hex>``).
@@ -44,13 +48,16 @@ def record_label(
     previous = session.scalar(
         select(func.coalesce(func.max(Label.version), 0)).where(Label.image_id == image_id, Label.tag == tag)
     )
+    version = previous + 1
+    if callable(path):
+        path = path(version)
     label = Label(
         image_id=image_id,
         tag=tag,
         path=path,
         annotator=annotator,
         created_at=when,
-        version=previous + 1,
+        version=version,
         checksum=checksum,
         meta=meta or {},
     )

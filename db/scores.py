@@ -64,6 +64,11 @@ def load_embeddings(
     return ids, matrix.copy()  # frombuffer is read-only
 
 
+def embedded_image_ids(session: Session, key: str) -> set[str]:
+    """Ids of the images that have an embedding made by backbone ``key``."""
+    return set(session.scalars(select(Embedding.image_id).where(Embedding.key == key)))
+
+
 def store_scores(session: Session, method: str, model_version: str, values: Mapping[str, float]) -> None:
     """Store (or replace) ``{image_id: score}`` computed by ``method`` under ``model_version``."""
     if not method or not model_version:
@@ -88,3 +93,9 @@ def load_scores(
     if image_ids is not None:
         query = query.where(Score.image_id.in_(image_ids))
     return {image_id: value for image_id, value in session.execute(query)}
+
+
+def scored_image_ids(session: Session, method: str, model_version: str) -> set[str]:
+    """Ids of the images that have a ``method`` score under ``model_version``."""
+    query = select(Score.image_id).where(Score.method == method, Score.model_version == model_version)
+    return set(session.scalars(query))

@@ -10,7 +10,8 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
 from app.main import SLPTApp
-from app.claiming import DEFAULT_ANNOTATOR
+
+DEFAULT_ANNOTATOR = "user-xyz"  # what the Slicer plugin sends as client id unless the annotator changes it
 
 
 def get_app() -> SLPTApp:
@@ -23,7 +24,8 @@ AnyUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))]
 
 
 def annotator_key(request: Request, user: User, client_id: str | None) -> str:
-    """Who holds a claim.
+    """Who holds a claim or saves a label: the one place an annotator is resolved (strategies and the datastore
+    read the result from the request's ``annotator``).
 
     With auth on, the logged-in user. With auth off, the client id *and* the caller's address: the Slicer plugin
     sends ``client_id="user-xyz"`` unless changed, and two annotators who keep that default must not release each

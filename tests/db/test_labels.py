@@ -85,3 +85,27 @@ def test_audit_detail_must_be_json(sessions) -> None:
         audit(session, "admin", "bad", when=object())
     with sessions() as session:
         assert [(e.action, e.detail) for e in audit_events(session)] == [("tokens_rotated", {"count": 3})]
+
+
+def test_a_label_file_named_after_its_version_is_written_under_the_row_lock(sessions, ingest) -> None:
+    (a,) = ingest(1)
+    written = []
+
+    def write(version: int) -> str:
+        written.append(version)
+        return f"/l/a.v{version}.nii.gz"
+
+    with write_session(sessions) as session:
+        record_label(session, a, "final", write, "ann")
+    with write_session(sessions) as session:
+        assert record_label(session, a, "final", write, "ann").path == "/l/a.v2.nii.gz"
+
+    def fail(version: int) -> str:
+        raise OSError(f"disk full writing version {version}")
+
+    with pytest.raises(OSError, match="version 3"):
+        with write_session(sessions) as session:
+            record_label(session, a, "final", fail, "ann")
+    assert written == [1, 2]
+    with sessions() as session:
+        assert [x.version for x in labels_for(session, a)] == [1, 2]  # the failed write recorded nothing

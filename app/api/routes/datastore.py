@@ -1,7 +1,8 @@
 """``PUT /datastore/label`` and ``PUT /datastore/image`` with validation.
 
 Stock MONAI Label accepts a label of the wrong shape or a non-NIfTI file as "final" and answers 500 for an unknown
-image. Here every bad input gets a 4xx naming the problem, and nothing is written.
+image. Here every bad input gets a 4xx naming the problem, and nothing is written. The checks themselves (ids, the
+image, the file) are the datastore's; this layer receives the upload, says who sends it and maps errors to statuses.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 
 from app.api.deps import AnnotatorUser, AppDep, annotator_key
 from db.errors import NotFoundError
-from db.volumes import InvalidIdError, InvalidLabelError, InvalidVolumeError, check_image_id, volume_suffix
+from db.volumes import InvalidIdError, InvalidLabelError, InvalidVolumeError, volume_suffix
 
 router = APIRouter(prefix="/datastore", tags=["Datastore"])
 
@@ -47,13 +48,6 @@ def _receive(upload: UploadFile, folder: Path, max_bytes: int) -> Path:
     return target
 
 
-def _check_id(image_id: str) -> str:
-    try:
-        return check_image_id(image_id)
-    except InvalidIdError as exc:
-        raise HTTPException(400, str(exc)) from None
-
-
 @router.put("/label", summary="Save a label (validated: readable, on the image's grid, values in the label map)")
 def save_label(
     request: Request,
@@ -64,18 +58,14 @@ def save_label(
     tag: str = DefaultLabelTag.FINAL.value,
     label: UploadFile = File(...),
 ) -> dict[str, Any]:
-    _check_id(image)
-    tag = tag or DefaultLabelTag.FINAL.value
-    _check_id(tag)
     info = _parse_params(params)
     info["annotator"] = annotator_key(request, user, info.get("client_id"))
-    datastore = app.datastore()
-    if not datastore.get_image_uri(image):
-        raise HTTPException(404, f"unknown image id {image!r}")
     with tempfile.TemporaryDirectory() as folder:
         upload = _receive(label, Path(folder), app.settings.max_upload_mb * CHUNK)
         try:
-            label_id = datastore.save_label(image, str(upload), tag, info)
+            label_id = app.datastore().save_label(image, str(upload), tag, info)
+        except InvalidIdError as exc:
+            raise HTTPException(400, str(exc)) from None
         except InvalidLabelError as exc:
             raise HTTPException(422, f"label rejected: {exc}") from None
         except NotFoundError as exc:
@@ -94,13 +84,15 @@ def add_image(
 ) -> dict[str, Any]:
     name = Path(file.filename or "").name
     suffix = volume_suffix(name)
-    image_id = _check_id(image or (name[: -len(suffix)] if suffix else name))
+    image_id = image or (name[: -len(suffix)] if suffix else name)
     info = _parse_params(params)
     info["user"] = user.username
     with tempfile.TemporaryDirectory() as folder:
         upload = _receive(file, Path(folder), app.settings.max_upload_mb * CHUNK)
         try:
             image_id = app.datastore().add_image(image_id, str(upload), info)
+        except InvalidIdError as exc:
+            raise HTTPException(400, str(exc)) from None
         except InvalidVolumeError as exc:
             raise HTTPException(422, f"image rejected: {exc}") from None
     return {"image": image_id}
