@@ -1,9 +1,15 @@
-"""TESLA end to end on a real server: embeddings -> diversity round -> labels -> training -> re-scoring with the new
-version -> a round ranked by prompt uncertainty within clusters. Two annotators never get the same volume."""
+"""TESLA and fg_random end to end on a real server: embeddings -> cold-start rounds (diversity; backbone-predicted liver)
+-> labels -> training -> re-scoring with the new version -> rounds ranked by prompt uncertainty within clusters and by
+predicted tumour. Two annotators never get the same volume.
+
+Each phase is a module fixture (the cold start, then training): a test asks for the phase it checks, so any one test,
+or any order of them, runs on the state it expects.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,7 +20,7 @@ from sqlalchemy import select
 from db.rounds import current_round, round_image_ids
 from db.schema import Assignment, Embedding, ModelVersion
 from db.scores import load_embeddings, load_scores
-from strategies import TESLA
+from strategies import TESLA, select_round
 from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for
 
 ROUND_SIZE = 4
@@ -26,58 +32,70 @@ def server(served_cohort: Path, backbone_file: Path, tmp_path_factory):
         "backbone": str(backbone_file),
         "train_steps": "4",
         "roi_size": "16",
-        "embed_size": "16",
         "round_size": str(ROUND_SIZE),
     }
     with start_server(served_cohort, tmp_path_factory.mktemp("logs"), **conf) as proc:
         yield proc
 
 
-def next_sample(server, client: str) -> dict:
-    answer = httpx.post(f"{server.url}/activelearning/tesla", json={"client_id": client}, timeout=60)
+def next_sample(server, client: str, strategy: str = "tesla") -> dict:
+    answer = httpx.post(f"{server.url}/activelearning/{strategy}", json={"client_id": client}, timeout=60)
     assert answer.status_code == 200, answer.text
     return answer.json()
 
 
-def tesla_round(studies: Path):
+def stored_round(studies: Path, strategy: str):
     with studies_db(studies) as session:
-        selection = current_round(session, "tesla")
+        selection = current_round(session, strategy)
         return (selection, round_image_ids(session, selection.id)) if selection else None
 
 
-def test_tesla_is_the_default_strategy_with_options(server):
-    strategies = httpx.get(f"{server.url}/info/", timeout=30).json()["strategies"]
-    assert list(strategies)[0] == "tesla"
-    assert {"tesla", "random", "first", "entropy", "epistemic", "coreset"} <= set(strategies)
-    assert strategies["tesla"]["config"] and strategies["tesla"]["description"]
+@dataclass
+class ColdStart:
+    """What the server did before any model existed."""
+
+    ids: list[str]  # every volume, in stored-embedding order
+    embeddings: np.ndarray
+    tesla: tuple  # (round, ranked ids)
+    tesla_answers: list[dict]  # ann-a's and ann-b's Next Sample
+    fg_random: tuple
+    fg_random_first: dict  # the request that found no fg_random round yet
+    fg_random_answer: dict
 
 
-def test_cold_start_round_is_diverse_and_served_in_rank_order(server, served_cohort: Path):
-    volumes = len(list((served_cohort / "imagesTr").glob("*.nii.gz")))
+@pytest.fixture(scope="module")
+def cold_start(server, served_cohort: Path) -> ColdStart:
     def embedded():
         with studies_db(served_cohort) as session:  # a new session per poll: one would keep its first snapshot
             return session.scalar(select(Embedding).limit(1)) is not None
 
     wait_for(embedded, 300, "embeddings", server)
-    selection, ranked = wait_for(lambda: tesla_round(served_cohort), 300, "a first TESLA round", server)
+    tesla = wait_for(lambda: stored_round(served_cohort, "tesla"), 300, "a first TESLA round", server)
     with studies_db(served_cohort) as session:
         ids, embeddings = load_embeddings(session, _key(session))
-    assert len(ids) == volumes, "every volume is embedded once, at ingestion"
-    assert selection.model_version is None and selection.config["ranked_by"] == "diversity"
-    # The stored round is exactly the cold-start TESLA choice over the stored embeddings, with the embedding's
-    # block layout (encoder, organ, body, noise) that the round records.
-    blocks = selection.config["block_sizes"]
-    assert len(blocks) == 4 and sum(blocks) == embeddings.shape[1]
-    expected = [ids[i] for i in TESLA(block_sizes=blocks).select(embeddings, ROUND_SIZE, seed=0)]
-    assert ranked == expected
-
-    first, second = next_sample(server, "ann-a"), next_sample(server, "ann-b")
-    assert [first["id"], second["id"]] == ranked[:2]
-    assert first["round"] == second["round"] == selection.id
+    answers = [next_sample(server, "ann-a"), next_sample(server, "ann-b")]
+    fg_first = next_sample(server, "ann-fg", "fg_random")  # no fg_random round yet: served at once, round started
+    fg_round = wait_for(lambda: stored_round(served_cohort, "fg_random"), 300, "a first fg_random round", server)
+    return ColdStart(ids, embeddings, tesla, answers, fg_round, fg_first, next_sample(server, "ann-fg2", "fg_random"))
 
 
-def test_after_training_the_round_ranks_by_uncertainty_within_clusters(server, served_cohort: Path):
-    submit_ground_truth(server, served_cohort, ["case_0000", "case_0001", "case_0002"])
+@dataclass
+class Trained:
+    """What the server did once labels were submitted and a model was trained and had scored the pool."""
+
+    version: str
+    unlabeled: list[str]
+    scores: dict[str, dict[str, float]]  # {method: {image id: score}} of the new version
+    tesla: tuple
+    fg_random: tuple
+
+
+LABELED = ["case_0000", "case_0001", "case_0002"]
+
+
+@pytest.fixture(scope="module")
+def trained(server, served_cohort: Path, cold_start: ColdStart) -> Trained:
+    submit_ground_truth(server, served_cohort, LABELED)
     assert httpx.post(f"{server.url}/train/slpt", json={}, timeout=60).status_code == 200
 
     def published():
@@ -85,35 +103,81 @@ def test_after_training_the_round_ranks_by_uncertainty_within_clusters(server, s
             return session.scalar(select(ModelVersion.id))
 
     version = wait_for(published, 400, "a published model version", server)
+    unlabeled = [i for i in cold_start.ids if i not in LABELED]
 
     def scored():
         with studies_db(served_cohort) as session:
-            unlabeled = [i for i in load_embeddings(session, _key(session))[0] if i not in {"case_0000", "case_0001", "case_0002"}]
-            scores = load_scores(session, "prompt_uncertainty", version)
-            return scores if set(unlabeled) <= set(scores) else None
+            scores = {m: load_scores(session, m, version) for m in ("prompt_uncertainty", "foreground")}
+            return scores if all(set(unlabeled) <= set(s) for s in scores.values()) else None
 
     scores = wait_for(scored, 400, f"scores of model {version}", server)
 
+    def new_round(strategy: str):
+        def found():
+            next_sample(server, f"ann-{strategy}-after", strategy)  # requests refresh a round made for an older model
+            stored = stored_round(served_cohort, strategy)
+            return stored if stored and stored[0].model_version == version else None
+
+        return wait_for(found, 300, f"a {strategy} round for the new model", server)
+
+    return Trained(version, unlabeled, scores, new_round("tesla"), new_round("fg_random"))
+
+
+def test_tesla_is_the_default_strategy_with_options(server):
+    strategies = httpx.get(f"{server.url}/info/", timeout=30).json()["strategies"]
+    assert list(strategies)[0] == "tesla"
+    assert {"tesla", "random", "first", "entropy", "epistemic", "coreset", "fg_random"} <= set(strategies)
+    assert strategies["tesla"]["config"] and strategies["tesla"]["description"]
+    assert "tumour" in strategies["fg_random"]["description"]
+
+
+def test_cold_start_round_is_diverse_and_served_in_rank_order(cold_start: ColdStart, served_cohort: Path):
+    volumes = len(list((served_cohort / "imagesTr").glob("*.nii.gz")))
+    selection, ranked = cold_start.tesla
+    assert len(cold_start.ids) == volumes, "every volume is embedded once, at ingestion"
+    assert selection.model_version is None and selection.config["ranked_by"] == "diversity"
+    # The stored round is exactly the cold-start TESLA choice over the stored embeddings, with the embedding's
+    # block layout (encoder, organ, body, noise) that the round records.
+    blocks = selection.config["block_sizes"]
+    assert len(blocks) == 4 and sum(blocks) == cold_start.embeddings.shape[1]
+    expected = [cold_start.ids[i] for i in TESLA(block_sizes=blocks).select(cold_start.embeddings, ROUND_SIZE, seed=0)]
+    assert ranked == expected
+
+    first, second = cold_start.tesla_answers
+    assert [first["id"], second["id"]] == ranked[:2]
+    assert first["round"] == second["round"] == selection.id
+
+
+def test_fg_random_cold_start_round_draws_where_the_backbone_finds_liver(cold_start: ColdStart):
+    selection, ranked = cold_start.fg_random
+    assert cold_start.fg_random_first["round"] is None and cold_start.fg_random_first["id"]
+    assert selection.model_version is None and selection.config["ranked_by"] == "organ_fraction"
+    # The pool of the round: every volume (none labeled yet; leased volumes stay in the pool).
+    blocks = cold_start.tesla[0].config["block_sizes"]
+    expected = select_round("fg_random", cold_start.embeddings, ROUND_SIZE, block_sizes=blocks)
+    assert ranked == [cold_start.ids[i] for i in expected.picks]
+    answer = cold_start.fg_random_answer
+    assert answer["round"] == selection.id
+    assert answer["id"] == next(i for i in ranked if i != cold_start.fg_random_first["id"])
+
+
+def test_after_training_the_round_ranks_by_uncertainty_within_clusters(
+    server, served_cohort: Path, trained: Trained
+):
     def scoring_done():  # progress of background work, as an admin sees it
         jobs = httpx.get(f"{server.url}/scoring/", timeout=30).json()["jobs"]
         return [job for job in jobs if job["kind"] == "scoring" and job["state"] == "done"]
 
     (scoring_job,) = wait_for(scoring_done, 120, "the scoring job to finish", server)
-    assert scoring_job["progress"] == 1.0 and scoring_job["detail"]["model_version"] == version
+    assert scoring_job["progress"] == 1.0 and scoring_job["detail"]["model_version"] == trained.version
     jobs = httpx.get(f"{server.url}/scoring/", timeout=30).json()["jobs"]
     assert any(job["kind"] == "embedding" and job["state"] == "done" for job in jobs)
 
-    def new_round():
-        next_sample(server, "ann-c")  # requests refresh the round when the model version changed
-        found = tesla_round(served_cohort)
-        return found if found and found[0].model_version == version else None
-
-    selection, ranked = wait_for(new_round, 300, "a TESLA round for the new model", server)
+    selection, ranked = trained.tesla
     assert selection.config["ranked_by"] == "prompt_uncertainty"
+    scores = trained.scores["prompt_uncertainty"]
     with studies_db(served_cohort) as session:
-        unlabeled = set(httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"])
-        labeled = {"case_0000", "case_0001", "case_0002"}
-        ids, embeddings = load_embeddings(session, _key(session), sorted(unlabeled - labeled))
+        ids, embeddings = load_embeddings(session, _key(session), sorted(trained.unlabeled))
     uncertainty = np.array([scores[i] for i in ids])
     tesla = TESLA(block_sizes=selection.config["block_sizes"])
     expected = [ids[i] for i in tesla.select(embeddings, ROUND_SIZE, uncertainty=uncertainty, seed=0)]
@@ -123,6 +187,21 @@ def test_after_training_the_round_ranks_by_uncertainty_within_clusters(server, s
     with studies_db(served_cohort) as session:
         active = Counter(session.scalars(select(Assignment.image_id).where(Assignment.state == "active")))
     assert active and max(active.values()) == 1, "two annotators hold the same volume"
+
+
+def test_after_training_fg_random_draws_where_the_model_predicts_tumour(served_cohort: Path, trained: Trained):
+    selection, ranked = trained.fg_random
+    assert selection.config["ranked_by"] == "foreground"
+    foreground = trained.scores["foreground"]
+    assert all(0.0 <= foreground[i] <= 1.0 for i in trained.unlabeled)
+    with studies_db(served_cohort) as session:
+        ids, embeddings = load_embeddings(session, _key(session), sorted(trained.unlabeled))
+    expected = select_round(
+        "fg_random", embeddings, ROUND_SIZE, block_sizes=trained.tesla[0].config["block_sizes"],
+        scores=np.array([foreground[i] for i in ids]),
+    )
+    assert ranked == [ids[i] for i in expected.picks]
+    assert not set(ranked) & set(LABELED)
 
 
 def _key(session) -> str:
