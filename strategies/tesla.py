@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from strategies.base import Pool, Strategy, check_int_option
+from strategies.base import Pool, Strategy, _check_pool, check_int_option
 from strategies.diversity import DEFAULT_MINIBATCH_THRESHOLD, check_cluster_method, partition, round_robin
 from strategies.features import check_block_sizes, prepare
 
@@ -75,18 +75,30 @@ class TESLA(Strategy):
             "block_sizes": list(self.block_sizes),
         }
 
-    def _rank(self, pool: Pool, n_picks: int, seed: int) -> list[int]:
+    def cluster(self, embeddings: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
+        """The cluster of each pool volume, (N, D) -> (N,) ints: the partition ``select`` takes one volume from per
+        cluster (same feature preparation, clustering and seed; ``select`` uses ``n_clusters = budget``)."""
+        pool = _check_pool(embeddings, None, None)
+        _, labels, _ = self._partition(pool.embeddings, check_int_option("n_clusters", n_clusters, 1), seed)
+        return labels
+
+    def _partition(self, embeddings: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prepared features, cluster label per volume, cluster centres)."""
         features = prepare(
-            pool.embeddings, standardise_dims=self.standardise, pca_dims=self.pca_dims, block_sizes=self.block_sizes
+            embeddings, standardise_dims=self.standardise, pca_dims=self.pca_dims, block_sizes=self.block_sizes
         )
         labels, centres = partition(
             features,
-            n_picks,
+            n_clusters,
             method=self.cluster_method,
             seed=seed,
             n_init=self.n_init,
             minibatch_threshold=self.minibatch_threshold,
         )
+        return features, labels, centres
+
+    def _rank(self, pool: Pool, n_picks: int, seed: int) -> list[int]:
+        features, labels, centres = self._partition(pool.embeddings, n_picks, seed)
         clusters = [np.flatnonzero(labels == c) for c in range(len(centres))]
         clusters = [members for members in clusters if members.size]
         scores = pool.uncertainty

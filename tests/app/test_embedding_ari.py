@@ -2,8 +2,8 @@
 
 End to end through the app's storage path: a generated cohort is ingested into a SQL datastore, embedded
 by ``compute_missing_embeddings`` with a small random-weight backbone, the vectors are loaded back from
-the database and clustered the way TESLA clusters them (k-means with k = number of acquisition groups, on
-the feature preparation ``build_round`` configures). Pooled bottleneck features got an adjusted Rand
+the database and partitioned by the TESLA rule itself, built as ``build_round`` builds it
+(:meth:`strategies.TESLA.cluster`: the clusters ``select`` draws from, with k = number of acquisition groups). Pooled bottleneck features got an adjusted Rand
 index of 0.006 against the groups in a feasibility run; the requirement is >= 0.3.
 """
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from app.modelstore import ModelStore
@@ -26,10 +25,9 @@ from db.migrate import upgrade
 from db.scores import load_embeddings
 from models.backbone import BackboneConfig, build_backbone, save_backbone
 from models.embedding import embedding_blocks
-from sim.msd import load_msd
-from sim.synth import generate_cohort
-from strategies import get_strategy
-from strategies.features import prepare
+from cohort.msd import load_msd
+from cohort.synth import generate_cohort
+from strategies import TESLA, strategy_for_embeddings
 
 CASES, SIZE, COHORT_SEED = 80, 32, 1  # 80 cases give all four groups (40/25/20/15 %) 12+ members
 MIN_ARI = 0.3
@@ -71,20 +69,17 @@ def test_kmeans_on_stored_embeddings_recovers_the_acquisition_groups(tmp_path: P
     k = len(set(groups))
     assert k == 4
 
-    # The same rule and options build_round uses for TESLA.
-    tesla = get_strategy("tesla", block_sizes=blocks)
-    features = prepare(
-        embeddings, standardise_dims=tesla.standardise, pca_dims=tesla.pca_dims, block_sizes=tesla.block_sizes
-    )
-    per_dimension = prepare(embeddings, standardise_dims=tesla.standardise, pca_dims=tesla.pca_dims)
+    # The rule build_round runs for TESLA, built the same way (the embedding's block layout).
+    tesla = strategy_for_embeddings("tesla", blocks)
+    assert isinstance(tesla, TESLA) and tesla.block_sizes == tuple(blocks)
+    per_dimension = TESLA(**{**tesla.config(), "block_sizes": ()})
 
-    def ari(points: np.ndarray, seed: int) -> float:
-        labels = KMeans(k, n_init=tesla.n_init, random_state=seed).fit_predict(points)
-        return adjusted_rand_score(groups, labels)
+    def ari(rule: TESLA, seed: int) -> float:
+        return adjusted_rand_score(groups, rule.cluster(embeddings, k, seed=seed))
 
-    scores = [ari(features, seed) for seed in range(3)]
+    scores = [ari(tesla, seed) for seed in range(3)]
     print(
-        f"ARI against acquisition groups (k-means seeds 0-2): balanced blocks {np.round(scores, 3).tolist()}, "
+        f"ARI against acquisition groups (selection seeds 0-2): balanced blocks {np.round(scores, 3).tolist()}, "
         f"per-dimension standardisation only {np.round([ari(per_dimension, s) for s in range(3)], 3).tolist()}"
     )
     assert min(scores) >= MIN_ARI

@@ -179,3 +179,18 @@ def test_block_sizes_are_checked():
         TESLA(block_sizes=[60, 0])
     with pytest.raises(SelectionError, match="block_sizes"):
         TESLA(block_sizes=61)
+
+
+def test_cluster_is_the_partition_select_draws_one_volume_from_per_cluster():
+    rng = np.random.default_rng(3)
+    centres = np.array([[0.0, 0.0], [30.0, 0.0], [0.0, 30.0]])
+    membership = np.repeat(np.arange(3), 8)
+    pool = centres[membership] + rng.normal(scale=0.5, size=(24, 2))
+    tesla = TESLA()
+    labels = tesla.cluster(pool, 3, seed=1)
+    assert labels.shape == (24,)
+    assert len({(m, c) for m, c in zip(membership, labels)}) == 3  # the three groups, whatever the label numbers
+    picks = tesla.select(pool, 3, seed=1)
+    assert sorted(labels[picks]) == [0, 1, 2]  # one pick per cluster of that same partition
+    with pytest.raises(SelectionError, match="n_clusters"):
+        tesla.cluster(pool, 0)
