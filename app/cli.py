@@ -110,7 +110,7 @@ def model_info(
 def demo(
     dir: Annotated[Path, typer.Option(help="Demo folder")] = Path("demo"),
     cases: Annotated[int, typer.Option(help="Volumes in the demo cohort")] = 60,
-    size: Annotated[int, typer.Option(help="Edge length of the demo volumes")] = 64,
+    size: Annotated[int, typer.Option(help="Edge length of the demo volumes (160: about 2.5 mm voxels, the working spacing)")] = 160,
 ) -> None:
     """Make what the demo needs if it is missing: a synthetic cohort and a pre-trained backbone.
 
@@ -131,18 +131,10 @@ def demo(
 
 
 def pretrain_with_progress(data: Path, out: Path, epochs: int) -> dict:
-    from tqdm import tqdm
-
     from models.pretrain import pretrain_backbone
+    from models.training import progress_bar
 
-    with tqdm(desc="pre-training", unit="step") as bar:
-
-        def report(done: int, total: int, loss: float) -> None:
-            bar.total = total
-            bar.n = done
-            bar.set_postfix(loss=f"{loss:.3f}")
-            bar.refresh()
-
+    with progress_bar("pre-training") as report:
         return pretrain_backbone(data, out, epochs=epochs, progress=report)
 
 
@@ -192,7 +184,8 @@ def bench_scoring(
     volumes: Annotated[int, typer.Option(help="Timed volumes, each scored by every method")] = 50,
     size: Annotated[int, typer.Option(help="Edge length of the generated cubic volumes in voxels")] = 64,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up volumes scored first")] = 2,
-    roi: Annotated[Optional[int], typer.Option(help="Edge of the working resolution (default: the model's roi_size)")] = None,
+    roi: Annotated[Optional[int], typer.Option(help="Edge of the sliding window (default: the model's roi_size)")] = None,
+    spacing: Annotated[float, typer.Option(help="Working spacing in mm of every method")] = 2.5,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda")] = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
 ) -> None:
@@ -200,7 +193,7 @@ def bench_scoring(
     from bench import BenchError
     from bench.scoring import ScoringBenchConfig, format_report, run_benchmark
 
-    cfg = ScoringBenchConfig(volumes=volumes, size=size, warmup=warmup, roi=roi, device=device)
+    cfg = ScoringBenchConfig(volumes=volumes, size=size, warmup=warmup, roi=roi, spacing=spacing, device=device)
     try:
         report = format_report(run_benchmark(cfg), command=bench_command_line())
     except BenchError as exc:
@@ -253,6 +246,9 @@ def simulate(
         rounds=chosen.rounds if rounds is None else rounds,
         seeds=chosen.seeds if seeds is None else seeds,
         tunings=names(tuning, chosen.tunings),
+        # The learning curve belongs to the profile's default design; a custom strategy list runs without it.
+        curve_strategies=chosen.curve_strategies if strategies is None else (),
+        curve_budgets=chosen.curve_budgets if strategies is None else (),
     )
     n_workers = workers or min(chosen.workers, os.cpu_count() or 1)
     try:

@@ -88,7 +88,7 @@ class SLPTApp(MONAILabelApp):
 
     def init_strategies(self) -> dict[str, Strategy]:
         self.round_builder = RoundBuilder(
-            self.datastore(), self.model_store, self.settings.round_size, self.settings.embed_size
+            self.datastore(), self.model_store, self.settings.round_size, self.settings.cascade()
         )
         return served_strategies(self.round_builder)  # Slicer preselects the first: the registry puts TESLA first
 

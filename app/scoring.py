@@ -2,8 +2,8 @@
 
 - Embeddings (docs/design.md, "Embeddings"): once per volume, by the frozen backbone; keyed by the backbone's weights fingerprint.
 - Uncertainty scores: recomputed for every unlabeled volume whenever a new model version is published, stored with
-  that version. One batched pass of the K prompts per volume, at the model's working resolution (the volume resized to
-  one ROI), gives every score of ``strategies.uncertainty.volume_scores``:
+  that version. One batched pass of the K prompts per volume, inside the liver ROI that stage 1 of the cascade finds
+  on the working grid (docs/design.md, "Geometry and the liver-ROI cascade"), gives every score of ``strategies.uncertainty.volume_scores``:
   ``prompt_uncertainty`` (TESLA: mean pairwise JS divergence + entropy of the mean, over any prompt's foreground),
   ``entropy`` (entropy of the mean prediction over the same voxels), ``epistemic`` (BALD with the K prompts as
   the ensemble: entropy of the mean minus mean entropy) and ``foreground`` (fg_random: the fraction of voxels the
@@ -23,8 +23,9 @@ from db.datastore import SQLDatastore
 from db.engine import write_session
 from db.scores import embedded_image_ids, scored_image_ids, store_embeddings, store_scores
 from models.checkpoint import backbone_fingerprint
+from models.cascade import CascadeConfig
 from models.embedding import EMBEDDING_VERSION, volume_embedding
-from models.inference import working_resolution_probs
+from models.inference import roi_prompt_probabilities
 from strategies.uncertainty import SCORE_METHODS, volume_scores
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def embedding_key(store: ModelStore) -> str:
     return f"backbone-{backbone_fingerprint(backbone)[:16]}-e{EMBEDDING_VERSION}"
 
 
-def compute_missing_embeddings(datastore: SQLDatastore, store: ModelStore, size: int) -> int:
+def compute_missing_embeddings(datastore: SQLDatastore, store: ModelStore, cascade: CascadeConfig) -> int:
     """Embed every volume that has no embedding from this backbone yet; returns how many were computed."""
     key = embedding_key(store)
     with datastore.sessions() as session:
@@ -50,7 +51,7 @@ def compute_missing_embeddings(datastore: SQLDatastore, store: ModelStore, size:
     with tracked_job(datastore.sessions, "embedding", volumes=len(todo), key=key) as job:
         for start in range(0, len(todo), BATCH):
             chunk = todo[start : start + BATCH]
-            vectors = {i: volume_embedding(backbone, datastore.get_image_uri(i), size=(size,) * 3) for i in chunk}
+            vectors = {i: volume_embedding(backbone, datastore.get_image_uri(i), cascade) for i in chunk}
             with write_session(datastore.sessions) as session:
                 store_embeddings(session, key, vectors)
             job(start + len(chunk), len(todo), f"{start + len(chunk)}/{len(todo)} volumes embedded")
@@ -77,11 +78,10 @@ def score_unlabeled(datastore: SQLDatastore, network, version: str) -> dict[str,
         # Done means every score is stored: a score added since (e.g. ``foreground``) gets computed for old versions too.
         done = set.intersection(*(scored_image_ids(session, method, version) for method in SCORE_METHODS))
     todo = [i for i in datastore.get_unlabeled_images() if i not in done]
-    roi = tuple(network.config.roi_size)
     with tracked_job(datastore.sessions, "scoring", model_version=version, volumes=len(todo)) as job:
         for start in range(0, len(todo), BATCH):
             chunk = todo[start : start + BATCH]
-            per_volume = {i: volume_scores(working_resolution_probs(network, datastore.get_image_uri(i), roi)) for i in chunk}
+            per_volume = {i: volume_scores(roi_prompt_probabilities(network, datastore.get_image_uri(i))) for i in chunk}
             with write_session(datastore.sessions) as session:
                 for method in SCORE_METHODS:
                     store_scores(session, method, version, {i: s[method] for i, s in per_volume.items()})

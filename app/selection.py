@@ -31,6 +31,7 @@ from db.engine import write_session
 from db.images import lease_holder_count
 from db.rounds import create_round, current_round, round_remaining
 from db.scores import load_embeddings, load_scores
+from models.cascade import CascadeConfig
 from models.embedding import embedding_blocks
 from strategies import STRATEGIES, get_strategy, select_round
 
@@ -94,11 +95,11 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
 class RoundBuilder:
     """Builds rounds in a background thread, at most one at a time per strategy."""
 
-    def __init__(self, datastore: SQLDatastore, store: ModelStore, configured_size: int, embed_size: int):
+    def __init__(self, datastore: SQLDatastore, store: ModelStore, configured_size: int, cascade: CascadeConfig):
         self.datastore = datastore
         self.store = store
         self.configured_size = configured_size
-        self.embed_size = embed_size
+        self.cascade = cascade
         self._building: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -118,7 +119,7 @@ class RoundBuilder:
 
     def _build(self, strategy_name: str) -> None:
         try:
-            compute_missing_embeddings(self.datastore, self.store, self.embed_size)  # new volumes since the last round
+            compute_missing_embeddings(self.datastore, self.store, self.cascade)  # new volumes since the last round
             build_round(self.datastore, self.store, strategy_name, round_size(self.datastore, self.configured_size))
         except (SelectionUnavailable, NoModelError) as exc:
             logger.info(f"no new {strategy_name} round yet: {exc}")

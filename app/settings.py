@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.cascade import CascadeConfig
+
 
 class AppSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLPT_", extra="ignore")
@@ -25,7 +27,9 @@ class AppSettings(BaseSettings):
     train_steps: int = Field(200, gt=0, description="Prompt-tuning steps of one training run")
     num_prompts: int = Field(3, gt=0, description="K, the number of diversified prompt sets")
     round_size: int = Field(0, ge=0, description="Volumes per selection round; 0 = 2 x active annotators (at least 1)")
-    embed_size: int = Field(64, ge=16, description="Working size volumes are resized to for embeddings (multiple of 16)")
+    spacing: float = Field(2.5, gt=0, description="Working spacing in mm (isotropic) of training, inference and scoring")
+    coarse_spacing: float = Field(5.0, gt=0, description="Spacing in mm at which the cascade's first stage finds the liver")
+    roi_margin_mm: float = Field(15.0, ge=0, description="Margin around the found liver of the region the model segments")
     roi_size: int = Field(48, ge=16, description="Edge of the training patch / sliding window (multiple of 16)")
     max_upload_mb: int = Field(512, gt=0, description="Largest accepted image or label upload")
 
@@ -34,6 +38,12 @@ class AppSettings(BaseSettings):
         """Parse MONAI Label's conf dict (all values are strings); unknown keys are ignored."""
         known = {k: v for k, v in (conf or {}).items() if k in cls.model_fields}
         return cls(**known)
+
+    def cascade(self) -> CascadeConfig:
+        """The geometry of the liver-ROI cascade (docs/design.md, "Geometry and the liver-ROI cascade")."""
+        return CascadeConfig(
+            spacing=(self.spacing,) * 3, coarse_spacing=(self.coarse_spacing,) * 3, margin_mm=self.roi_margin_mm
+        )
 
     def work_dir(self, studies: Path) -> Path:
         """Folder for everything the server generates beside the studies (database, models, scores)."""

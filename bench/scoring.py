@@ -2,8 +2,9 @@
 
 Three ways to score one unlabeled volume (rows), all in this process, on the same device and torch threads:
 
-- **TESLA, K prompts batched** (ours): exactly the app's path, :func:`app.scoring.working_resolution_probs` (load,
-  resize to one ROI, the K prompts as ONE batched forward pass) then :func:`app.scoring.volume_scores`.
+- **TESLA, K prompts batched** (ours): exactly the app's path, :func:`models.inference.roi_prompt_probabilities`
+  (load, resample to the working spacing, stage 1 finds the liver ROI, the K prompts as ONE batched sliding-window
+  pass over it) then :func:`strategies.uncertainty.volume_scores`.
 - **K prompts one by one**: the same preprocessing once, then K separate forward passes of batch 1
   (``network(x, prompt_index=tensor([k]))``, through the same sliding-window inferer and settings as
   :func:`models.inference.prompt_probabilities`), then the same scores. Only the batching differs from TESLA.
@@ -11,7 +12,8 @@ Three ways to score one unlabeled volume (rows), all in this process, on the sam
   the sample apps configure it: a copy of the network with ``dropout=0.2`` run in train mode by a ``BasicInferTask``
   with ``train_mode=True, skip_writer=True``, ``simulation_size=5``): each of the 5 MC-dropout passes calls the infer
   task, which reloads the image and re-runs the pre-transforms (LoadImaged, EnsureChannelFirstd,
-  ScaleIntensityRanged to the same HU window, Resized to the same ROI), runs the inferer and softmax; then the stock
+  ScaleIntensityRanged to the same HU window, Spacingd to the same working spacing, as the sample apps do), slides
+  the same window over the whole volume (stock MONAI Label has no liver ROI) and takes the softmax; then the stock
   ``entropy_volume`` over the 5 passes and its ``nanmean``. The loop mirrors ``run_scoring`` without its final
   ``datastore.update_image_info`` (the other rows do not write to a database either). The sample apps' segmentation
   infer tasks also argmax and restore the prediction to the original size after the softmax; leaving that out can only
@@ -44,15 +46,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
+from monai.inferers import Inferer, SlidingWindowInferer, sliding_window_inference
 from monai.networks.nets import UNet
 from monai.transforms import (
     Activationsd,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
-    Resized,
+    Lambdad,
     ScaleIntensityRanged,
+    Spacing,
 )
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
@@ -61,12 +64,12 @@ from tqdm import tqdm
 
 from bench import BenchError
 from bench.train import device_name
-from models.inference import working_resolution_probs, working_resolution_volume
+from models.inference import roi_prompt_probabilities, roi_volume
 from strategies.uncertainty import volume_scores
 from models.backbone import BackboneConfig, build_backbone
 from models.device import autocast
 from models.errors import ModelError
-from models.preprocess import window_hu
+from models.geometry import window_hu
 from models.slpt import SLPTConfig, SLPTNet
 from cohort.synth import CohortError, generate_cohort
 
@@ -95,7 +98,8 @@ class ScoringBenchConfig:
         volumes: timed volumes (every method scores each of them).
         size: edge length of the generated cubic volumes, in voxels.
         warmup: untimed volumes scored first by every method.
-        roi: edge of the cubic working resolution every method resizes to; None = ``SLPTConfig().roi_size``.
+        roi: edge of the cubic sliding window of every method; None = ``SLPTConfig().roi_size``.
+        spacing: working spacing (mm) of every method; stage 1 of ours looks at twice that.
         device: "auto" (CUDA when available), "cpu" or "cuda".
         seed: seeds the cohort and the weights.
     """
@@ -104,6 +108,7 @@ class ScoringBenchConfig:
     size: int = 64
     warmup: int = 2
     roi: int | None = None
+    spacing: float = 2.5
     device: str = "auto"
     seed: int = 0
 
@@ -157,17 +162,21 @@ class ScoringBenchResult:
 class StockEpistemicInfer(BasicInferTask):
     """A stock ``BasicInferTask`` as the sample apps build one for epistemic scoring (train mode, no writer).
 
-    Pre-transforms: load the NIfTI, channel first, clip and scale the HU window to [0, 1], resize to the ROI
-    (C=1, *roi). Post-transforms: softmax over the class channel -> ``pred`` (C, *roi).
+    Pre-transforms: load the NIfTI, channel first, clip and scale the HU window to [0, 1], resample to the working
+    spacing. Inferer: a sliding window of ``roi`` over the whole volume. Post-transforms: softmax over the class
+    channel -> ``pred`` (C, *volume).
     """
 
-    def __init__(self, network: torch.nn.Module, roi: Sequence[int], hu_window: tuple[float, float]):
+    def __init__(
+        self, network: torch.nn.Module, roi: Sequence[int], hu_window: tuple[float, float], spacing: Sequence[float]
+    ):
         super().__init__(
             path=None, network=network, type=InferType.SEGMENTATION, labels=None, dimension=3,
             description="stock MONAI Label segmentation with MC dropout", load_strict=False, roi_size=tuple(roi),
             train_mode=True, skip_writer=True,
         )
         self.hu_window = hu_window
+        self.spacing = tuple(spacing)
 
     def pre_transforms(self, data=None) -> list[Callable]:
         low, high = self.hu_window
@@ -175,8 +184,12 @@ class StockEpistemicInfer(BasicInferTask):
             LoadImaged(keys="image"),
             EnsureChannelFirstd(keys="image"),
             ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
-            Resized(keys="image", spatial_size=self.roi_size, mode="trilinear"),
+            # The array Spacing: Spacingd would also write into every "image_*" key, and the request's image_path is one.
+            Lambdad(keys="image", func=Spacing(pixdim=self.spacing, mode="bilinear")),
         ]
+
+    def inferer(self, data=None) -> Inferer:
+        return SlidingWindowInferer(roi_size=self.roi_size, sw_batch_size=1, overlap=0.25, mode="gaussian")
 
     def post_transforms(self, data=None) -> list[Callable]:
         return [EnsureTyped(keys="pred"), Activationsd(keys="pred", softmax=True)]
@@ -209,8 +222,7 @@ def one_by_one_probs(network: SLPTNet, image_path: str, roi: Sequence[int]) -> n
     ``network`` must be in eval mode (as :func:`benchmark_network` returns it).
     """
     device = next(network.parameters()).device
-    x = torch.from_numpy(window_hu(working_resolution_volume(image_path, roi), network.config.hu_window))
-    x = x[None, None].to(device)  # (1, 1, *roi)
+    x = window_hu(roi_volume(network, image_path), network.config.hu_window)[None, None].to(device)  # (1, 1, *ROI)
     maps = []
     with torch.no_grad():
         for k in range(network.num_prompts):
@@ -227,12 +239,14 @@ def one_by_one_probs(network: SLPTNet, image_path: str, roi: Sequence[int]) -> n
     return torch.cat([torch.as_tensor(m) for m in maps]).float().cpu().numpy()
 
 
-def benchmark_network(seed: int, roi: tuple[int, int, int]) -> tuple[SLPTNet, BackboneConfig]:
+def benchmark_network(seed: int, roi: tuple[int, int, int], spacing: float = 2.5) -> tuple[SLPTNet, BackboneConfig]:
     """The default SLPT network (random weights) with non-zero FPU gates, in eval mode on the CPU."""
     torch.manual_seed(seed)
     backbone_config = BackboneConfig()
     try:
-        network = SLPTNet(build_backbone(backbone_config), SLPTConfig(roi_size=roi, seed=seed))
+        network = SLPTNet(build_backbone(backbone_config), SLPTConfig(
+            roi_size=roi, seed=seed, spacing=(spacing,) * 3, coarse_spacing=(2 * spacing,) * 3
+        ))
     except ModelError as exc:  # e.g. a ROI the backbone cannot take
         raise BenchError(f"--roi {roi[0]}: {exc}") from exc
     with torch.no_grad():
@@ -264,16 +278,17 @@ def run_benchmark(cfg: ScoringBenchConfig) -> ScoringBenchResult:
     # the check itself still runs and is timed).
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     roi = (cfg.roi,) * 3 if cfg.roi is not None else tuple(SLPTConfig().roi_size)
-    network, backbone_config = benchmark_network(cfg.seed, roi)
+    network, backbone_config = benchmark_network(cfg.seed, roi, cfg.spacing)
     network.to(device)
     infer_task = StockEpistemicInfer(
-        stock_network(backbone_config, network.config.num_classes), roi, network.config.hu_window
+        stock_network(backbone_config, network.config.num_classes), roi, network.config.hu_window,
+        network.config.spacing,
     )
     stock = EpistemicScoring(infer_task, simulation_size=STOCK_PASSES)
     k = network.num_prompts
 
     scorers: dict[str, Scorer] = {
-        TESLA_BATCHED: lambda path: volume_scores(working_resolution_probs(network, path, roi)),
+        TESLA_BATCHED: lambda path: volume_scores(roi_prompt_probabilities(network, path)),
         ONE_BY_ONE: lambda path: volume_scores(one_by_one_probs(network, path, roi)),
         STOCK_EPISTEMIC: lambda path: stock_epistemic_score(stock, path, device),
     }

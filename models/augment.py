@@ -34,6 +34,8 @@ from monai.utils import convert_to_tensor
 from models.errors import ModelError
 
 FAMILIES: tuple[str, ...] = ("intensity", "spatial", "noise")
+#: Families of upstream pre-training: no flips, since left and right tell the liver from the spleen.
+PRETRAIN_FAMILIES: tuple[str, ...] = ("intensity", "affine")
 _KEYS = ("image", "label")
 
 Sampler = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
@@ -64,6 +66,13 @@ def family_transforms(name: str) -> list:
                 mode=("bilinear", "nearest"), padding_mode="border",
             ),
         ]
+    if name == "affine":
+        return [
+            RandAffined(
+                keys=_KEYS, prob=0.8, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.15, 0.15, 0.15),
+                mode=("bilinear", "nearest"), padding_mode="border",
+            ),
+        ]
     if name == "noise":
         return [
             RandGaussianNoised(keys="image", prob=1.0, std=0.06),
@@ -71,7 +80,7 @@ def family_transforms(name: str) -> list:
                 keys="image", prob=0.5, sigma_x=(0.4, 1.2), sigma_y=(0.4, 1.2), sigma_z=(0.4, 1.2)
             ),
         ]
-    raise ModelError(f"unknown augmentation family {name!r}; expected one of {FAMILIES}")
+    raise ModelError(f"unknown augmentation family {name!r}; expected one of {FAMILIES + ('affine',)}")
 
 
 def make_sampler(roi_size: tuple[int, int, int], num_classes: int, families: list[str], seed: int) -> Sampler:

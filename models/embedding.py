@@ -2,7 +2,7 @@
 
 Pooled bottleneck features cluster by anatomy and ignore acquisition, because instance normalisation
 removes contrast and noise level. So the embedding concatenates, from ONE forward pass of the frozen
-backbone at a fixed working size, four blocks (:func:`embedding_blocks` gives their sizes):
+backbone over the volume at the cascade's coarse spacing (the pass that also finds the liver), four blocks (:func:`embedding_blocks` gives their sizes):
 
 1. *encoder*: per-channel mean and standard deviation of the output of the FIRST convolution of every
    encoder stage (shallow stages included) — taken before that stage's normalisation, so contrast and
@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.transforms import Resize
 from scipy import ndimage
 from torch import nn
 
 from models.adapters import adapt_backbone, first_conv
-from models.preprocess import HU_WINDOW, VolumeSource, load_volume, window_hu
+from models.cascade import CascadeConfig, CoarsePass, coarse_pass, to_working
+from models.errors import ModelError
+from models.geometry import Source
 
 #: Changes whenever the embedding's definition or layout changes: embeddings stored under an older
 #: version must be recomputed, not mixed with new ones.
-EMBEDDING_VERSION = 2
+EMBEDDING_VERSION = 3
 #: Voxels above this HU count as body (air and the scanner table's surroundings are below).
 BODY_HU = -500.0
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -53,55 +54,33 @@ def embedding_blocks(backbone: nn.Module) -> tuple[int, int, int, int]:
     return encoder, _HU_STATS + 1, _HU_STATS, 1
 
 
-def volume_embedding(
-    backbone: nn.Module,
-    image_hu: VolumeSource,
-    size: tuple[int, int, int] = (64, 64, 64),
-    organ_class: int = 1,
-    hu_window: tuple[float, float] = HU_WINDOW,
-) -> np.ndarray:
-    """Embed one CT volume.
-
-    Args:
-        backbone: the frozen pre-trained MONAI backbone (left in the train/eval mode it had).
-        image_hu: (D, H, W) volume in HU, or a NIfTI path.
-        size: working size the volume is resized to (multiples of the backbone's down-sampling factor).
-        organ_class: upstream class whose predicted region gives the organ intensity statistics.
-        hu_window: window used to preprocess the network input.
+def volume_embedding(backbone: nn.Module, image: Source, cfg: CascadeConfig = CascadeConfig()) -> np.ndarray:
+    """Embed one CT volume (a path, or an array/``MetaTensor`` with its affine) on the cascade's coarse grid.
 
     Returns:
         float32 vector of length ``sum(embedding_blocks(backbone))``: encoder, organ, body, noise blocks.
     """
-    volume = load_volume(image_hu).astype(np.float32)
-    resized_hu = np.asarray(Resize(spatial_size=size, mode="trilinear")(volume[None]), dtype=np.float32)[0]
-    device = next(backbone.parameters()).device
-    x = torch.from_numpy(window_hu(resized_hu, hu_window))[None, None].to(device)
+    _original, working = to_working(image, cfg)
+    return embedding_from_pass(coarse_pass(backbone, working, cfg, collect_stats=True))
 
-    stats: list[torch.Tensor] = []
 
-    def channel_stats(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        flat = output.float().flatten(2)[0]  # (C, voxels)
-        stats.extend([flat.mean(dim=1), flat.std(dim=1)])
+def embedding_from_pass(result: CoarsePass) -> np.ndarray:
+    """The embedding of a volume from the backbone's coarse pass over it (collected with ``collect_stats``).
 
-    handles = [first_conv(stage).register_forward_hook(channel_stats) for stage in adapt_backbone(backbone).stages]
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            organ = (backbone(x).argmax(dim=1)[0] == organ_class).cpu().numpy()
-    finally:
-        for handle in handles:
-            handle.remove()
-        backbone.train(was_training)
-
-    body = resized_hu > BODY_HU
+    The coarse pass is stage 1 of the cascade too (:mod:`models.cascade`), so a caller that needs both the liver
+    ROI and the embedding runs the backbone once.
+    """
+    if not result.stage_stats:
+        raise ModelError("the coarse pass was run without collect_stats: no encoder statistics to embed")
+    hu, organ = result.coarse_hu, result.organ
+    body = hu > BODY_HU
     organ_fraction = float(organ.sum()) / max(int(body.sum()), 1)
     features = [
-        torch.cat(stats).cpu().numpy(),
-        _hu_stats(resized_hu[organ]),
+        torch.cat(result.stage_stats).numpy(),
+        _hu_stats(hu[organ]),
         [organ_fraction],
-        _hu_stats(resized_hu[body]),
-        [_noise_level(resized_hu, body)],
+        _hu_stats(hu[body]),
+        [_noise_level(hu, body)],
     ]
     return np.concatenate([np.asarray(f, dtype=np.float32) for f in features])
 

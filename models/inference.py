@@ -1,8 +1,10 @@
-"""Whole-volume prediction with the K prompts: mean probability, label map, disagreement.
+"""Prediction with the K prompts: stage 2 of the liver-ROI cascade, and the way back to the image's grid.
 
-The volume is windowed with :func:`models.preprocess.window_hu` and segmented with MONAI's
-``sliding_window_inference`` at the model's ``roi_size`` (one window, padded, when the volume is smaller).
-Each window runs the K prompts in one batched pass. The prediction is the mean of the K softmax maps; the
+:func:`segment_volume` is what the server runs for an image file: the volume goes to the working grid
+(:mod:`models.geometry`), stage 1 finds the liver ROI (:mod:`models.cascade`), and the prompt-tuned model segments
+that ROI with MONAI's ``sliding_window_inference`` at the model's ``roi_size``, each window running the K prompts
+in one batched pass; :class:`VolumePrediction` maps the result back onto the image's own grid (shape and affine).
+:func:`predict` segments a volume that is already on the working grid (the simulator's cached ROIs). The prediction is the mean of the K softmax maps; the
 voxel-wise disagreement is the mean pairwise Jensen–Shannon divergence between the K maps (natural log,
 in [0, ln 2]); it is zero for a fine-tuned model (K = 1).
 """
@@ -10,29 +12,30 @@ in [0, ln 2]); it is zero for a fine-tuned model (K = 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
-
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
-from monai.transforms import Resize
+from torch import nn
 
+from models.cascade import CascadeConfig, LiverROI, locate_liver, to_working
 from models.device import autocast
-from models.preprocess import VolumeSource, load_volume, window_hu
+from models.errors import ModelError
+from models.geometry import Box, affine_of, map_to_grid, window_hu
 from models.slpt import SLPTNet
+from strategies.uncertainty import mean_pairwise_js_divergence
 
-_EPS = 1e-8
-
+VolumeOnGrid = np.ndarray | torch.Tensor
 
 @dataclass
 class Prediction:
-    """Result of :func:`predict` for a volume of shape (D, H, W).
+    """Result of :func:`predict` for a volume of shape (X, Y, Z).
 
     Attributes:
-        mean_prob: (C, D, H, W) float32, mean of the K prompts' softmax maps.
-        label: (D, H, W) uint8, argmax of ``mean_prob``.
-        disagreement: (D, H, W) float32, mean pairwise JS divergence of the K softmax maps.
-        foreground_any: (D, H, W) bool, voxels that at least one prompt labels non-background (the
+        mean_prob: (C, X, Y, Z) float32, mean of the K prompts' softmax maps.
+        label: (X, Y, Z) uint8, argmax of ``mean_prob``.
+        disagreement: (X, Y, Z) float32, mean pairwise JS divergence of the K softmax maps.
+        foreground_any: (X, Y, Z) bool, voxels that at least one prompt labels non-background (the
             region over which TESLA averages uncertainty).
     """
 
@@ -44,17 +47,19 @@ class Prediction:
 
 def prompt_probabilities(
     model: SLPTNet,
-    image_hu: VolumeSource,
+    image_hu: VolumeOnGrid,
     overlap: float = 0.25,
     sw_batch_size: int = 1,
     roi_size: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
-    """Softmax maps of every prompt: volume (D, H, W) in HU -> (K, C, D, H, W) float32 on the CPU.
+    """Softmax maps of every prompt: volume (X, Y, Z) in HU on the working grid -> (K, C, X, Y, Z) float32 (CPU).
 
     ``roi_size`` is the sliding window (default: the model's training ``roi_size``); a window as large as
     the volume runs it in one pass, which is faster than several overlapping patches.
     """
-    volume = window_hu(load_volume(image_hu), model.config.hu_window)
+    volume = window_hu(image_hu, model.config.hu_window)
+    if volume.ndim != 3:
+        raise ModelError(f"expected a 3D volume on the working grid, got shape {tuple(volume.shape)}")
     device = next(model.parameters()).device
     k, c = model.num_prompts, model.config.num_classes
 
@@ -69,7 +74,7 @@ def prompt_probabilities(
     model.eval()
     try:
         with torch.no_grad():
-            x = torch.from_numpy(volume)[None, None].to(device)
+            x = volume[None, None].to(device)
             blended = sliding_window_inference(
                 x, roi_size=roi_size or model.config.roi_size, sw_batch_size=sw_batch_size, predictor=all_prompts,
                 overlap=overlap, mode="gaussian",
@@ -80,30 +85,24 @@ def prompt_probabilities(
 
 
 def pairwise_js_divergence(probs: torch.Tensor) -> torch.Tensor:
-    """Mean pairwise Jensen–Shannon divergence: (K, C, *S) -> (*S); zeros when K = 1."""
-    k = probs.shape[0]
-    if k < 2:
-        return torch.zeros(probs.shape[2:], dtype=probs.dtype)
+    """Mean pairwise Jensen–Shannon divergence: (K, C, *S) -> (*S) float32; zeros when K = 1.
 
-    def entropy(p: torch.Tensor) -> torch.Tensor:
-        return -(p * torch.log(p + _EPS)).sum(dim=0)
-
-    pairs = list(combinations(range(k), 2))
-    total = torch.zeros(probs.shape[2:], dtype=probs.dtype)
-    for i, j in pairs:
-        mixture = 0.5 * (probs[i] + probs[j])
-        total += entropy(mixture) - 0.5 * (entropy(probs[i]) + entropy(probs[j]))
-    return (total / len(pairs)).clamp_min(0.0)
+    The one definition lives in :func:`strategies.uncertainty.mean_pairwise_js_divergence` (scores and maps
+    must agree); this wraps it for tensors.
+    """
+    if probs.shape[0] < 2:
+        return torch.zeros(probs.shape[2:], dtype=torch.float32)
+    return torch.from_numpy(mean_pairwise_js_divergence(probs.numpy()).astype(np.float32))
 
 
 def predict(
     model: SLPTNet,
-    image_hu: VolumeSource,
+    image_hu: VolumeOnGrid,
     overlap: float = 0.25,
     sw_batch_size: int = 1,
     roi_size: tuple[int, int, int] | None = None,
 ) -> Prediction:
-    """Segment one CT volume (D, H, W) in HU (array or NIfTI path) with all K prompts.
+    """Segment one CT volume (X, Y, Z) in HU that is already on the working grid, with all K prompts.
 
     See :func:`prompt_probabilities` for the sliding-window arguments.
     """
@@ -117,16 +116,88 @@ def predict(
     )
 
 
-def working_resolution_volume(image_hu: VolumeSource, roi: tuple[int, int, int]) -> np.ndarray:
-    """The whole volume (D, H, W) in HU, array or NIfTI path, resized (trilinear) to ``roi``: (*roi) float32."""
-    volume = load_volume(image_hu).astype(np.float32)
-    return np.asarray(Resize(spatial_size=tuple(roi), mode="trilinear")(volume[None]))[0]
+@dataclass
+class VolumePrediction:
+    """:func:`segment_volume`'s result: the ROI prediction and where it lies.
 
-
-def working_resolution_probs(model: SLPTNet, image_hu: VolumeSource, roi: tuple[int, int, int]) -> np.ndarray:
-    """(K, C, *roi) prompt probabilities of a volume resized to one ROI: one batched forward pass.
-
-    The working resolution of uncertainty scoring (server and simulator alike), so each volume costs one pass.
+    Attributes:
+        prediction: on the ROI of the working grid, shapes (C, *roi) / (*roi).
+        roi: the stage-1 region (``roi.found`` False: no liver found, the whole volume was segmented).
+        roi_affine: (4, 4) RAS affine of the ROI's voxels.
+        original_affine, original_shape: the image's own grid.
     """
+
+    prediction: Prediction
+    roi: LiverROI
+    roi_affine: np.ndarray
+    original_affine: np.ndarray
+    original_shape: tuple[int, int, int]
+
+    def label_on_original(self) -> np.ndarray:
+        """(*original_shape) uint8 label map on the image's grid: argmax of the mean probabilities resampled
+        (trilinear) there; background outside the ROI."""
+        probs, box = map_to_grid(torch.from_numpy(self.prediction.mean_prob), self.roi_affine,
+                                 self.original_affine, self.original_shape)
+        label = np.zeros(self.original_shape, dtype=np.uint8)
+        label[box.slices()] = probs.argmax(dim=0).numpy().astype(np.uint8)
+        return label
+
+    def disagreement_on_original(self) -> np.ndarray:
+        """(*original_shape) float32 disagreement on the image's grid; 0 outside the ROI."""
+        values, box = map_to_grid(torch.from_numpy(self.prediction.disagreement)[None], self.roi_affine,
+                                  self.original_affine, self.original_shape)
+        out = np.zeros(self.original_shape, dtype=np.float32)
+        out[box.slices()] = values[0].numpy()
+        return out
+
+
+def cascade_config(model: SLPTNet) -> CascadeConfig:
+    """The cascade geometry a network was trained with (working and coarse spacing, ROI margin, HU window)."""
+    c = model.config
+    return CascadeConfig(spacing=c.spacing, coarse_spacing=c.coarse_spacing, margin_mm=c.roi_margin_mm,
+                         hu_window=c.hu_window)
+
+
+def roi_of(model: SLPTNet, working: MetaTensor, locator: nn.Module | None, whole_volume: bool = False) -> LiverROI:
+    """Stage 1 for ``model``: the liver ROI found by ``locator`` (default: the model's own frozen backbone)."""
+    if whole_volume:
+        return LiverROI(Box.whole(working.shape), found=False, liver_ml=0.0)
+    if locator is None:
+        if model.mode != "prompt":
+            raise ModelError("a fine-tuned network changed its backbone: pass the frozen backbone as the locator")
+        locator = model.backbone
+    return locate_liver(locator, working, cascade_config(model))
+
+
+def segment_volume(
+    model: SLPTNet, image: Source, locator: nn.Module | None = None, whole_volume: bool = False,
+    overlap: float = 0.25, sw_batch_size: int = 1,
+) -> VolumePrediction:
+    """The cascade on one image (a path, or an array / ``MetaTensor`` with its affine).
+
+    Args:
+        model: the prompt-tuned (or fine-tuned) network.
+        locator: backbone of stage 1 (default: ``model.backbone``, the frozen backbone of a prompt model).
+        whole_volume: skip stage 1 and slide the window over the whole working volume (the baseline of
+            ``slpt bench infer``).
+    """
+    original, working = to_working(image, cascade_config(model))
+    roi = roi_of(model, working, locator, whole_volume)
+    crop = roi.box.crop(working)
+    prediction = predict(model, crop[0].as_tensor(), overlap=overlap, sw_batch_size=sw_batch_size)
+    return VolumePrediction(
+        prediction=prediction, roi=roi, roi_affine=affine_of(crop), original_affine=affine_of(original),
+        original_shape=tuple(int(s) for s in original.shape[1:]),
+    )
+
+
+def roi_volume(model: SLPTNet, image: Source, locator: nn.Module | None = None) -> torch.Tensor:
+    """The liver ROI of an image on ``model``'s working grid: (X, Y, Z) HU, what stage 2 segments."""
+    _original, working = to_working(image, cascade_config(model))
+    return roi_of(model, working, locator).box.crop(working)[0].as_tensor()
+
+
+def roi_prompt_probabilities(model: SLPTNet, image: Source, locator: nn.Module | None = None) -> np.ndarray:
+    """(K, C, *roi) prompt probabilities inside the liver ROI of an image: what uncertainty scoring reads."""
     with torch.no_grad():
-        return prompt_probabilities(model, working_resolution_volume(image_hu, roi)).numpy()
+        return prompt_probabilities(model, roi_volume(model, image, locator)).numpy()

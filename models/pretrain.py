@@ -2,8 +2,11 @@
 
 No pre-trained weights can be downloaded here, so the project makes its own: a stock MONAI backbone
 trained with Dice + CE on the upstream cohort (``dataset.json`` with ``labels`` and ``training``;
-NIfTI images in HU and organ labels), on class-balanced random patches with intensity and spatial
-augmentation. The last ``val_fraction`` of the cases is held out for the Dice reported in the metrics.
+images in HU and organ labels, any format :mod:`models.geometry` reads), on class-balanced random patches with
+intensity and small affine augmentation (no flips: left and right tell the liver from the spleen). Every case is resampled to the working spacing *and* to the cascade's coarse
+spacing, and patches are drawn from both: the backbone serves stage 1 of the cascade (finding the liver on the
+coarse grid) and gives stage 2 its frozen features at the working spacing. The last ``val_fraction`` of the cases
+is held out for the Dice reported in the metrics, at both spacings.
 The checkpoint is a plain state dict with its JSON beside it (:func:`models.backbone.save_backbone`).
 """
 
@@ -22,14 +25,13 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
-from monai.transforms import Resize
 
-from models.augment import make_sampler
+from models.augment import PRETRAIN_FAMILIES, make_sampler
 from models.backbone import BackboneConfig, build_backbone, save_backbone
 from models.device import autocast, pick_device
 from models.errors import ModelError
-from models.preprocess import HU_WINDOW
-from models.training import Progress, load_cases
+from models.geometry import COARSE_SPACING, HU_WINDOW, WORKING_SPACING, load_image, to_spacing
+from models.training import Progress, label_on_working_grid, load_cases, training_step
 
 
 @dataclass(frozen=True)
@@ -38,18 +40,19 @@ class PretrainConfig:
 
     Attributes:
         patch_size: training patch and inference window (multiples of the down-sampling factor).
-        size: resize every volume to this size first; None keeps the cohort's resolution (then the
-            downstream data, at the same resolution, sees anatomy at the scale the backbone learned).
+        spacing: working spacing (mm), that of the downstream model's stage 2.
+        coarse_spacing: stage 1's spacing (mm); None trains at the working spacing only.
         batch_size: patches per step.
         lr: AdamW learning rate.
         val_fraction: share of cases held out for validation Dice (at least one case when > 0).
         seed: seeds patch sampling, augmentation and weight initialisation.
         device: None = CUDA when available.
-        hu_window: intensity window (:func:`models.preprocess.window_hu`).
+        hu_window: intensity window (:func:`models.geometry.window_hu`).
     """
 
     patch_size: tuple[int, int, int] = (48, 48, 48)
-    size: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] = WORKING_SPACING
+    coarse_spacing: tuple[float, float, float] | None = COARSE_SPACING
     batch_size: int = 2
     lr: float = 3e-3
     val_fraction: float = 0.2
@@ -97,29 +100,31 @@ def pretrain_backbone(
     """Train a backbone on the upstream cohort in ``data_dir`` and save it to ``out`` (+ ``out.json``).
 
     ``cfg.out_channels`` is taken from the number of classes in ``dataset.json``. One epoch draws one
-    patch per training case.
+    patch per training case (and grid).
 
     Returns:
-        metrics: ``val_dice`` {class name: Dice}, ``val_mean_dice``, ``final_loss``, ``train_time_s``,
-        ``epochs``, ``steps``, ``num_train``, ``num_val``, ``labels``, ``patch_size``, ``size``,
-        ``hu_window``, ``device`` (also written into the JSON).
+        metrics: ``val_dice`` {class name: Dice} at the working spacing, ``val_dice_coarse`` at the coarse one,
+        ``val_mean_dice``, ``final_loss``, ``train_time_s``, ``epochs``, ``steps``, ``num_train``, ``num_val``,
+        ``labels``, ``patch_size``, ``spacing``, ``coarse_spacing``, ``hu_window``, ``device`` (also written into
+        the JSON).
     """
     labels, pairs = read_msd_dataset(data_dir)
     cfg = replace(cfg, out_channels=len(labels))
-    data = load_cases(pairs, len(labels), schedule.hu_window)
-    if schedule.size is not None:
-        data = [_resize(image, label, schedule.size) for image, label in data]
-    num_val = min(len(data) - 1, math.ceil(len(data) * schedule.val_fraction)) if schedule.val_fraction > 0 else 0
-    train, val = data[: len(data) - num_val], data[len(data) - num_val:]
+    grids = [schedule.spacing] + ([schedule.coarse_spacing] if schedule.coarse_spacing else [])
+    per_grid = [load_cases(resample_cases(pairs, spacing), len(labels), schedule.hu_window) for spacing in grids]
+    num_val = min(len(pairs) - 1, math.ceil(len(pairs) * schedule.val_fraction)) if schedule.val_fraction > 0 else 0
+    train = [case for data in per_grid for case in data[: len(pairs) - num_val]]
+    val = [data[len(pairs) - num_val:] for data in per_grid]
 
     torch.manual_seed(schedule.seed)
     device = pick_device(schedule.device)
     model = build_backbone(cfg).to(device).train()
-    sampler = make_sampler(schedule.patch_size, len(labels), ["intensity", "spatial"], seed=schedule.seed)
+    sampler = make_sampler(schedule.patch_size, len(labels), list(PRETRAIN_FAMILIES), seed=schedule.seed)
     rng = np.random.default_rng(schedule.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    # Batch Dice: a class absent from one patch does not make that patch's loss jump (see models.training).
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     steps = epochs * math.ceil(len(train) / schedule.batch_size)
     loss_value = float("nan")
     start = time.perf_counter()
@@ -127,36 +132,34 @@ def pretrain_backbone(
         patches = [sampler(*train[i]) for i in rng.integers(len(train), size=schedule.batch_size)]
         images = torch.stack([p[0] for p in patches]).to(device)
         targets = torch.stack([p[1] for p in patches]).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device):
-            logits = model(images)
-        loss = loss_fn(logits.float(), targets)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss_value = float(loss.detach())
+        loss_value = training_step(model, optimizer, scaler, loss_fn, images, targets, prompt_index=None)
         if progress:
             progress(step + 1, steps, loss_value)
     train_time = time.perf_counter() - start
 
     model.eval()
-    val_dice = (
-        _validation_dice(model, val, schedule.patch_size, len(labels), device)
-        if val
+    val_dice = [
+        _validation_dice(model, cases, schedule.patch_size, len(labels), device)
+        if cases
         else np.full(len(labels) - 1, np.nan)
-    )
+        for cases in val
+    ]
     metrics = {
-        "val_dice": {labels[c]: float(val_dice[c - 1]) for c in range(1, len(labels))},
-        "val_mean_dice": float(np.nanmean(val_dice)) if val else float("nan"),
+        "val_dice": {labels[c]: float(val_dice[0][c - 1]) for c in range(1, len(labels))},
+        "val_dice_coarse": (
+            {labels[c]: float(val_dice[1][c - 1]) for c in range(1, len(labels))} if len(val_dice) > 1 else None
+        ),
+        "val_mean_dice": float(np.nanmean(val_dice[0])) if num_val else float("nan"),
         "final_loss": loss_value,
         "train_time_s": train_time,
         "epochs": epochs,
         "steps": steps,
-        "num_train": len(train),
-        "num_val": len(val),
+        "num_train": len(pairs) - num_val,
+        "num_val": num_val,
         "labels": {str(k): v for k, v in labels.items()},
         "patch_size": list(schedule.patch_size),
-        "size": None if schedule.size is None else list(schedule.size),
+        "spacing": list(schedule.spacing),
+        "coarse_spacing": None if schedule.coarse_spacing is None else list(schedule.coarse_spacing),
         "hu_window": list(schedule.hu_window),
         "device": str(device),
     }
@@ -164,11 +167,13 @@ def pretrain_backbone(
     return metrics
 
 
-def _resize(image: np.ndarray, label: np.ndarray, size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize (1, D, H, W) image (trilinear) and label (nearest) to ``size``."""
-    resized_image = np.asarray(Resize(spatial_size=size, mode="trilinear")(image), dtype=np.float32)
-    resized_label = np.asarray(Resize(spatial_size=size, mode="nearest")(label.astype(np.float32))).astype(np.int64)
-    return resized_image, resized_label
+def resample_cases(pairs: list[tuple[Path, Path]], spacing: tuple[float, float, float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, label) files -> [(image (X, Y, Z) HU, label (X, Y, Z) int64)] in RAS at ``spacing`` mm."""
+    out = []
+    for image_path, label_path in pairs:
+        grid = to_spacing(load_image(image_path), spacing)
+        out.append((grid[0].as_tensor().numpy(), label_on_working_grid(label_path, grid)))
+    return out
 
 
 def _validation_dice(

@@ -25,7 +25,7 @@ from torch import nn
 
 from models.adapters import BackboneAdapter, adapt_backbone
 from models.errors import ModelError
-from models.preprocess import HU_WINDOW
+from models.geometry import COARSE_SPACING, HU_WINDOW, WORKING_SPACING
 from models.prompts import FeaturePromptUpdater, PromptBank
 
 Mode = Literal["prompt", "finetune"]
@@ -50,7 +50,11 @@ class SLPTConfig:
             maps); the other classes start at zero. Ignored for heads that read decoder features only.
         roi_size: patch size for training and sliding-window inference (a multiple of the backbone's
             down-sampling factor).
-        hu_window: HU clip window of :func:`models.preprocess.window_hu`.
+        hu_window: HU clip window of :func:`models.geometry.window_hu`.
+        spacing: working spacing (mm) the network was trained at: images are resampled to it before
+            stage 2 of the cascade (:mod:`models.inference`).
+        coarse_spacing, roi_margin_mm: stage 1 of the cascade (:class:`models.cascade.CascadeConfig`): the
+            spacing at which the backbone finds the liver, and the margin of the region around it.
     """
 
     num_classes: int = 3
@@ -64,6 +68,9 @@ class SLPTConfig:
     inherit_classes: int = 2
     roi_size: tuple[int, int, int] = (48, 48, 48)
     hu_window: tuple[float, float] = HU_WINDOW
+    spacing: tuple[float, float, float] = WORKING_SPACING
+    coarse_spacing: tuple[float, float, float] = COARSE_SPACING
+    roi_margin_mm: float = 15.0
 
     def __post_init__(self) -> None:
         # JSON / checkpoint round trips give lists; normalise to tuples.
@@ -71,6 +78,8 @@ class SLPTConfig:
             object.__setattr__(self, "prompt_stages", tuple(int(s) for s in self.prompt_stages))
         object.__setattr__(self, "roi_size", tuple(int(s) for s in self.roi_size))
         object.__setattr__(self, "hu_window", tuple(float(v) for v in self.hu_window))
+        object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
+        object.__setattr__(self, "coarse_spacing", tuple(float(v) for v in self.coarse_spacing))
         if self.mode not in ("prompt", "finetune"):
             raise ModelError(f"unknown mode {self.mode!r}; expected prompt or finetune")
         if self.num_classes < 2 or self.num_prompts < 1 or self.prompt_grid < 1 or self.fpu_rank < 1:
@@ -87,6 +96,8 @@ class SLPTConfig:
         data["prompt_stages"] = None if self.prompt_stages is None else list(self.prompt_stages)
         data["roi_size"] = list(self.roi_size)
         data["hu_window"] = list(self.hu_window)
+        data["spacing"] = list(self.spacing)
+        data["coarse_spacing"] = list(self.coarse_spacing)
         return data
 
     @classmethod

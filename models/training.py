@@ -14,23 +14,28 @@ The model is moved to the training device (CUDA when present, with float16 autoc
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
+from tqdm import tqdm
 
 from models.augment import FAMILIES, family_name, make_sampler
 from models.device import autocast, pick_device
 from models.errors import ModelError
-from models.inference import predict
-from models.preprocess import VolumeSource, load_volume, window_hu
+from models.cascade import CascadeConfig, label_box, locate_liver, to_working
+from models.geometry import Source, affine_of, load_label, resample_to_grid, window_hu
+from models.inference import cascade_config, segment_volume
 from models.slpt import SLPTNet
 
 #: ``progress(step_done, total_steps, loss)``, called after every optimisation step.
 Progress = Callable[[int, int, float], None]
-Case = tuple[VolumeSource, VolumeSource]
+#: (image, label): file paths (resampled and cropped to the liver ROI by :func:`roi_case`), or arrays already on
+#: the working grid, (X, Y, Z) HU and integer classes.
+Case = tuple[Source, Source]
 
 DEFAULT_LR = {"prompt": 3e-2, "finetune": 1e-3}
 
@@ -79,10 +84,34 @@ class TrainResult:
     families: list[list[str]] = field(default_factory=list)
 
 
+def label_on_working_grid(label_source: Source, working) -> np.ndarray:
+    """A label map (any grid, its own affine) resampled (nearest) onto a working-grid image: (X, Y, Z) int64."""
+    label = load_label(label_source)
+    on_grid = resample_to_grid(label, affine_of(label), affine_of(working), working.shape[1:], mode="nearest")
+    return on_grid[0].round().to(torch.int64).numpy()
+
+
+def roi_case(
+    image_source: Source, label_source: Source, locator: torch.nn.Module, cfg: CascadeConfig = CascadeConfig()
+) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled image on the working grid, cropped to its liver ROI: -> (image (X, Y, Z) HU, label (X, Y, Z)).
+
+    The ROI is stage 1's box (what inference will segment) joined with the labelled liver's box, both with the
+    cascade's margin, so no labelled voxel is cut off even where stage 1 missed part of the liver.
+    """
+    _original, working = to_working(image_source, cfg)
+    label = label_on_working_grid(label_source, working)
+    box = locate_liver(locator, working, cfg).box
+    labelled = label_box(label, working, cfg.margin_mm)
+    if labelled is not None:
+        box = box.union(labelled)
+    return working[0].as_tensor().numpy()[box.slices()].astype(np.float32), label[box.slices()]
+
+
 def load_cases(
-    cases: Sequence[Case], num_classes: int, hu_window: tuple[float, float]
+    cases: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int, hu_window: tuple[float, float]
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Load and window labelled cases: -> [(image (1,D,H,W) float32 in [0,1], label (1,D,H,W) int64)].
+    """Window labelled working-grid cases: -> [(image (1,X,Y,Z) float32 in [0,1], label (1,X,Y,Z) int64)].
 
     Raises:
         ModelError: no cases, image/label shape mismatch, or label values outside 0..num_classes-1.
@@ -90,15 +119,27 @@ def load_cases(
     if not cases:
         raise ModelError("no labelled cases to train on")
     loaded = []
-    for i, (image_source, label_source) in enumerate(cases):
-        image, label = load_volume(image_source), load_volume(label_source)
-        if image.shape != label.shape:
-            raise ModelError(f"case {i}: image shape {image.shape} != label shape {label.shape}")
+    for i, (image, label) in enumerate(cases):
+        image, label = np.asarray(image), np.asarray(label)
+        if image.ndim != 3 or image.shape != label.shape:
+            raise ModelError(f"case {i}: need 3D image and label of one shape, got {image.shape} and {label.shape}")
         label = np.rint(label).astype(np.int64)
         if label.min() < 0 or label.max() >= num_classes:
             raise ModelError(f"case {i}: label values {sorted(np.unique(label).tolist())} outside 0..{num_classes - 1}")
-        loaded.append((window_hu(image, hu_window)[None], label[None]))
+        loaded.append((window_hu(image, hu_window).numpy()[None], label[None]))
     return loaded
+
+
+def prepare_cases(model: SLPTNet, cases: Sequence[Case]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Turn file-path cases into liver-ROI arrays on the model's working grid (arrays pass through).
+
+    Stage 1 uses ``model.backbone`` as it is now, i.e. before training: the frozen upstream backbone.
+    """
+    cfg = cascade_config(model)
+    return [
+        (image, label) if isinstance(image, np.ndarray) else roi_case(image, label, model.backbone, cfg)
+        for image, label in cases
+    ]
 
 
 def train_prompts(
@@ -108,11 +149,12 @@ def train_prompts(
 
     Args:
         model: the network; trained in place.
-        cases: (image, label) pairs — (D, H, W) arrays in HU / integer classes, or NIfTI paths.
+        cases: (image, label) pairs — file paths (any format :mod:`models.geometry` reads), or arrays already
+            on the working grid (:data:`Case`).
         cfg: schedule.
         progress: called after every step.
     """
-    data = load_cases(cases, model.config.num_classes, model.config.hu_window)
+    data = load_cases(prepare_cases(model, cases), model.config.num_classes, model.config.hu_window)
     device = pick_device(cfg.device)
     model.to(device).train()
     rng = np.random.default_rng(cfg.seed)
@@ -170,27 +212,28 @@ def training_parts(
 
 
 def training_step(
-    model: SLPTNet,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     loss_fn: DiceCELoss,
     images: torch.Tensor,
     labels: torch.Tensor,
-    prompt_index: torch.Tensor,
+    prompt_index: torch.Tensor | None,
 ) -> float:
     """One optimisation step: forward (float16 autocast on CUDA), Dice + CE, backward, optimiser step.
 
     Args:
         images: (B, in_channels, *roi) on the model's device.
         labels: (B, 1, *roi) long class indices.
-        prompt_index: (B,) long prompt of each item (ignored in fine-tune mode).
+        prompt_index: (B,) long prompt of each item (ignored in fine-tune mode); None for a plain network that
+            takes images only (the backbone during pre-training).
 
     Returns:
         The batch loss (reading it waits for the step to finish on the device).
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast(images.device):
-        logits = model(images, prompt_index)
+        logits = model(images) if prompt_index is None else model(images, prompt_index)
     loss = loss_fn(logits.float(), labels)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -198,17 +241,30 @@ def training_step(
     return float(loss.detach())
 
 
-def measure_prompt_disagreement(model: SLPTNet, images: Sequence[VolumeSource]) -> float:
-    """Mean pairwise disagreement of the K prompts on held-out volumes.
+def measure_prompt_disagreement(model: SLPTNet, images: Sequence[Source], locator: torch.nn.Module | None = None) -> float:
+    """Mean pairwise disagreement of the K prompts on held-out images (paths, through the cascade).
 
-    Per volume: mean pairwise JS divergence of the K softmax maps over the voxels any prompt calls
+    Per volume: mean pairwise JS divergence of the K softmax maps over the ROI voxels any prompt calls
     foreground (0 when none does); then the mean over volumes.
     """
     if not images:
         raise ModelError("no volumes to measure disagreement on")
     scores = []
     for image in images:
-        prediction = predict(model, image)
+        prediction = segment_volume(model, image, locator=locator).prediction
         mask = prediction.foreground_any
         scores.append(float(prediction.disagreement[mask].mean()) if mask.any() else 0.0)
     return float(np.mean(scores))
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Progress]:
+    """A tqdm bar as a :data:`Progress` callback: ``with progress_bar("training") as report: train(..., report)``."""
+    with tqdm(desc=description, unit="step") as bar:
+
+        def report(done: int, total: int, loss: float) -> None:
+            bar.total, bar.n = total, done
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.refresh()
+
+        yield report

@@ -21,9 +21,10 @@ import torch
 import typer
 
 from models.backbone import load_backbone
-from sim.msd import load_msd
+from cohort.msd import load_msd
 from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule
-from sim.simulate import evaluate, load_cohort, prepare_cohort, prepare_synthetic, save_cohort, split_pool_test, train_network
+from sim.evaluation import evaluate
+from sim.simulate import prepare_synthetic, prepared_cohort, split_pool_test, train_network
 
 DEV_CASES = 60
 DEV_SPLIT_SEED = 11
@@ -37,25 +38,25 @@ def sweep(
     batch_per_prompt: Annotated[int, typer.Option(help="Patches per prompt per step")] = 2,
     labels: Annotated[int, typer.Option(help="Labeled development volumes (>= pool size: all)")] = 10,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds")] = "0,1",
-    profile: Annotated[str, typer.Option(help="Profile whose size and backbone are tuned")] = "full",
+    profile: Annotated[str, typer.Option(help="Profile whose geometry and backbone are tuned")] = "full",
+    cases: Annotated[int, typer.Option(help="Development cohort size")] = DEV_CASES,
+    threads: Annotated[int, typer.Option(help="Torch threads")] = 1,
     out: Annotated[Path, typer.Option(help="Folder of the development cohort and backbone")] = Path("runs/dev"),
 ) -> None:
     """Train one schedule on the development cohort and print its held-out Dice, one JSON line per seed."""
-    torch.set_num_threads(1)
-    dev = replace(PROFILES[profile], cases=DEV_CASES, cohort_seed=DEV_COHORT_SEED, patch=patch,
+    torch.set_num_threads(threads)
+    dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED, patch=patch,
                   batch_per_prompt=batch_per_prompt)
     cohort_dir, backbone_path = prepare_synthetic(out, dev)
-    cache = out / "cache" / f"cohort_{dev.size}.npz"
-    if not cache.is_file():
-        save_cohort(prepare_cohort(load_msd(cohort_dir), backbone_path, dev.size), cache)
-    cohort = load_cohort(cache)
+    cohort, _cache = prepared_cohort(load_msd(cohort_dir), backbone_path, out, dev)
     backbone, _ = load_backbone(backbone_path)
     pool, held_out = split_pool_test(cohort, 0.25, DEV_SPLIT_SEED)
     for seed in (int(s) for s in seeds.split(",")):
         rng = np.random.default_rng(100 + seed)
         picks = pool if labels >= len(pool) else sorted(rng.choice(pool, labels, replace=False).tolist())
         network, seconds = train_network(
-            backbone, cohort.images[picks], cohort.labels[picks], tuning, Schedule(steps, lr), dev, seed
+            backbone, [cohort.images[i] for i in picks], [cohort.labels[i] for i in picks], tuning, Schedule(steps, lr),
+            dev, seed
         )
         summary, _ = evaluate(network, cohort, held_out)
         print(json.dumps({
@@ -63,6 +64,7 @@ def sweep(
             "labels": len(picks), "seed": seed, "tumour_dice": round(summary["tumour_dice"], 3),
             "tumour_dice_global": round(summary["tumour_dice_global"], 3),
             "liver_dice": round(summary["liver_dice"], 3), "train_s": round(seconds, 1),
+            "roi_holds_liver": f"{int(cohort.roi_holds_liver[held_out].sum())}/{len(held_out)}",
         }), flush=True)
 
 

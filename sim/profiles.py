@@ -2,30 +2,22 @@
 
 Training schedules (steps, learning rates, patch size) are part of the profile, the same for every strategy
 and every seed, and are never chosen by looking at the test set (docs/design.md,
-"Measuring label efficiency honestly"). They were fixed on a separate
-development cohort: ``sim.synth.generate_cohort(..., seed=DEV_COHORT_SEED)``, 60 volumes at 48³, a seed that
-no profile uses for its downstream, upstream or split draws (``python -m sim.dev_sweep``; results in
-``docs/results/simulation.md``). What the sweep showed, 10 labeled development volumes, tumour Dice on 15
-held-out ones:
-- With the head over the UNet's 4 logits only, prompt tuning never found a tumour (Dice <= 0.023 even after
-  1,000 steps, or 600 steps on all 45 pool volumes): hence the decoder-feature head of :mod:`models.adapters`.
-- Whole-volume 48³ training patches put a tumour in ~0.05 % of the voxels; class-balanced 32³ patches
-  (a third centred on tumour) train faster per step (0.09 s vs 0.5 s fine-tuning, one thread) and learn more.
-  Inference then slides a 32³ window: a whole-volume window on a 32³-trained model lost 0.11 liver Dice.
-- Tumours stay hard at 48³: lesions of 5-35 mm radius are 0.6-4 voxels there. Fine-tuning reached held-out
-  tumour Dice 0.04 / 0.03 / 0.05 after 800 / 1,200 / 1,600 steps (training-set Dice 0.11-0.16); prompt
-  tuning 0.04 after 400 steps and 0.00 after 800. Everything under ~0.05 is noise at this size, so the
-  ``full`` schedules are the longest the 2-core budget allows (prompt: 200 steps at 3e-2; fine-tuning: 300
-  at 1e-3; prompts need 1e-2 to 5e-2, docs/design.md, "Measuring label efficiency honestly"), and the
-  references train 3× longer.
+"Measuring label efficiency honestly"). They are fixed on a separate development cohort:
+``cohort.synth.generate_cohort(..., seed=DEV_COHORT_SEED)``, a seed that no profile uses for its downstream,
+upstream or split draws (``python -m sim.dev_sweep``; results in ``docs/results/simulation/dev_sweep.md``).
+
+Geometry (docs/design.md, "Geometry and the liver-ROI cascade"): ``size`` is the edge of the generated synthetic
+volumes (a 512² scan of 0.7–0.9 mm pixels resampled to ``size`` pixels: 160 gives 2.2–2.9 mm, 240–420 mm of z
+coverage over 160 slices); every volume, synthetic or real, is resampled to the profile's working ``spacing``
+and segmented inside the liver ROI that stage 1 finds at ``coarse_spacing``. The study's 2.5 mm makes the
+smallest lesions (5 mm radius) 2 voxels in radius. An earlier study resized whole volumes to 48³ (6–9 mm voxels)
+and no model learned tumours there (docs/results/simulation/README.md).
 
 Profiles:
-- ``quick``: a demonstration (32³ volumes, 16³ patches, few steps, 2 seeds): 58 s on 2 idle CPU cores, cohort and
-  backbone included. Its small backbone tunes 18.8 % of its parameters, and it learns the liver only.
-- ``full``: the study — 280 synthetic volumes (pool of ~207, test set of 73 with ~65 tumour cases),
-  5 % budget in 2 rounds, 5 seeds, tesla/random/entropy/coreset, 48³ volumes, 32³ patches; 75 min on
-  2 CPU cores with one single-threaded process per core.
-- ``smoke``: the smallest meaningful run (16³ volumes, a handful of steps), for tests and CI only.
+- ``quick``: a demonstration at a coarse 4 mm (96³ volumes, 16³ patches, few steps, 2 seeds), minutes on 2 cores.
+- ``full``: the study — 280 synthetic volumes at 160³, 2.5 mm working spacing, 5 % budget in 2 rounds, 5 seeds,
+  tesla/random/fg_random/entropy/coreset, and the tesla/random learning curve on to 10 % and 20 % of the pool.
+- ``smoke``: the smallest meaningful run (24³ volumes at 16 mm, a handful of steps), for tests and CI only.
 """
 
 from __future__ import annotations
@@ -60,12 +52,15 @@ class SimProfile:
         cases: downstream synthetic cohort size (``--synthetic`` only).
         test_fraction: share of the cohort held out as the test set (stratified by group and tumour).
         strategies, budget, rounds, seeds, tunings: the default study design.
+        curve_strategies, curve_budgets: strategies that go on past ``budget`` to each cumulative fraction of
+            ``curve_budgets`` (the learning curve).
         num_prompts: K of prompt tuning.
         prompt, finetune: schedules of the budget rounds; reference_prompt, reference_finetune: schedules
             of the full-data references.
         reference_seeds: seeds of the full-data references (at most ``seeds``); they train on the whole
             pool, so only the training seed varies, and the report uses their mean.
-        upstream_cases, pretrain_epochs, backbone: the upstream backbone made for ``--synthetic`` runs.
+        upstream_cases, pretrain_epochs, pretrain_patch, pretrain_batch, backbone: the upstream backbone made for
+            ``--synthetic`` runs (pre-trained at ``spacing`` and ``coarse_spacing``).
         cohort_seed, upstream_seed, split_seed: seeds of the downstream cohort, the upstream cohort and the
             pool/test split.
         workers: parallel processes (one torch thread each) at most.
@@ -73,6 +68,9 @@ class SimProfile:
 
     name: str
     size: int
+    spacing: tuple[float, float, float]
+    coarse_spacing: tuple[float, float, float]
+    margin_mm: float
     patch: int
     batch_per_prompt: int
     cases: int
@@ -90,7 +88,11 @@ class SimProfile:
     reference_seeds: int
     upstream_cases: int
     pretrain_epochs: int
+    pretrain_patch: int
+    pretrain_batch: int
     backbone: BackboneConfig
+    curve_strategies: tuple[str, ...] = ()
+    curve_budgets: tuple[float, ...] = ()
     cohort_seed: int = 0
     upstream_seed: int = 1
     split_seed: int = 2
@@ -100,7 +102,10 @@ class SimProfile:
 PROFILES: dict[str, SimProfile] = {
     "quick": SimProfile(
         name="quick",
-        size=32,
+        size=96,
+        spacing=(4.0, 4.0, 4.0),
+        coarse_spacing=(8.0, 8.0, 8.0),
+        margin_mm=16.0,
         patch=16,
         batch_per_prompt=2,
         cases=48,
@@ -118,33 +123,45 @@ PROFILES: dict[str, SimProfile] = {
         reference_seeds=2,
         upstream_cases=16,
         pretrain_epochs=15,
+        pretrain_patch=32,
+        pretrain_batch=2,
         backbone=BackboneConfig(channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1),
     ),
     "full": SimProfile(
         name="full",
-        size=48,
+        size=160,
+        spacing=(2.5, 2.5, 2.5),
+        coarse_spacing=(5.0, 5.0, 5.0),
+        margin_mm=15.0,
         patch=32,
         batch_per_prompt=2,
         cases=280,
         test_fraction=0.26,
-        strategies=("tesla", "random", "entropy", "coreset"),
+        strategies=("tesla", "random", "fg_random", "entropy", "coreset"),
         budget=0.05,
         rounds=2,
         seeds=5,
         tunings=("prompt", "finetune"),
         num_prompts=3,
-        prompt=Schedule(steps=200, lr=3e-2),
+        prompt=Schedule(steps=300, lr=3e-2),
         finetune=Schedule(steps=300, lr=1e-3),
-        reference_prompt=Schedule(steps=600, lr=3e-2),
-        reference_finetune=Schedule(steps=1000, lr=1e-3),
+        reference_prompt=Schedule(steps=1500, lr=3e-2),
+        reference_finetune=Schedule(steps=1500, lr=1e-3),
         reference_seeds=3,
         upstream_cases=40,
-        pretrain_epochs=30,
+        pretrain_epochs=94,
+        pretrain_patch=48,
+        pretrain_batch=2,
         backbone=BackboneConfig(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2),
+        curve_strategies=("tesla", "random"),
+        curve_budgets=(0.10, 0.20),
     ),
     "smoke": SimProfile(
         name="smoke",
-        size=16,
+        size=24,
+        spacing=(16.0, 16.0, 16.0),
+        coarse_spacing=(32.0, 32.0, 32.0),
+        margin_mm=16.0,
         patch=16,
         batch_per_prompt=1,
         cases=12,
@@ -162,6 +179,8 @@ PROFILES: dict[str, SimProfile] = {
         reference_seeds=1,
         upstream_cases=4,
         pretrain_epochs=1,
+        pretrain_patch=16,
+        pretrain_batch=2,
         backbone=BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0),
         workers=1,
     ),

@@ -15,7 +15,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
     """A small MSD-layout synthetic cohort (24 cases, 16³), generated once per test session. Do not modify it."""
-    from sim.synth import generate_cohort
+    from cohort.synth import generate_cohort
 
     root = tmp_path_factory.mktemp("cohort") / "studies"
     generate_cohort(root, cases=24, seed=7, size=16, progress=False)

@@ -6,11 +6,10 @@ import tempfile
 from typing import Any
 
 import nibabel as nib
-import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from app.modelstore import ModelStore
-from models.inference import Prediction, predict
+from models.inference import VolumePrediction, segment_volume
 
 
 class SLPTInfer(InferTask):
@@ -31,20 +30,25 @@ class SLPTInfer(InferTask):
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         loaded = self.store.latest()  # NoModelError -> 409 in the REST layer
-        image_path = request["image"]
-        image = nib.load(image_path)
-        prediction = predict(loaded.network, image_path)
-        data = prediction.label.astype(np.uint8) if self.output == "label" else prediction.disagreement.astype(np.float32)
-        result = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
-        nib.save(nib.Nifti1Image(data, image.affine), result)
-        return result, _summary(prediction, loaded.version)
+        # The cascade: liver ROI on the working grid, K prompts inside it, result on the image's own grid.
+        result = segment_volume(loaded.network, request["image"])
+        data = result.label_on_original() if self.output == "label" else result.disagreement_on_original()
+        path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
+        nib.save(nib.Nifti1Image(data, result.original_affine), path)
+        return path, _summary(result, loaded.version)
 
 
-def _summary(prediction: Prediction, version: str) -> dict[str, Any]:
+def _summary(result: VolumePrediction, version: str) -> dict[str, Any]:
+    prediction = result.prediction
     foreground = prediction.foreground_any
-    return {
+    summary = {
         "model_version": version,
         "mean_disagreement": float(prediction.disagreement[foreground].mean()) if foreground.any() else 0.0,
         "foreground_voxels": int(foreground.sum()),
+        "liver_found": result.roi.found,
+        "roi": {"start": list(result.roi.box.start), "stop": list(result.roi.box.stop), "liver_ml": round(result.roi.liver_ml, 1)},
         "outputs": ["slpt", "slpt_uncertainty"],
     }
+    if not result.roi.found:
+        summary["warning"] = "the backbone found no liver: the whole volume was segmented"
+    return summary

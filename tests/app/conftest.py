@@ -9,9 +9,11 @@ import pytest
 
 from sqlalchemy.orm import Session
 
+from app.settings import AppSettings
 from bench.serverproc import ServerProcess, free_port, running_server, slpt_serve_command
 from db.engine import create_db_engine, default_db_url, session_factory
 from models.backbone import BackboneConfig, build_backbone, save_backbone
+from models.cascade import CascadeConfig
 from tests.pg import postgres_unavailable_reason, temporary_database
 
 
@@ -23,10 +25,20 @@ def served_cohort(tiny_cohort: Path, tmp_path_factory) -> Path:
     return studies
 
 
+#: The tiny cohort's volumes are 16³ voxels of about 25 mm: its working grid is about its own grid, so the
+#: cascade's geometry runs for real at a size the tests can afford.
+TINY_GEOMETRY = {"spacing": "24", "coarse_spacing": "48", "roi_margin_mm": "24"}
+
+
+def tiny_cascade() -> CascadeConfig:
+    return AppSettings.from_conf(TINY_GEOMETRY).cascade()
+
+
 @contextmanager
 def start_server(studies: Path, logs: Path, **conf: str) -> Iterator[ServerProcess]:
-    """Our MONAI Label server, started for real (`slpt serve`) on a free loopback port."""
+    """Our MONAI Label server, started for real (`slpt serve`) on a free loopback port, at the tiny geometry."""
     port = free_port()
+    conf = {**TINY_GEOMETRY, **conf}
     with running_server(slpt_serve_command(studies, port, conf), log_path=logs / f"server-{port}.log", port=port) as proc:
         yield proc
 

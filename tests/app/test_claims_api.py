@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from db.engine import create_db_engine, session_factory
 from db.schema import Assignment
-from sim.synth import generate_cohort
+from cohort.synth import generate_cohort
 from tests.app.conftest import database_url, start_server
 
 CLIENTS = 32

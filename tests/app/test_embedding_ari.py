@@ -27,10 +27,13 @@ from models.backbone import BackboneConfig, build_backbone, save_backbone
 from models.embedding import embedding_blocks
 from cohort.msd import load_msd
 from cohort.synth import generate_cohort
+from models.cascade import CascadeConfig
 from strategies import TESLA, strategy_for_embeddings
 
 CASES, SIZE, COHORT_SEED = 80, 32, 1  # 80 cases give all four groups (40/25/20/15 %) 12+ members
 MIN_ARI = 0.3
+#: 32³ volumes have ~12 mm pixels: embed them on a grid of about their own resolution.
+GEOMETRY = CascadeConfig(spacing=(12.0, 12.0, 12.0), coarse_spacing=(12.0, 12.0, 12.0))
 
 
 def test_kmeans_on_stored_embeddings_recovers_the_acquisition_groups(tmp_path: Path):
@@ -57,7 +60,7 @@ def test_kmeans_on_stored_embeddings_recovers_the_acquisition_groups(tmp_path: P
         save_backbone(build_backbone(config), config, tmp_path / "backbone.pt")
         store = ModelStore(datastore.sessions, folder=tmp_path / "models", backbone_path=tmp_path / "backbone.pt")
 
-        assert compute_missing_embeddings(datastore, store, SIZE) == CASES
+        assert compute_missing_embeddings(datastore, store, GEOMETRY) == CASES
         with datastore.sessions() as session:
             ids, embeddings = load_embeddings(session, embedding_key(store))
         blocks = embedding_blocks(store.backbone()[0])

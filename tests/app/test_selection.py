@@ -35,11 +35,11 @@ from db.model_versions import record_model_version
 from db.rounds import current_round, round_image_ids
 from db.scores import load_embeddings, store_scores
 from models.embedding import embedding_blocks
+from tests.app.conftest import tiny_cascade
 from strategies import STRATEGIES, Random, organ_fraction, select_round
 from strategies.uncertainty import SCORE_METHODS
 
 ROUND = 4
-EMBED_SIZE = 16
 
 
 @dataclass
@@ -87,7 +87,7 @@ def embedded_db(tiny_cohort: Path, backbone_file: Path, tmp_path_factory) -> Pat
         datastore = _datastore(engine, tiny_cohort, folder)
         datastore.refresh()
         store = ModelStore(datastore.sessions, folder=folder / "models", backbone_path=backbone_file)
-        assert compute_missing_embeddings(datastore, store, EMBED_SIZE) == 24
+        assert compute_missing_embeddings(datastore, store, tiny_cascade()) == 24
     finally:
         engine.dispose()
     return folder / "slpt.db"
@@ -99,7 +99,7 @@ def selection(embedded_db: Path, tiny_cohort: Path, backbone_file: Path, tmp_pat
     engine = create_db_engine(f"sqlite:///{tmp_path / 'slpt.db'}")
     datastore = _datastore(engine, tiny_cohort, tmp_path)
     store = ModelStore(datastore.sessions, folder=tmp_path / "models", backbone_path=backbone_file)
-    builder = RoundBuilder(datastore, store, configured_size=ROUND, embed_size=EMBED_SIZE)
+    builder = RoundBuilder(datastore, store, configured_size=ROUND, cascade=tiny_cascade())
     yield Selection(datastore, store, builder)
     for thread in list(builder._building.values()):
         thread.join(60)

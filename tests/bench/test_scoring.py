@@ -38,9 +38,9 @@ def table_rows(report: str) -> dict[str, dict[str, str]]:
 
 def test_bench_scoring_end_to_end(tmp_path: Path):
     out = tmp_path / "results" / "s.md"
-    # A 16³ working resolution keeps the run short; the default is the model's roi_size.
-    run = slpt("bench", "scoring", "--volumes", "2", "--size", "16", "--roi", "16", "--warmup", "1", "--device", "cpu",
-               "--out", str(out))
+    # 16³ volumes of ~25 mm voxels at a 24 mm working spacing and a 16³ window keep the run short.
+    run = slpt("bench", "scoring", "--volumes", "2", "--size", "16", "--roi", "16", "--spacing", "24", "--warmup", "1",
+               "--device", "cpu", "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     report = out.read_text()
     assert report.strip() in run.stdout  # printed and written alike

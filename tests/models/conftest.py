@@ -13,6 +13,8 @@ torch.set_num_threads(1)
 #: Tiny UNet: 3 stages, down-sampling factor 4, so 16³ volumes work.
 TINY = BackboneConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, out_channels=3)
 ROI = (16, 16, 16)
+#: The cascade at the scale of these 1 mm test volumes (the product's defaults are 2.5 mm and 5 mm).
+GEOMETRY = {"spacing": (1.0, 1.0, 1.0), "coarse_spacing": (2.0, 2.0, 2.0), "roi_margin_mm": 3.0}
 
 
 def make_case(

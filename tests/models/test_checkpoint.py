@@ -9,13 +9,13 @@ from models.backbone import build_backbone
 from models.checkpoint import load_slpt, read_slpt_payload, save_slpt
 from models.errors import CheckpointError, ModelError
 from models.slpt import SLPTConfig, SLPTNet
-from tests.models.conftest import ROI, TINY
+from tests.models.conftest import GEOMETRY, ROI, TINY
 
 
 def trained_like(mode: str = "prompt") -> SLPTNet:
     """A tiny model with non-trivial tunable tensors (as if trained)."""
     torch.manual_seed(0)
-    model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI, prompt_stages=(1, 2), mode=mode))
+    model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI, **GEOMETRY, prompt_stages=(1, 2), mode=mode))
     with torch.no_grad():
         for p in model.tunable_parameters():
             p.add_(torch.randn_like(p) * 0.5)

@@ -7,17 +7,22 @@ import pytest
 import torch
 
 from models.backbone import build_backbone
+from models.cascade import CascadeConfig
 from models.embedding import PERCENTILES, embedding_blocks, volume_embedding
 from models.inference import pairwise_js_divergence, predict
 from models.slpt import SLPTConfig, SLPTNet
-from tests.models.conftest import ROI, TINY, make_case
+from tests.models.conftest import GEOMETRY, ROI, TINY, make_case
+
+
+#: The embedding of a 20³ 1 mm test volume on a 1 mm coarse grid: the pass sees the volume as it is.
+EMBED_GEOMETRY = CascadeConfig(spacing=(1.0, 1.0, 1.0), coarse_spacing=(1.0, 1.0, 1.0))
 
 
 @pytest.fixture(scope="module")
 def open_model() -> SLPTNet:
     """A tiny prompt model whose gates are open, so its prompts disagree."""
     torch.manual_seed(0)
-    model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI))
+    model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI, **GEOMETRY))
     with torch.no_grad():
         for fpu in model.fpus.values():
             fpu.gate.normal_(0.0, 2.0)
@@ -59,14 +64,14 @@ def test_embedding_shape_determinism_and_sensitivity_to_acquisition():
     torch.manual_seed(0)
     backbone = build_backbone(TINY)
     image, _ = make_case(3, size=20)
-    first = volume_embedding(backbone, image, size=(16, 16, 16))
-    second = volume_embedding(backbone, image, size=(16, 16, 16))
+    first = volume_embedding(backbone, image, cfg=EMBED_GEOMETRY)
+    second = volume_embedding(backbone, image, cfg=EMBED_GEOMETRY)
     blocks = (2 * sum(TINY.channels), 2 + len(PERCENTILES) + 1, 2 + len(PERCENTILES), 1)
     assert embedding_blocks(backbone) == blocks
     assert first.shape == (sum(blocks),) and first.dtype == np.float32
     np.testing.assert_array_equal(first, second)
     assert np.isfinite(first).all()
-    noisier = volume_embedding(backbone, make_case(3, size=20, noise=60.0)[0], size=(16, 16, 16))
+    noisier = volume_embedding(backbone, make_case(3, size=20, noise=60.0)[0], cfg=EMBED_GEOMETRY)
     conv_stats = slice(0, 2 * sum(TINY.channels))
     assert not np.allclose(first[conv_stats], noisier[conv_stats], rtol=1e-3)
     assert noisier[-1] > 2 * first[-1] > 0  # the noise-level block follows the image noise (60 vs 20 HU)
@@ -75,7 +80,7 @@ def test_embedding_shape_determinism_and_sensitivity_to_acquisition():
 
 def test_finetuned_model_predicts_without_disagreement():
     torch.manual_seed(0)
-    model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI, mode="finetune"))
+    model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI, **GEOMETRY, mode="finetune"))
     prediction = predict(model, make_case(9)[0])
     assert prediction.mean_prob.shape == (3, 16, 16, 16)
     assert not prediction.disagreement.any()

@@ -36,15 +36,20 @@ def test_pretraining_writes_a_loadable_backbone_that_segments(tmp_path):
         tmp_path / "up", tmp_path / "out" / "backbone.pt",
         BackboneConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, out_channels=9),
         epochs=15, progress=lambda step, total, loss: calls.append((step, total)),
-        schedule=PretrainConfig(patch_size=(16, 16, 16), batch_size=2, lr=1e-2),
+        schedule=PretrainConfig(
+            patch_size=(16, 16, 16), batch_size=2, lr=1e-2, spacing=(1.0, 1.0, 1.0), coarse_spacing=(2.0, 2.0, 2.0)
+        ),
     )
     print(
         f"\ntiny pre-training: {metrics['steps']} steps, {metrics['train_time_s']:.1f} s, "
         f"val Dice {metrics['val_dice']}"
     )
     assert metrics["num_train"] == 4 and metrics["num_val"] == 1
-    assert calls[-1] == (metrics["steps"], metrics["steps"]) == (30, 30)
+    # One patch per case and grid (working and coarse) per epoch: 15 epochs x 8 / batch 2.
+    assert calls[-1] == (metrics["steps"], metrics["steps"]) == (60, 60)
     assert metrics["val_dice"]["liver"] > 0.5
+    assert metrics["val_dice_coarse"]["liver"] > 0.5
+    assert metrics["spacing"] == [1.0, 1.0, 1.0] and metrics["coarse_spacing"] == [2.0, 2.0, 2.0]
     backbone, cfg = load_backbone(tmp_path / "out" / "backbone.pt")
     assert cfg.out_channels == 2  # taken from dataset.json, not the 9 passed in
     saved = json.loads((tmp_path / "out" / "backbone.json").read_text())

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from models.backbone import BackboneConfig, build_backbone, save_backbone
-from sim.synth import generate_cohort
+from cohort.synth import generate_cohort
 
 torch.set_num_threads(1)
 

@@ -2,7 +2,7 @@
 
 An MSD task folder holds ``imagesTr/*.nii.gz``, ``labelsTr/*.nii.gz`` (same file names) and a
 ``dataset.json`` with the label map and the list of training pairs. Real MSD Task03 Liver and LiTS
-converted to that layout load with :func:`load_msd`, as do the synthetic cohorts of :mod:`sim.synth`.
+converted to that layout load with :func:`load_msd`, as do the synthetic cohorts of :mod:`cohort.synth`.
 The synthetic cohorts also record each case's acquisition group, in ``dataset.json`` under
 ``"slpt_groups"`` and in a sidecar ``groups.csv`` (columns ``case,group``).
 """

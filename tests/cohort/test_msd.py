@@ -1,4 +1,4 @@
-"""Tests of the MSD-layout loader and writer (sim.msd) on generated folders, on a folder without
+"""Tests of the MSD-layout loader and writer (cohort.msd) on generated folders, on a folder without
 dataset.json (LiTS converted to MSD layout) and on a real-MSD-like dataset.json."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from sim.msd import DEFAULT_LABELS, CohortError, load_msd, write_nifti_gz
-from sim.synth import generate_cohort
+from cohort.msd import DEFAULT_LABELS, CohortError, load_msd, write_nifti_gz
+from cohort.synth import generate_cohort
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
 """Synthetic abdominal-CT cohort in MSD layout (docs/design.md, "Synthetic cohort").
 
-Each case is a ``size``³ CT-like volume in Hounsfield units (int16) drawn by :mod:`sim.phantom`, with
+Each case is a ``size``³ CT-like volume in Hounsfield units (int16) drawn by :mod:`cohort.phantom`, with
 labels 0 background, 1 liver, 2 tumour — or, for the upstream pre-training cohort, 1 liver (lesions
 included), 2 spleen, 3 kidney. Files: ``imagesTr/case_0000.nii.gz``, ``labelsTr/case_0000.nii.gz``,
 ``dataset.json`` (MSD keys plus ``slpt_groups``) and ``groups.csv``.
 
 Randomness: case ``i`` draws only from ``default_rng([seed, case_stream, i])``, so a case is the same
 whatever the cohort size. Groups and tumour-free cases are dealt per block of
-:data:`~sim.acquisition.BLOCK_CASES` consecutive cases — exact 8/5/4/3 group counts and 2 tumour-free
+:data:`~cohort.acquisition.BLOCK_CASES` consecutive cases — exact 8/5/4/3 group counts and 2 tumour-free
 cases (10 %) per block, shuffled by ``default_rng([seed, block_stream, block])`` — so even small
 cohorts have the intended, unequal mix. The upstream cohort uses other streams than the downstream one,
 so the same seed never gives the pre-training network the downstream volumes.
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sim.acquisition import BLOCK_CASES, AcquisitionGroup, block_slots
-from sim.msd import CohortError, write_msd_index, write_nifti_gz
-from sim.phantom import render_case
+from cohort.acquisition import BLOCK_CASES, AcquisitionGroup, block_slots
+from cohort.msd import CohortError, write_msd_index, write_nifti_gz
+from cohort.phantom import render_case
 
 __all__ = ["CohortError", "generate_cohort", "case_plan", "case_rng", "TUMOUR_LABELS", "ORGAN_LABELS"]
 
@@ -98,8 +98,8 @@ def generate_cohort(
     kind = "organs (upstream pre-training)" if upstream else "liver and tumour"
     description = {
         "name": f"SLPT synthetic abdominal CT, {kind}",
-        "description": f"Synthetic {size}^3 CT-like volumes in HU with acquisition groups, made by sim.synth",
-        "reference": "sim.synth (synthetic, no patient data)",
+        "description": f"Synthetic {size}^3 CT-like volumes in HU with acquisition groups, made by cohort.synth",
+        "reference": "cohort.synth (synthetic, no patient data)",
         "licence": "CC0",
         "release": "1.0",
         "slpt_generator": {"seed": seed, "size": size, "cases": cases, "upstream": upstream},

@@ -43,7 +43,7 @@ class AcquisitionGroup:
     lesion_rim_hu: float  # extra enhancement of a lesion's rim (capsule / peripheral enhancement)
 
 
-# Order is the order of the slots inside one block of BLOCK_CASES cases (see sim.synth).
+# Order is the order of the slots inside one block of BLOCK_CASES cases (see cohort.synth).
 GROUPS: tuple[AcquisitionGroup, ...] = (
     AcquisitionGroup(
         name="portal_venous", frequency=0.40, z_coverage_mm=330.0, noise_hu=11.0, kernel_sigma_vox=0.6,

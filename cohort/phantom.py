@@ -1,6 +1,6 @@
 """One synthetic abdominal CT case: anatomy in patient millimetres, HU painting, scanner model.
 
-Anatomy is drawn in patient mm (see :mod:`sim.shapes`; ``sup`` = 0 at the level of the liver's centre)
+Anatomy is drawn in patient mm (see :mod:`cohort.shapes`; ``sup`` = 0 at the level of the liver's centre)
 and sampled on the voxel grid that the NIfTI affine describes, so header geometry and content agree:
 a smaller pixel spacing shows a larger body, a longer z coverage shows more of the pelvis.
 
@@ -12,7 +12,7 @@ distractors a tumour model must learn to ignore. Lesions (0–5) are painted ins
 
 Per-case variation: body habitus and position, organ size/shape/position, fatty liver (12 %),
 gallbladder present (75 %), lesion count, size, shape, texture and contrast. Per-group variation
-(phase, noise, kernel, coverage) comes from :class:`sim.acquisition.AcquisitionGroup`.
+(phase, noise, kernel, coverage) comes from :class:`cohort.acquisition.AcquisitionGroup`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from sim.acquisition import AcquisitionGroup
-from sim.shapes import (
+from cohort.acquisition import AcquisitionGroup
+from cohort.shapes import (
     GAUSSIAN_TRUNCATE,
     Grid,
     depth_mm,

@@ -1,4 +1,4 @@
-"""Tests of the synthetic cohort generator (sim.synth, sim.phantom): layout, labels, geometry,
+"""Tests of the synthetic cohort generator (cohort.synth, cohort.phantom): layout, labels, geometry,
 heterogeneity, determinism, bad input. Volumes are tiny (8³–32³) to stay fast on 2 CPU cores."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sim.acquisition import GROUPS
-from sim.msd import load_msd
-from sim.phantom import render_case
-from sim.synth import ORGAN_LABELS, CohortError, case_plan, case_rng, generate_cohort
+from cohort.acquisition import GROUPS
+from cohort.msd import load_msd
+from cohort.phantom import render_case
+from cohort.synth import ORGAN_LABELS, CohortError, case_plan, case_rng, generate_cohort
 
 GROUP_NAMES = {group.name for group in GROUPS}
 

@@ -1,0 +1,254 @@
+"""Physical-space geometry: one path from an image file to the working grid, and from the working grid back.
+
+Every consumer — training, inference, scoring, embeddings, pre-training and the simulator — loads volumes with
+:func:`load_image` / :func:`load_label` and resamples them with :func:`to_spacing`: MONAI's ``LoadImage`` (NIfTI
+through nibabel, NRRD/MHA/NRRD-seg through :class:`SimpleITKReader`), ``Orientation`` to RAS and ``Spacing`` to a
+fixed spacing in millimetres. Results go back to an image's own voxel grid with :func:`resample_to_grid`, which maps
+through the affines (an exact inverse in physical space, whatever the original orientation or obliquity).
+See docs/design.md, "Geometry and the liver-ROI cascade".
+
+Arrays are channel-first MONAI ``MetaTensor`` s: (C, X, Y, Z) in the file's voxel order, ``.affine`` a (4, 4)
+voxel-to-RAS-millimetre matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import ImageReader, MetaTensor
+from monai.transforms import LoadImage, Orientation, ScaleIntensityRange, SpatialResample, Spacing
+
+from models.errors import ModelError
+
+#: Default working spacing (mm) of the prompt-tuned model: lesions of 5 mm radius are 2 voxels across.
+WORKING_SPACING: tuple[float, float, float] = (2.5, 2.5, 2.5)
+#: Default spacing (mm) of the cascade's first stage, which only has to find the liver.
+COARSE_SPACING: tuple[float, float, float] = (5.0, 5.0, 5.0)
+#: Abdominal soft-tissue window in Hounsfield units; values outside are clipped.
+HU_WINDOW: tuple[float, float] = (-200.0, 250.0)
+
+Source = str | Path | MetaTensor | np.ndarray
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+class SimpleITKReader(ImageReader):
+    """MONAI image reader backed by SimpleITK (NRRD, MHA and whatever else SimpleITK reads).
+
+    SimpleITK reports geometry in LPS; the affine handed to MONAI is converted to RAS, the convention of the
+    nibabel reader, so both readers give the same ``MetaTensor`` for the same image.
+    """
+
+    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
+        names = [filename] if isinstance(filename, (str, Path)) else list(filename)
+        return all(str(n).lower().endswith(_SITK_SUFFIXES) for n in names)
+
+    def read(self, data: Sequence[str] | str, **kwargs: Any) -> Any:
+        import SimpleITK as sitk
+
+        names = [data] if isinstance(data, (str, Path)) else list(data)
+        images = [sitk.ReadImage(str(n)) for n in names]
+        return images[0] if len(images) == 1 else images
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        import SimpleITK as sitk
+
+        if isinstance(img, list):
+            raise ModelError("SimpleITKReader reads one file at a time")
+        # GetArrayFromImage gives (Z, Y, X) [, components]; MONAI's voxel order is (X, Y, Z).
+        array = sitk.GetArrayFromImage(img)
+        spatial = img.GetDimension()
+        array = np.transpose(array, tuple(reversed(range(spatial))) + tuple(range(spatial, array.ndim)))
+        direction = np.array(img.GetDirection(), dtype=np.float64).reshape(spatial, spatial)
+        spacing = np.array(img.GetSpacing(), dtype=np.float64)
+        affine = np.eye(4)
+        affine[:spatial, :spatial] = direction * spacing
+        affine[:spatial, 3] = img.GetOrigin()
+        affine = _LPS_TO_RAS @ affine
+        meta = {
+            "affine": affine,
+            "original_affine": affine.copy(),
+            "spatial_shape": np.array(array.shape[:spatial]),
+            "original_channel_dim": float("nan") if array.ndim == spatial else -1,
+            "space": "RAS",
+        }
+        return array, meta
+
+
+def _reader_for(path: Path) -> ImageReader | str:
+    return SimpleITKReader() if path.name.lower().endswith(_SITK_SUFFIXES) else "NibabelReader"
+
+
+def load_image(source: Source, affine: np.ndarray | None = None, dtype: Any = torch.float32) -> MetaTensor:
+    """A 3D volume as a (1, X, Y, Z) ``MetaTensor`` with its RAS affine.
+
+    Args:
+        source: a file path (NIfTI, NRRD, MHA), a ``MetaTensor`` ((X, Y, Z) or (1, X, Y, Z)), or a bare (X, Y, Z)
+            array, which gets ``affine`` (default: identity, 1 mm voxels).
+        affine: only for bare arrays.
+        dtype: element type of the result.
+
+    Raises:
+        ModelError: missing or unreadable file, or data that is not 3D (trailing singleton axes are dropped).
+    """
+    if isinstance(source, MetaTensor):
+        volume = source
+    elif isinstance(source, np.ndarray):
+        volume = MetaTensor(torch.as_tensor(np.asarray(source)), affine=torch.as_tensor(
+            np.eye(4) if affine is None else affine, dtype=torch.float64))
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ModelError(f"volume not found: {path}")
+        try:
+            volume = LoadImage(reader=_reader_for(path), image_only=True)(str(path))
+        except Exception as exc:  # readers raise many unrelated types for bad files
+            raise ModelError(f"cannot read volume {path}: {exc}") from exc
+    while volume.ndim > 3 and volume.shape[-1] == 1:
+        volume = volume[..., 0]
+    if volume.ndim == 4 and volume.shape[0] == 1:
+        volume = volume[0]
+    if volume.ndim != 3:
+        raise ModelError(f"expected a 3D volume, got shape {tuple(volume.shape)}")
+    out = volume.unsqueeze(0).to(dtype)
+    if not isinstance(out, MetaTensor):  # slicing a MetaTensor keeps it one; a plain tensor would not
+        out = MetaTensor(out, affine=volume.affine)
+    return out
+
+
+def load_label(source: Source, affine: np.ndarray | None = None) -> MetaTensor:
+    """A label map as a (1, X, Y, Z) int64 ``MetaTensor`` (values rounded to the nearest integer)."""
+    label = load_image(source, affine, dtype=torch.float32)
+    return label.round().to(torch.int64)
+
+
+def to_spacing(volume: MetaTensor, spacing: Sequence[float], mode: str = "bilinear") -> MetaTensor:
+    """Reorient ``volume`` (C, X, Y, Z) to RAS and resample it to ``spacing`` mm.
+
+    ``mode`` is "bilinear" for images (trilinear in 3D) and "nearest" for label maps. The result keeps the
+    physical extent; its affine is diagonal up to the original obliquity.
+    """
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ModelError(f"spacing needs 3 positive entries in mm, got {tuple(spacing)}")
+    dtype = volume.dtype
+    oriented = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(volume.float())
+    resampled = Spacing(pixdim=tuple(float(s) for s in spacing), mode=mode, padding_mode="border")(oriented)
+    return resampled.round().to(dtype) if mode == "nearest" else resampled
+
+
+def window_hu(volume: torch.Tensor | np.ndarray, window: Sequence[float] = HU_WINDOW) -> torch.Tensor:
+    """Clip HU to ``window`` and scale linearly to [0, 1] (MONAI ``ScaleIntensityRange``); same shape, float32."""
+    low, high = float(window[0]), float(window[1])
+    if not high > low:
+        raise ModelError(f"HU window must satisfy low < high, got {tuple(window)}")
+    scale = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True, dtype=torch.float32)
+    return scale(torch.as_tensor(volume, dtype=torch.float32))
+
+
+def affine_of(volume: MetaTensor) -> np.ndarray:
+    """The (4, 4) voxel-to-RAS affine of a ``MetaTensor`` as float64 numpy."""
+    return np.asarray(volume.affine, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box of voxels ``[start, stop)`` on some grid, per spatial axis."""
+
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(b - a) for a, b in zip(self.start, self.stop))
+
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(int(a), int(b)) for a, b in zip(self.start, self.stop))
+
+    def crop(self, volume: MetaTensor) -> MetaTensor:
+        """(C, *grid) -> (C, *box) with the affine moved to the box's first voxel."""
+        cropped = volume[(slice(None), *self.slices())]
+        shifted = affine_of(volume) @ _translation(self.start)
+        return MetaTensor(cropped.as_tensor() if isinstance(cropped, MetaTensor) else cropped,
+                          affine=torch.as_tensor(shifted))
+
+    def contains(self, other: Box) -> bool:
+        return all(a <= c and d <= b for a, b, c, d in zip(self.start, self.stop, other.start, other.stop))
+
+    @classmethod
+    def whole(cls, shape: Sequence[int]) -> Box:
+        return cls((0, 0, 0), tuple(int(s) for s in shape[-3:]))
+
+    @classmethod
+    def of_mask(cls, mask: np.ndarray) -> Box | None:
+        """Tight box around the True voxels of an (X, Y, Z) mask; None when empty."""
+        hits = np.argwhere(mask)
+        if not len(hits):
+            return None
+        return cls(tuple(int(v) for v in hits.min(axis=0)), tuple(int(v) + 1 for v in hits.max(axis=0)))
+
+    def union(self, other: Box) -> Box:
+        return Box(tuple(min(a, b) for a, b in zip(self.start, other.start)),
+                   tuple(max(a, b) for a, b in zip(self.stop, other.stop)))
+
+
+def _translation(offset: Sequence[int]) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
+
+
+def box_on_grid(
+    src_box: Box, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: Sequence[int], margin_mm: float = 0.0
+) -> Box:
+    """The box of a grid (``dst_affine``, ``dst_shape``) covering ``src_box`` of another grid plus ``margin_mm``.
+
+    Works through physical space: the 8 corners of the source box (voxel edges, not centres) are mapped to
+    the destination grid, the covering integer box is grown by the margin and clipped to the grid.
+    """
+    corners = np.array([[a - 0.5 if c == 0 else b - 0.5 for c, a, b in zip(bits, src_box.start, src_box.stop)]
+                        for bits in np.ndindex(2, 2, 2)], dtype=np.float64)
+    to_dst = np.linalg.inv(dst_affine) @ src_affine
+    mapped = (to_dst[:3, :3] @ corners.T).T + to_dst[:3, 3]
+    spacing = np.linalg.norm(dst_affine[:3, :3], axis=0)
+    grow = margin_mm / spacing
+    start = np.floor(mapped.min(axis=0) - grow + 0.5).astype(int)
+    stop = np.ceil(mapped.max(axis=0) + grow + 0.5).astype(int)
+    shape = np.asarray(dst_shape[-3:])
+    return Box(tuple(np.clip(start, 0, shape).tolist()), tuple(np.clip(stop, 0, shape).tolist()))
+
+
+def resample_to_grid(
+    data: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: Sequence[int], mode: str = "bilinear"
+) -> torch.Tensor:
+    """Resample (C, *src) data on ``src_affine`` onto the grid (``dst_affine``, ``dst_shape``): -> (C, *dst_shape).
+
+    Voxels of the destination that lie outside the source get 0 (background for probabilities and labels).
+    """
+    source = MetaTensor(torch.as_tensor(data).float(), affine=torch.as_tensor(src_affine, dtype=torch.float64))
+    out = SpatialResample(mode=mode, padding_mode="zeros")(
+        source, dst_affine=torch.as_tensor(dst_affine, dtype=torch.float64), spatial_size=tuple(int(s) for s in dst_shape)
+    )
+    return torch.as_tensor(out.as_tensor() if isinstance(out, MetaTensor) else out)
+
+
+def map_to_grid(
+    values: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: Sequence[int],
+    mode: str = "bilinear",
+) -> tuple[torch.Tensor, Box]:
+    """Map (C, *roi) values on ``src_affine`` onto the part of a destination grid that they cover.
+
+    Only the covered box of the destination is resampled, so a small ROI on a large original image costs what
+    the ROI costs. Returns (values (C, *box.shape) on that box, the box); box voxels beyond the source's edge
+    are 0 in every channel.
+    """
+    dst_shape = tuple(int(s) for s in dst_shape[-3:])
+    box = box_on_grid(Box.whole(values.shape[1:]), src_affine, dst_affine, dst_shape)
+    if min(box.shape) == 0:
+        return torch.zeros((values.shape[0], *box.shape)), box
+    box_affine = dst_affine @ _translation(box.start)
+    return resample_to_grid(values, src_affine, box_affine, box.shape, mode=mode), box

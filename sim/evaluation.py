@@ -1,0 +1,52 @@
+"""Test-set Dice of a trained network on the prepared cohort, as the server's cascade would segment it.
+
+Per test case, one forward pass of all K prompts over the case's inference ROI (:class:`sim.prepared.PreparedCohort`);
+the prediction is the argmax of the mean of the K softmax maps. Labelled voxels outside the ROI count as missed.
+Liver Dice is over the whole liver (labels >= 1, tumour included, the LiTS convention); tumour Dice per case is
+averaged over the test cases that have tumour; global tumour Dice pools all test voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.inference import prompt_probabilities
+from models.slpt import SLPTNet
+from sim.prepared import LIVER, TUMOUR, PreparedCohort
+
+
+def dice(overlap: int, predicted: int, truth: int) -> float:
+    """2|P ∩ T| / (|P| + |T|); 1.0 when both are empty."""
+    return 2.0 * overlap / (predicted + truth) if predicted + truth else 1.0
+
+
+def evaluate(network: SLPTNet, cohort: PreparedCohort, test: list[int]) -> tuple[dict[str, float], list[dict]]:
+    """-> (summary {tumour_dice, tumour_dice_global, liver_dice, group -> tumour Dice}, per-case rows)."""
+    per_case = []
+    pooled = np.zeros(3, dtype=np.int64)  # tumour overlap, predicted, truth over all test cases
+    has_tumour = cohort.has_tumour()
+    for i in test:
+        prediction = prompt_probabilities(network, cohort.roi_image(i)).mean(dim=0).argmax(dim=0).numpy()
+        label = cohort.roi_label(i)
+        tumour = _counts(prediction == TUMOUR, label == TUMOUR, int(cohort.outside_tumour[i]))
+        liver = _counts(prediction >= LIVER, label >= LIVER, int(cohort.outside_liver[i]))
+        pooled += tumour
+        per_case.append({
+            "case": cohort.names[i], "group": cohort.groups[i] or "", "has_tumour": int(has_tumour[i]),
+            "tumour_dice": dice(*tumour) if has_tumour[i] else float("nan"), "liver_dice": dice(*liver),
+        })
+    tumour_cases = [c["tumour_dice"] for c in per_case if c["has_tumour"]]
+    summary = {
+        "tumour_dice": float(np.mean(tumour_cases)) if tumour_cases else float("nan"),
+        "tumour_dice_global": dice(*pooled),
+        "liver_dice": float(np.mean([c["liver_dice"] for c in per_case])),
+    }
+    for group in sorted({c["group"] for c in per_case if c["group"]}):
+        values = [c["tumour_dice"] for c in per_case if c["group"] == group and c["has_tumour"]]
+        summary[group] = float(np.mean(values)) if values else float("nan")
+    return summary, per_case
+
+
+def _counts(prediction: np.ndarray, truth: np.ndarray, truth_outside: int) -> np.ndarray:
+    """(overlap, predicted, truth) voxel counts; truth outside the ROI was never predicted."""
+    return np.array([int((prediction & truth).sum()), int(prediction.sum()), int(truth.sum()) + truth_outside])
