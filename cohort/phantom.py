@@ -77,19 +77,53 @@ class Phantom:
         return labels
 
 
-def render_case(rng: np.random.Generator, group: AcquisitionGroup, size: int, with_tumour: bool) -> Phantom:
-    """Draw one case of acquisition ``group`` on a ``size``³ grid; 1–5 lesions if ``with_tumour``."""
-    return _CaseBuilder(rng, group, size).build(with_tumour)
+def render_case(
+    rng: np.random.Generator, group: AcquisitionGroup, size: int, with_tumour: bool,
+    shape: tuple[int, int, int] | None = None, spacing: tuple[float, float, float] | None = None,
+) -> Phantom:
+    """Draw one case of acquisition ``group`` on a ``size``³ grid; 1–5 lesions if ``with_tumour``.
+
+    ``shape`` (X, Y, Z) and ``spacing`` (dx, dy, dz mm, dx = dy) render it on another grid instead (see
+    :func:`draw_grid`). The random fields are drawn per voxel, so on another grid the same ``rng`` gives
+    another case of the same kind (same group, same lesion plan), not the cubic case resampled.
+    """
+    return _CaseBuilder(rng, group, size, shape, spacing).build(with_tumour)
 
 
-def draw_grid(rng: np.random.Generator, group: AcquisitionGroup, size: int) -> Grid:
+def draw_grid(
+    rng: np.random.Generator, group: AcquisitionGroup, size: int,
+    shape: tuple[int, int, int] | None = None, spacing: tuple[float, float, float] | None = None,
+) -> Grid:
     """Scan geometry: a 512² matrix at 0.7–0.9 mm resampled to ``size`` pixels; z coverage by group.
 
     The top slice lies 110–150 mm above the liver's centre, over the diaphragm, as in a liver protocol.
+    A non-cubic ``shape`` (X, Y, Z) resamples the same scan to X pixels across and Z slices (``size`` is then
+    unused); ``spacing`` (dx, dy, dz) mm, with square pixels dx = dy, replaces the drawn pixel and slice
+    spacing. The same three numbers are drawn from ``rng`` either way (a cubic ``shape`` without ``spacing``
+    gives exactly the default grid).
+
+    Raises:
+        ValueError: a ``shape`` that is not 3 positive sizes, or a ``spacing`` that is not 3 positive mm
+            with dx = dy.
     """
-    pixel_mm = 512 * rng.uniform(0.7, 0.9) / size
-    slice_mm = group.z_coverage_mm * rng.uniform(0.93, 1.07) / size
-    return Grid.axial(size, pixel_mm, slice_mm, top_sup_mm=rng.uniform(110.0, 150.0))
+    pixel_draw = rng.uniform(0.7, 0.9)
+    slice_draw = rng.uniform(0.93, 1.07)
+    top_sup_mm = rng.uniform(110.0, 150.0)
+    if shape is None and spacing is None:
+        pixel_mm = 512 * pixel_draw / size
+        slice_mm = group.z_coverage_mm * slice_draw / size
+        return Grid.axial(size, pixel_mm, slice_mm, top_sup_mm=top_sup_mm)
+    grid_shape = (size, size, size) if shape is None else tuple(int(n) for n in shape)
+    if len(grid_shape) != 3 or min(grid_shape) < 1:
+        raise ValueError(f"shape needs 3 positive sizes (X, Y, Z), got {shape!r}")
+    if spacing is None:
+        pixel_mm = 512 * pixel_draw / grid_shape[0]
+        slice_mm = group.z_coverage_mm * slice_draw / grid_shape[2]
+    else:
+        if len(spacing) != 3 or min(spacing) <= 0 or spacing[0] != spacing[1]:
+            raise ValueError(f"spacing needs 3 positive mm with square pixels (dx = dy), got {spacing!r}")
+        pixel_mm, slice_mm = float(spacing[0]), float(spacing[2])
+    return Grid.axial(size, pixel_mm, slice_mm, top_sup_mm=top_sup_mm, shape=grid_shape)
 
 
 class _CaseBuilder:
@@ -99,10 +133,13 @@ class _CaseBuilder:
     landmarks (patient mm) that later ones need.
     """
 
-    def __init__(self, rng: np.random.Generator, group: AcquisitionGroup, size: int) -> None:
+    def __init__(
+        self, rng: np.random.Generator, group: AcquisitionGroup, size: int,
+        shape: tuple[int, int, int] | None = None, spacing: tuple[float, float, float] | None = None,
+    ) -> None:
         self.rng = rng
         self.group = group
-        self.grid = draw_grid(rng, group, size)
+        self.grid = draw_grid(rng, group, size, shape, spacing)
         self.occupied = np.zeros(self.grid.shape, dtype=bool)
         self.masks: dict[str, np.ndarray] = {}
         self.outline_field = smooth_field(rng, self.grid, 25.0)  # organ outline deformation

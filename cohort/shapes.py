@@ -31,17 +31,20 @@ class Grid:
     affine: np.ndarray  # (4, 4) float64
 
     @classmethod
-    def axial(cls, size: int, pixel_mm: float, slice_mm: float, top_sup_mm: float) -> Grid:
-        """A ``size``³ grid centred on lat = post = 0 whose top slice lies at ``top_sup_mm``.
+    def axial(
+        cls, size: int, pixel_mm: float, slice_mm: float, top_sup_mm: float,
+        shape: tuple[int, int, int] | None = None,
+    ) -> Grid:
+        """A ``size``³ grid (or one of ``shape`` = (X, Y, Z) voxels) centred on lat = post = 0 whose top slice
+        lies at ``top_sup_mm``.
 
         Voxel axes i → patient left, j → posterior, k → superior: RAS diagonal (−dx, −dy, +dz), the
         orientation of an axial DICOM series converted to NIfTI.
         """
-        centre = (size - 1) / 2
-        axis = np.arange(size, dtype=np.float64)
-        lat = (axis - centre) * pixel_mm
-        post = (axis - centre) * pixel_mm
-        sup = top_sup_mm - (size - 1 - axis) * slice_mm
+        nx, ny, nz = (size, size, size) if shape is None else (int(n) for n in shape)
+        lat = (np.arange(nx, dtype=np.float64) - (nx - 1) / 2) * pixel_mm
+        post = (np.arange(ny, dtype=np.float64) - (ny - 1) / 2) * pixel_mm
+        sup = top_sup_mm - (nz - 1 - np.arange(nz, dtype=np.float64)) * slice_mm
         affine = np.array(
             [
                 [-pixel_mm, 0, 0, -lat[0]],

@@ -1,0 +1,666 @@
+"""``slpt bench infer``: time and memory from an image file to a label on its own grid, cascade vs whole volume.
+
+One generated CT of real size (default 512 × 512 × 200 voxels at 0.8 × 0.8 × 2.5 mm, :func:`cohort.phantom.render_case`
+on a non-cubic grid, written as ``.nii.gz``) is segmented by the same prompt-mode :class:`~models.slpt.SLPTNet` in two
+ways (rows), in one run:
+
+- **cascade** (what the server runs): :func:`models.inference.segment_volume` ``(model, path)`` — load, RAS, resample
+  to the working spacing, stage 1 finds the liver ROI on a coarse resample, stage 2 slides the window over the ROI with
+  the K prompts batched — then :meth:`~models.inference.VolumePrediction.label_on_original`;
+- **whole volume**: the same call with ``whole_volume=True`` (no stage 1; the window slides over the whole volume at
+  the same working spacing), then the same ``label_on_original``.
+
+Per row: the time of a request, from the file path to a uint8 label on the image's grid (median and range over
+``repeats`` requests after one untimed warm-up request), and the peak memory of the row's own process (``VmHWM``,
+the resident-set high-water mark; on CUDA also ``torch.cuda.max_memory_allocated``). Each row runs in its own new
+process, forked from a :mod:`multiprocessing` fork server that has only imported torch, MONAI and the models, so one
+row's peak cannot hide the other's. The warm-up request runs the steps of ``segment_volume`` one by one
+(:func:`~models.cascade.to_working`, :func:`~models.inference.roi_of`, :func:`~models.inference.predict`,
+``label_on_original``) to time each phase.
+
+The model: ``SLPTConfig`` defaults (K = 3, ``roi_size`` 48³, working spacing 2.5 mm, stage 1 at 5 mm) over the
+backbone of ``--backbone FILE`` (:func:`models.backbone.load_backbone`), or over a randomly initialised default
+:class:`~models.backbone.BackboneConfig` backbone, in which case stage 1 finds no real liver and the report says so.
+Checks: both labels have the image's shape and affine (the affine read back from the written file); the liver Dice of
+each row against the generated ground truth, whether the ROI holds all of the ground-truth liver, and how far the two
+rows' labels agree, are reported.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from bench import BenchError
+
+CASCADE = "cascade (liver ROI)"
+WHOLE_VOLUME = "whole-volume sliding window"
+DEVICES = ("auto", "cpu", "cuda")
+#: Goals (issue 10, item 6), on 2 CPU cores: a volume in at most this many seconds with the cascade ...
+TARGET_CPU_SECONDS = 30.0
+#: ... and the cascade at least this many times faster than a whole-volume sliding window.
+TARGET_SPEEDUP = 3.0
+#: Smallest edge (voxels) of the generated volume, as for ``slpt synth``.
+MIN_EDGE = 8
+#: Sliding-window overlap of :func:`models.inference.segment_volume` (its default).
+OVERLAP = 0.25
+#: What the fork server imports once, so that every measuring process starts with them loaded.
+PRELOAD = ["torch", "monai", "nibabel", "models.slpt", "models.inference", "models.backbone"]
+#: The phases of a request, in order (the warm-up request times each; the whole-volume row skips stage 1).
+PHASE_LOAD = "load, RAS, resample to the working spacing"
+PHASE_STAGE1 = "stage 1: find the liver (coarse pass)"
+PHASE_STAGE2 = "stage 2: K prompts batched, sliding window"
+PHASE_BACK = "back to the image's grid (label_on_original)"
+PHASES = (PHASE_LOAD, PHASE_STAGE1, PHASE_STAGE2, PHASE_BACK)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InferBenchConfig:
+    """What ``slpt bench infer`` measures.
+
+    Attributes:
+        shape: (X, Y, Z) voxels of the generated CT.
+        spacing: (dx, dy, dz) mm of the generated CT; square pixels (dx = dy).
+        backbone: pre-trained backbone checkpoint (its ``.json`` beside it, else the default architecture);
+            None: a randomly initialised default backbone.
+        repeats: timed requests per row, after one untimed warm-up request.
+        working_spacing: isotropic working spacing (mm) of stage 2 and of the whole-volume row; stage 1 looks
+            at twice that (the ``SLPTConfig`` defaults: 2.5 and 5 mm).
+        roi: edge of the cubic sliding window (``SLPTConfig.roi_size``, default 48).
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        threads: torch intra-op threads of the measuring processes; 0 = torch's default.
+        seed: the generated case (case 0 of ``slpt synth --seed``'s plan) and the random weights.
+    """
+
+    shape: tuple[int, int, int] = (512, 512, 200)
+    spacing: tuple[float, float, float] = (0.8, 0.8, 2.5)
+    backbone: Path | None = None
+    repeats: int = 3
+    working_spacing: float = 2.5
+    roi: int = 48
+    device: str = "auto"
+    threads: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where the rows run, as a measuring process sees it (``backbone``: in words)."""
+
+    device: str
+    device_name: str
+    threads: int
+    torch_version: str
+    monai_version: str
+    backbone: str
+    random_backbone: bool
+    num_prompts: int
+    roi_size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    coarse_spacing: tuple[float, float, float]
+    margin_mm: float
+
+
+@dataclass(frozen=True)
+class Volume:
+    """The generated CT: its file, grid and ground-truth liver."""
+
+    path: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    affine: list[list[float]]  # read back from the written file
+    file_bytes: int
+    group: str
+    lesions: bool
+    liver_ml: float
+    liver_box: tuple[tuple[int, int, int], tuple[int, int, int]]  # [start, stop) on the image's grid
+    render_s: float
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row, sent to its own process."""
+
+    name: str
+    whole_volume: bool
+    bench: InferBenchConfig
+    image: str
+    device: str  # resolved
+
+
+@dataclass
+class RowResult:
+    """What one row measured (times in seconds, memory in bytes)."""
+
+    name: str
+    times_s: list[float]
+    phases_s: dict[str, float]  # the warm-up request, phase by phase
+    roi_found: bool
+    roi_start: tuple[int, int, int]  # on the working grid
+    roi_stop: tuple[int, int, int]
+    roi_liver_ml: float
+    roi_on_image: tuple[tuple[int, int, int], tuple[int, int, int]]  # the ROI's box on the image's grid
+    working_shape: tuple[int, int, int]
+    windows: int
+    rss_before_bytes: int
+    peak_rss_bytes: int
+    cuda_peak_bytes: int | None
+    label_shape: tuple[int, ...]
+    label_affine: list[list[float]]
+    label_counts: list[int]  # voxels per class on the image's grid
+    label: np.ndarray = field(repr=False)  # (X, Y, Z) uint8 on the image's grid
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times_s)
+
+    @property
+    def roi_shape(self) -> tuple[int, int, int]:
+        return tuple(b - a for a, b in zip(self.roi_start, self.roi_stop))
+
+
+@dataclass
+class InferBenchResult:
+    """Both rows of one run and the checks on them; ``rows[0]`` is the cascade."""
+
+    config: InferBenchConfig
+    environment: Environment
+    volume: Volume
+    rows: list[RowResult]
+    liver_dice: dict[str, float]  # row -> Dice of its liver (classes >= 1) against the ground-truth liver
+    agreement_dice: float  # Dice of the two rows' foregrounds
+    label_equal_fraction: float  # voxels where the two labels are equal
+    load_at_start: float | None = None
+
+    @property
+    def cascade(self) -> RowResult:
+        return self.rows[0]
+
+    @property
+    def whole(self) -> RowResult:
+        return self.rows[1]
+
+    @property
+    def speedup(self) -> float:
+        """Whole-volume ÷ cascade, median request times."""
+        return self.whole.median_s / self.cascade.median_s
+
+    @property
+    def roi_holds_liver(self) -> bool:
+        (start, stop), (roi_start, roi_stop) = self.volume.liver_box, self.cascade.roi_on_image
+        return all(a <= c and d <= b for a, b, c, d in zip(roi_start, roi_stop, start, stop))
+
+    def shape_and_affine_ok(self, row: RowResult) -> bool:
+        return tuple(row.label_shape) == tuple(self.volume.shape) and np.allclose(
+            row.label_affine, self.volume.affine, atol=1e-4)
+
+
+# ---- arguments ---------------------------------------------------------------------------------------------------
+
+
+def parse_triple(text: str, option: str, kind: type) -> tuple:
+    """``"512,512,200"`` (or ``512x512x200``) -> (512, 512, 200) of ``kind``; BenchError naming ``option``."""
+    parts = [p for p in text.replace("x", ",").replace("×", ",").split(",") if p.strip()]
+    try:
+        values = tuple(kind(p.strip()) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise BenchError(f"{option} needs 3 comma-separated {'integers' if kind is int else 'numbers'}, got {text!r}")
+    return values
+
+
+def check_config(cfg: InferBenchConfig) -> None:
+    """Every problem with ``cfg`` in one BenchError, before anything is generated or measured."""
+    problems = []
+    if min(cfg.shape) < MIN_EDGE:
+        problems.append(f"--shape needs every edge >= {MIN_EDGE} voxels, got {'×'.join(map(str, cfg.shape))}")
+    if min(cfg.spacing) <= 0 or not all(map(math.isfinite, cfg.spacing)):
+        problems.append(f"--spacing needs 3 positive mm, got {cfg.spacing}")
+    elif cfg.spacing[0] != cfg.spacing[1]:
+        problems.append(f"--spacing needs square pixels (dx = dy, axial CT), got {cfg.spacing}")
+    if cfg.repeats < 1:
+        problems.append(f"--repeats must be at least 1, got {cfg.repeats}")
+    if cfg.threads < 0:
+        problems.append(f"--threads must be at least 0 (0: torch's default), got {cfg.threads}")
+    if not cfg.working_spacing > 0:
+        problems.append(f"--working-spacing must be positive mm, got {cfg.working_spacing}")
+    if cfg.roi < 1:
+        problems.append(f"--roi must be at least 1, got {cfg.roi}")
+    if cfg.device not in DEVICES:
+        problems.append(f"--device must be one of {', '.join(DEVICES)}, got {cfg.device!r}")
+    if cfg.backbone is not None and not Path(cfg.backbone).is_file():
+        problems.append(f"--backbone {cfg.backbone} does not exist")
+    if problems:
+        raise BenchError("; ".join(problems))
+
+
+# ---- the measuring processes -------------------------------------------------------------------------------------
+
+
+def build_model(cfg: InferBenchConfig):
+    """(the prompt-mode SLPTNet of the benchmark in eval mode on the CPU, the backbone in words, random?).
+
+    Raises:
+        BenchError: a checkpoint that cannot be loaded, or a window the backbone cannot take.
+    """
+    import torch
+
+    from models.backbone import BackboneConfig, build_backbone, config_path, load_backbone, read_backbone_info
+    from models.errors import ModelError
+    from models.slpt import SLPTConfig, SLPTNet
+
+    torch.manual_seed(cfg.seed)
+    try:
+        if cfg.backbone is not None:
+            has_json = config_path(cfg.backbone).is_file()
+            backbone, backbone_config = load_backbone(cfg.backbone, None if has_json else BackboneConfig())
+            metrics = read_backbone_info(cfg.backbone).metrics if has_json else {}
+            described = f"`{cfg.backbone}` ({_describe(backbone_config)}{_metrics(metrics)})"
+        else:
+            backbone_config = BackboneConfig()
+            backbone = build_backbone(backbone_config)
+            described = f"randomly initialised default backbone ({_describe(backbone_config)}; seed {cfg.seed})"
+        ws = float(cfg.working_spacing)
+        model = SLPTNet(backbone, SLPTConfig(
+            mode="prompt", roi_size=(cfg.roi,) * 3, spacing=(ws,) * 3, coarse_spacing=(2 * ws,) * 3, seed=cfg.seed,
+        ))
+    except ModelError as exc:  # CheckpointError is one
+        raise BenchError(str(exc)) from exc
+    return model.eval(), described, cfg.backbone is None
+
+
+def probe_environment(cfg: InferBenchConfig) -> Environment:
+    """Resolve the device, build the model once (run in a measuring process).
+
+    Raises:
+        BenchError: CUDA asked for but absent; see :func:`build_model`.
+    """
+    import torch
+    from importlib.metadata import version
+
+    from bench.train import device_name
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda asked for, but torch sees no CUDA device")
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, described, random_backbone = build_model(cfg)
+    c = model.config
+    return Environment(
+        device=device, device_name=device_name(torch.device(device)), threads=torch.get_num_threads(),
+        torch_version=torch.__version__, monai_version=version("monai"), backbone=described,
+        random_backbone=random_backbone, num_prompts=model.num_prompts, roi_size=tuple(c.roi_size),
+        spacing=tuple(c.spacing), coarse_spacing=tuple(c.coarse_spacing), margin_mm=float(c.roi_margin_mm),
+    )
+
+
+def window_count(shape: Sequence[int], roi: Sequence[int], overlap: float = OVERLAP) -> int:
+    """Sliding windows MONAI's ``sliding_window_inference`` runs over ``shape`` with windows ``roi``."""
+    count = 1
+    for size, edge in zip(shape, roi):
+        if size > edge:
+            interval = max(1, int(edge * (1 - overlap)))
+            count *= math.ceil((size - edge) / interval) + 1
+    return count
+
+
+def measure_row(spec: RowSpec) -> RowResult:
+    """Build the model, run one warm-up request phase by phase, then ``repeats`` timed requests (new process).
+
+    Raises:
+        BenchError: the model failed on the volume (a :class:`~models.errors.ModelError`).
+    """
+    from models.errors import ModelError
+
+    try:
+        return _measure_row(spec)
+    except ModelError as exc:
+        raise BenchError(f"{spec.name}: {exc}") from exc
+
+
+def _measure_row(spec: RowSpec) -> RowResult:
+    import torch
+
+    from models.cascade import to_working
+    from models.geometry import Box, affine_of, box_on_grid
+    from models.inference import VolumePrediction, cascade_config, predict, roi_of, segment_volume
+
+    cfg, device = spec.bench, torch.device(spec.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, _described, _random = build_model(cfg)
+    model.to(device)
+    rss_before = _rss_bytes("VmRSS")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # Warm-up: the steps of segment_volume one by one, each timed.
+    phases: dict[str, float] = {}
+    clock = _Clock(device)
+    original, working = clock.lap(phases, PHASE_LOAD, lambda: to_working(spec.image, cascade_config(model)))
+    if spec.whole_volume:
+        roi = roi_of(model, working, None, whole_volume=True)
+    else:
+        roi = clock.lap(phases, PHASE_STAGE1, lambda: roi_of(model, working, None))
+    crop = roi.box.crop(working)
+    prediction = clock.lap(phases, PHASE_STAGE2, lambda: predict(model, crop[0].as_tensor(), overlap=OVERLAP))
+    volume_prediction = VolumePrediction(
+        prediction=prediction, roi=roi, roi_affine=affine_of(crop), original_affine=affine_of(original),
+        original_shape=tuple(int(s) for s in original.shape[1:]),
+    )
+    clock.lap(phases, PHASE_BACK, volume_prediction.label_on_original)
+    working_shape = tuple(int(s) for s in working.shape[1:])
+    del original, working, crop, prediction, volume_prediction
+
+    times, result, label = [], None, None
+    for _ in range(cfg.repeats):
+        del result, label  # the previous request's output is not kept alive during the next one
+        clock.start()
+        result = segment_volume(model, spec.image, whole_volume=spec.whole_volume, overlap=OVERLAP)
+        label = result.label_on_original()
+        times.append(clock.stop())
+    peak = _rss_bytes("VmHWM")
+    cuda_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+    box = result.roi.box
+    on_image = box_on_grid(Box.whole(box.shape), result.roi_affine, result.original_affine, result.original_shape)
+    return RowResult(
+        name=spec.name, times_s=times, phases_s=phases, roi_found=bool(result.roi.found),
+        roi_start=tuple(int(v) for v in box.start), roi_stop=tuple(int(v) for v in box.stop),
+        roi_liver_ml=float(result.roi.liver_ml), roi_on_image=(tuple(on_image.start), tuple(on_image.stop)),
+        working_shape=working_shape,
+        windows=window_count(box.shape, model.config.roi_size), rss_before_bytes=rss_before, peak_rss_bytes=peak,
+        cuda_peak_bytes=cuda_peak, label_shape=tuple(int(s) for s in label.shape),
+        label_affine=np.asarray(result.original_affine, dtype=np.float64).tolist(),
+        label_counts=np.bincount(label.ravel(), minlength=model.config.num_classes).tolist(), label=label,
+    )
+
+
+class _Clock:
+    """Wall time with CUDA synchronised at both ends."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+        self.started = 0.0
+
+    def _sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        self._sync()
+        self.started = time.perf_counter()
+
+    def stop(self) -> float:
+        self._sync()
+        return time.perf_counter() - self.started
+
+    def lap(self, into: dict[str, float], name: str, work: Callable[[], T]) -> T:
+        self.start()
+        out = work()
+        into[name] = self.stop()
+        return out
+
+
+def _rss_bytes(key: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc/self/status; ``ru_maxrss`` elsewhere."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) * 1024
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+# ---- the run -----------------------------------------------------------------------------------------------------
+
+
+def generate_volume(cfg: InferBenchConfig, folder: Path) -> tuple[Volume, np.ndarray]:
+    """Render case 0 of seed ``cfg.seed`` on the benchmark grid, write it as ``.nii.gz``; (volume, liver mask)."""
+    import nibabel as nib
+
+    from cohort.msd import write_nifti_gz
+    from cohort.phantom import render_case
+    from cohort.synth import case_plan, case_rng
+
+    group, has_tumour = case_plan(cfg.seed, 0)
+    start = time.perf_counter()
+    try:
+        phantom = render_case(case_rng(cfg.seed, 0), group, cfg.shape[0], with_tumour=has_tumour,
+                              shape=cfg.shape, spacing=cfg.spacing)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
+    path = folder / "ct_0000.nii.gz"
+    write_nifti_gz(path, phantom.image, phantom.grid.affine)
+    render_s = time.perf_counter() - start
+    liver = phantom.liver
+    hits = np.argwhere(liver)
+    box = (tuple(int(v) for v in hits.min(axis=0)), tuple(int(v) + 1 for v in hits.max(axis=0)))
+    voxel_ml = float(np.prod(cfg.spacing)) / 1000.0
+    volume = Volume(
+        path=str(path), shape=tuple(int(s) for s in phantom.image.shape), spacing=tuple(map(float, cfg.spacing)),
+        affine=np.asarray(nib.load(str(path)).affine, dtype=np.float64).tolist(), file_bytes=path.stat().st_size,
+        group=group.name, lesions=bool(phantom.tumour.any()), liver_ml=float(liver.sum()) * voxel_ml,
+        liver_box=box, render_s=render_s,
+    )
+    return volume, liver
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def run_benchmark(cfg: InferBenchConfig, progress: Callable[[str], None] = lambda _msg: None) -> InferBenchResult:
+    """Generate the CT, then measure the cascade and the whole-volume rows, each in its own new process.
+
+    Raises:
+        BenchError: bad arguments, a model that cannot be built, or a measuring process that died.
+    """
+    check_config(cfg)
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    with tempfile.TemporaryDirectory(prefix="slpt-bench-infer-") as folder, \
+            ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
+        env = _in_new_process(pool, probe_environment, cfg, "checking the device and the model")
+        progress(f"generating a {'×'.join(map(str, cfg.shape))} CT")
+        volume, liver = generate_volume(cfg, Path(folder))
+        rows = []
+        for name, whole in ((CASCADE, False), (WHOLE_VOLUME, True)):
+            progress(f"measuring: {name}")
+            rows.append(_in_new_process(pool, measure_row, RowSpec(name, whole, cfg, volume.path, env.device), name))
+    cascade, whole = rows
+    return InferBenchResult(
+        config=cfg, environment=env, volume=volume, rows=rows,
+        liver_dice={row.name: dice(row.label >= 1, liver) for row in rows},
+        agreement_dice=dice(cascade.label >= 1, whole.label >= 1),
+        label_equal_fraction=float(np.mean(cascade.label == whole.label)), load_at_start=load_at_start,
+    )
+
+
+def _in_new_process(pool: ProcessPoolExecutor, function: Callable[..., T], argument: object, what: str) -> T:
+    try:
+        return pool.submit(function, argument).result()
+    except BrokenProcessPool as exc:
+        raise BenchError(f"the process {what} died (killed for memory? try a smaller --shape)") from exc
+
+
+# ---- the report --------------------------------------------------------------------------------------------------
+
+
+def format_table(result: InferBenchResult) -> str:
+    """Markdown table, one row per way of segmenting."""
+    cuda = result.environment.device == "cuda"
+    header = ("| row | region segmented (working grid) | sliding windows | time to label: median (s) | range (s) "
+              "| peak RSS | RSS before the first request |" + (" CUDA peak allocated |" if cuda else "")
+              + " label shape, affine |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if cuda else "") + "---|"]
+    spacing = result.environment.spacing
+    for row in result.rows:
+        mm = "×".join(f"{n * s:.0f}" for n, s in zip(row.roi_shape, spacing))
+        region = f"{'×'.join(map(str, row.roi_shape))} voxels ({mm} mm)"
+        check = "same as the image" if result.shape_and_affine_ok(row) else "DIFFERENT from the image"
+        cells = [
+            row.name, region, str(row.windows), f"{row.median_s:.3f}",
+            f"{min(row.times_s):.3f}–{max(row.times_s):.3f}", _human_bytes(row.peak_rss_bytes),
+            _human_bytes(row.rss_before_bytes),
+        ]
+        if cuda:
+            cells.append(_human_bytes(row.cuda_peak_bytes or 0))
+        cells.append(f"{'×'.join(map(str, row.label_shape))}, {check}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_verdicts(result: InferBenchResult) -> str:
+    """The ratio and one line per goal, each computed from the medians in the table."""
+    cascade, speedup = result.cascade, result.speedup
+    lines = [f"- Ratio whole-volume ÷ cascade: {speedup:.2f}× (median time to label)"]
+    if result.environment.device == "cpu":
+        mark = "met" if cascade.median_s <= TARGET_CPU_SECONDS else "MISSED"
+        lines.append(f"- Goal: cascade ≤ {TARGET_CPU_SECONDS:.0f} s per volume on CPU — {mark}: "
+                     f"median {cascade.median_s:.3f} s")
+    else:
+        lines.append(f"- Goal: cascade ≤ {TARGET_CPU_SECONDS:.0f} s per volume on CPU — not applicable: measured on "
+                     f"{result.environment.device}")
+    mark = "met" if speedup >= TARGET_SPEEDUP else "MISSED"
+    lines.append(f"- Goal: cascade ≥ {TARGET_SPEEDUP:.0f}× faster than whole-volume — {mark}: {speedup:.2f}×")
+    return "\n".join(lines)
+
+
+def format_stage1(result: InferBenchResult) -> str:
+    """What stage 1 found, against the generated ground truth."""
+    env, row, vol = result.environment, result.cascade, result.volume
+    mm = " × ".join(f"{n * s:.0f}" for n, s in zip(row.roi_shape, env.spacing))
+    work = " × ".join(map(str, row.working_shape))
+    lines = [
+        f"- ROI found: {'true' if row.roi_found else 'false'} — liver seen by stage 1: {row.roi_liver_ml:.0f} ml "
+        f"(ground truth {vol.liver_ml:.0f} ml); ROI on the working grid ({work} voxels at "
+        f"{env.spacing[0]:g} mm): voxels {list(row.roi_start)}–{list(row.roi_stop)}, "
+        f"{' × '.join(map(str, row.roi_shape))} = {math.prod(row.roi_shape):,} voxels, {mm} mm"
+        + ("" if row.roi_found else " (no liver found: the whole volume, the fallback)"),
+        f"- ROI holds all of the ground-truth liver: {'yes' if result.roi_holds_liver else 'no'} (liver box on the "
+        f"image's grid {list(vol.liver_box[0])}–{list(vol.liver_box[1])}, ROI there "
+        f"{list(row.roi_on_image[0])}–{list(row.roi_on_image[1])})",
+    ]
+    if env.random_backbone:
+        lines.append(
+            "- **The backbone is randomly initialised (no `--backbone`): stage 1 finds no real liver.** The ROI above "
+            "is whatever a random network calls liver (found: "
+            f"{'true' if row.roi_found else 'false'}), so the cascade's time is not what a pre-trained backbone "
+            "gives; run with `--backbone FILE` for a meaningful cascade row."
+        )
+    return "\n".join(lines)
+
+
+def format_checks(result: InferBenchResult) -> str:
+    rows = result.rows
+    ok = all(result.shape_and_affine_ok(row) for row in rows)
+    dices = "; ".join(f"{row.name} {result.liver_dice[row.name]:.3f}" for row in rows)
+    counts = "; ".join(f"{row.name} {row.label_counts}" for row in rows)
+    return "\n".join([
+        f"- Both labels on the image's grid (shape {'×'.join(map(str, result.volume.shape))} and affine of the "
+        f"written file): {'yes' if ok else 'NO'}",
+        f"- Liver Dice (label ≥ 1) against the generated ground truth: {dices}",
+        f"- The two rows agree: foreground Dice {result.agreement_dice:.3f}, identical label on "
+        f"{result.label_equal_fraction:.2%} of the voxels; voxels per class (background, liver, tumour): {counts}",
+    ])
+
+
+def format_phases(result: InferBenchResult) -> str:
+    lines = ["| phase (warm-up request) | " + " | ".join(row.name for row in result.rows) + " |",
+             "|---|" + "---:|" * len(result.rows)]
+    for name in PHASES:
+        cells = [f"{row.phases_s[name]:.2f} s" if name in row.phases_s else "— (skipped)" for row in result.rows]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_report(result: InferBenchResult, command: str) -> str:
+    """The whole markdown report: how it was measured, the table, stage 1, the checks, the ratio and the goals."""
+    cfg, env, vol = result.config, result.environment, result.volume
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = "n/a" if result.load_at_start is None else f"{result.load_at_start:.1f}"
+    extent = " × ".join(f"{n * s:.0f}" for n, s in zip(vol.shape, vol.spacing))
+    roi = "×".join(map(str, env.roi_size))
+    if env.device == "cuda":
+        memory = ("peak resident set (`VmHWM`) of the row's own process and `torch.cuda.max_memory_allocated` after "
+                  "`reset_peak_memory_stats` (model already on the GPU)")
+    else:
+        memory = "peak resident set (`VmHWM`) of the row's own process"
+    header = textwrap.dedent(
+        f"""\
+        # Inference on a CT of real size: liver-ROI cascade vs whole-volume sliding window
+
+        - Command: `{command}`
+        - Date: {date}
+        - Machine: {env.device_name}; device {env.device}; {env.threads} torch threads; {os.cpu_count()} CPU cores; \
+1-min load average at the start {load} (the cores may be shared with other work)
+        - Software: torch {env.torch_version}, MONAI {env.monai_version}, Python {platform.python_version()}, \
+{platform.platform()}
+        - Volume: generated CT (`cohort.phantom.render_case` on this grid with the plan and random stream of case 0 of seed {cfg.seed}: group {vol.group}, \
+{'with' if vol.lesions else 'without'} lesions), {' × '.join(map(str, vol.shape))} voxels at \
+{' × '.join(f'{s:g}' for s in vol.spacing)} mm ({extent} mm), int16 HU, `.nii.gz` of \
+{_human_bytes(vol.file_bytes)}; rendered and written in {vol.render_s:.0f} s (not timed)
+        - Model: `SLPTNet` in prompt mode, K = {env.num_prompts} prompts batched, window {roi}, overlap {OVERLAP}, \
+working spacing {env.spacing[0]:g} mm, stage 1 at {env.coarse_spacing[0]:g} mm, ROI margin {env.margin_mm:g} mm; \
+backbone: {env.backbone}
+        - Request: `segment_volume(model, path)` (cascade) or `segment_volume(model, path, whole_volume=True)`, then \
+`label_on_original()`: from the file path to a uint8 label on the image's grid. Median and range over {cfg.repeats} \
+requests after one untimed warm-up request; the file is in the page cache after the warm-up
+        - Processes: each row in its own new process (forked from a fork server that has only imported torch, MONAI \
+and the models), one after the other
+        - Memory: {memory}; it includes Python, torch, MONAI and the model (the RSS before the first request)
+        """
+    )
+    return (
+        f"{header}\n{format_table(result)}\n\n{format_verdicts(result)}\n\n## Stage 1\n\n{format_stage1(result)}\n\n"
+        f"## Checks\n\n{format_checks(result)}\n\n## Where the time goes\n\n{format_phases(result)}\n"
+    )
+
+
+def _describe(backbone_config) -> str:
+    d = backbone_config.to_dict()
+    return f"{d['name']}, channels {'-'.join(map(str, d['channels']))}"
+
+
+def _metrics(metrics: dict) -> str:
+    val = metrics.get("val_dice") or {}
+    parts = [f"held-out liver Dice {val['liver']:.3f}"] if "liver" in val else []
+    if "liver" in (metrics.get("val_dice_coarse") or {}):
+        parts.append(f"{metrics['val_dice_coarse']['liver']:.3f} at the coarse spacing")
+    if "spacing" in metrics:
+        parts.append(f"pre-trained at {metrics['spacing'][0]:g} mm")
+    return ("; " + ", ".join(parts)) if parts else ""
+
+
+def _human_bytes(count: float) -> str:
+    from bench.train import human_bytes
+
+    return human_bytes(count)
