@@ -23,6 +23,7 @@ import typer
 from models.backbone import load_backbone
 from cohort.msd import load_msd
 from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule
+from models.training import progress_bar
 from sim.evaluation import evaluate
 from sim.simulate import prepare_synthetic, prepared_cohort, split_pool_test, train_network
 
@@ -54,10 +55,11 @@ def sweep(
     for seed in (int(s) for s in seeds.split(",")):
         rng = np.random.default_rng(100 + seed)
         picks = pool if labels >= len(pool) else sorted(rng.choice(pool, labels, replace=False).tolist())
-        network, seconds = train_network(
-            backbone, [cohort.images[i] for i in picks], [cohort.labels[i] for i in picks], tuning, Schedule(steps, lr),
-            dev, seed
-        )
+        with progress_bar(f"{tuning} seed {seed}") as report:
+            network, seconds = train_network(
+                backbone, [cohort.images[i] for i in picks], [cohort.labels[i] for i in picks], tuning,
+                Schedule(steps, lr), dev, seed, progress=report,
+            )
         summary, _ = evaluate(network, cohort, held_out)
         print(json.dumps({
             "tuning": tuning, "steps": steps, "lr": lr, "patch": patch, "batch_per_prompt": batch_per_prompt,

@@ -149,7 +149,7 @@ PROFILES: dict[str, SimProfile] = {
         reference_finetune=Schedule(steps=1500, lr=1e-3),
         reference_seeds=3,
         upstream_cases=40,
-        pretrain_epochs=94,
+        pretrain_epochs=188,
         pretrain_patch=48,
         pretrain_batch=2,
         backbone=BackboneConfig(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2),

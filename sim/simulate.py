@@ -49,7 +49,7 @@ from models.cascade import CascadeConfig
 from models.embedding import embedding_blocks
 from models.inference import prompt_probabilities
 from models.slpt import SLPTConfig, SLPTNet
-from models.training import TrainConfig, progress_bar, train_prompts
+from models.training import Progress, TrainConfig, progress_bar, train_prompts
 from sim import results as files
 from sim.evaluation import evaluate
 from sim.prepared import PreparationError, PreparedCohort, load_prepared, prepare_cohort, save_prepared
@@ -164,7 +164,7 @@ def split_pool_test(cohort: PreparedCohort, test_fraction: float, seed: int) -> 
 
 def train_network(
     backbone: torch.nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], tuning: str,
-    schedule: Schedule, profile: SimProfile, seed: int,
+    schedule: Schedule, profile: SimProfile, seed: int, progress: Progress | None = None,
 ) -> tuple[SLPTNet, float]:
     """Train a fresh network from (a copy of) the frozen backbone on working-grid crops: -> (network, seconds)."""
     torch.manual_seed(seed)
@@ -176,7 +176,7 @@ def train_network(
     schedule_config = TrainConfig(
         steps=schedule.steps, lr=schedule.lr, batch_per_prompt=profile.batch_per_prompt, seed=seed
     )
-    result = train_prompts(network, list(zip(images, labels)), schedule_config)
+    result = train_prompts(network, list(zip(images, labels)), schedule_config, progress=progress)
     return network, result.time_s
 
 
@@ -411,7 +411,7 @@ def prepare_synthetic(out: Path, profile: SimProfile) -> tuple[Path, Path]:
                 upstream_dir, backbone, profile.backbone, epochs=profile.pretrain_epochs, progress=report,
                 schedule=PretrainConfig(
                     patch_size=(profile.pretrain_patch,) * 3, spacing=profile.spacing,
-                    coarse_spacing=profile.coarse_spacing, batch_size=profile.pretrain_batch, seed=profile.upstream_seed,
+                    coarse_spacing=profile.coarse_spacing, batch_size=profile.pretrain_batch,
                 ),
             )
     return cohort_dir, backbone

@@ -32,14 +32,23 @@ def verdicts(results: pd.DataFrame, per_case: pd.DataFrame) -> dict[str, str]:
 
 def test_targets_are_met_when_tesla_beats_random_and_nears_full_data() -> None:
     found = verdicts(*tables(full_dice=0.5, tesla_dice=0.49, random_dice=0.3))
-    assert set(found.values()) == {"met"} and len(found) == 3
+    assert set(found.values()) == {"met"} and len(found) == 4  # the floor, the 95 % ratio, vs fine-tuning, vs random
 
 
 def test_targets_are_missed_when_tesla_falls_short() -> None:
     found = verdicts(*tables(full_dice=0.5, tesla_dice=0.3, random_dice=0.35))
-    by_target = {next(t for t in ("full-data", "TESLA > random", "fine-tuning") if t in key): v for key, v in found.items()}
+    by_target = {
+        next(t for t in ("Floor", "full-data", "TESLA > random", "fine-tuning") if t in key): v for key, v in found.items()
+    }
     assert by_target["full-data"] == "missed" and by_target["TESLA > random"] == "missed"
     assert by_target["fine-tuning"] == "met"  # prompt tuning still beats fine-tuning at the same labels
+    assert by_target["Floor"] == "met"  # full-data prompt tuning reached 0.5
+
+
+def test_the_floor_is_missed_below_half_tumour_dice() -> None:
+    found = verdicts(*tables(full_dice=0.45, tesla_dice=0.44, random_dice=0.3))
+    floor = [v for key, v in found.items() if "Floor" in key]
+    assert floor == ["missed"]
 
 
 def test_nothing_counts_as_met_when_the_full_data_reference_learned_no_tumour() -> None:
