@@ -53,6 +53,9 @@ class SLPTConfig:
         hu_window: HU clip window of :func:`models.geometry.window_hu`.
         spacing: working spacing (mm) the network was trained at: images are resampled to it before
             stage 2 of the cascade (:mod:`models.inference`).
+        head_kernel: edge of the head's convolution (1 = the method's 1×1×1 head; 3 lets it see a voxel's
+            neighbours at full resolution, where the UNet's decoder feature is at half resolution).
+        head_reads_image: the head also reads the (windowed) input image at full resolution.
         coarse_spacing, roi_margin_mm: stage 1 of the cascade (:class:`models.cascade.CascadeConfig`): the
             spacing at which the backbone finds the liver, and the margin of the region around it.
     """
@@ -71,6 +74,8 @@ class SLPTConfig:
     spacing: tuple[float, float, float] = WORKING_SPACING
     coarse_spacing: tuple[float, float, float] = COARSE_SPACING
     roi_margin_mm: float = 15.0
+    head_kernel: int = 1
+    head_reads_image: bool = False
 
     def __post_init__(self) -> None:
         # JSON / checkpoint round trips give lists; normalise to tuples.
@@ -87,6 +92,8 @@ class SLPTConfig:
                 "need num_classes >= 2, num_prompts, prompt_grid, fpu_rank >= 1; got "
                 f"{self.num_classes}, {self.num_prompts}, {self.prompt_grid}, {self.fpu_rank}"
             )
+        if self.head_kernel < 1 or self.head_kernel % 2 == 0:
+            raise ModelError(f"head_kernel must be odd and >= 1, got {self.head_kernel}")
         if len(self.roi_size) != 3:
             raise ModelError(f"roi_size needs 3 entries, got {self.roi_size}")
 
@@ -147,7 +154,11 @@ class SLPTNet(nn.Module):
         self.fpus = nn.ModuleDict({
             str(s): FeaturePromptUpdater(self.adapter.channels[s], config.fpu_rank) for s in self.prompt_stages
         })
-        self.head = nn.Conv3d(self.adapter.head_channels, config.num_classes, kernel_size=1)
+        image_channels = backbone_in_channels(backbone) if config.head_reads_image else 0
+        self.head = nn.Conv3d(
+            self.adapter.head_channels + image_channels, config.num_classes, kernel_size=config.head_kernel,
+            padding=config.head_kernel // 2,
+        )
         if self.adapter.head_logit_channels:
             self._inherit_upstream_classes()
 
@@ -206,7 +217,7 @@ class SLPTNet(nn.Module):
                 raise ModelError(f"prompt_index values must lie in 0..{self.num_prompts - 1}")
         with self._hooks(prompt_index) as captured:
             logits = self.backbone(x)
-        return self.head(self._head_input(captured["feature"], logits))
+        return self.head(self._head_input(captured["feature"], logits, x))
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Run all K prompts in ONE batched pass: (B, C_in, *S) -> logits (K, B, num_classes, *S)."""
@@ -243,12 +254,16 @@ class SLPTNet(nn.Module):
 
         return hook
 
-    def _head_input(self, feature: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """What the head reads: (B, head_channels, *S) from the decoder feature (upsampled to the output size
-        when coarser) and, when the adapter says so, the backbone's logits (B, out_channels, *S)."""
+    def _head_input(self, feature: torch.Tensor, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """What the head reads: (B, head_channels [+ in_channels], *S) from the decoder feature (upsampled to the
+        output size when coarser), when the adapter says so the backbone's logits (B, out_channels, *S), and with
+        ``head_reads_image`` the input image."""
         if feature.shape[2:] != logits.shape[2:]:
             feature = nn.functional.interpolate(feature, size=logits.shape[2:], mode="trilinear", align_corners=False)
-        return torch.cat([feature, logits], dim=1) if self.adapter.head_logit_channels else feature
+        parts = [feature, logits] if self.adapter.head_logit_channels else [feature]
+        if self.config.head_reads_image:
+            parts.append(image.to(feature.dtype))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else feature
 
     def _inherit_upstream_classes(self) -> None:
         """Head that reads logits: class c < inherit_classes copies upstream logit c; the decoder-feature weights
@@ -259,5 +274,12 @@ class SLPTNet(nn.Module):
         with torch.no_grad():
             self.head.weight.zero_()
             self.head.bias.zero_()
+            centre = self.config.head_kernel // 2
             for c in range(shared):
-                self.head.weight[c, offset + c] = 1.0
+                self.head.weight[c, offset + c, centre, centre, centre] = 1.0
+
+
+def backbone_in_channels(backbone: nn.Module) -> int:
+    """Image channels a MONAI backbone takes (its first convolution's input channels)."""
+    first = next(m for m in backbone.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)))
+    return first.in_channels
