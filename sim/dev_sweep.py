@@ -12,6 +12,7 @@ liver Dice, training seconds) on the held-out quarter of the development cohort.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -25,7 +26,7 @@ from cohort.msd import load_msd
 from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule
 from models.training import progress_bar
 from sim.evaluation import evaluate
-from sim.simulate import prepare_synthetic, prepared_cohort, split_pool_test, train_network
+from sim.simulate import build_network, prepare_synthetic, prepared_cohort, split_pool_test, train_network
 
 DEV_CASES = 60
 DEV_SPLIT_SEED = 11
@@ -42,6 +43,7 @@ def sweep(
     profile: Annotated[str, typer.Option(help="Profile whose geometry and backbone are tuned")] = "full",
     cases: Annotated[int, typer.Option(help="Development cohort size")] = DEV_CASES,
     threads: Annotated[int, typer.Option(help="Torch threads")] = 1,
+    eval_every: Annotated[int, typer.Option(help="Also evaluate every N steps (0: only at the end)")] = 0,
     out: Annotated[Path, typer.Option(help="Folder of the development cohort and backbone")] = Path("runs/dev"),
 ) -> None:
     """Train one schedule on the development cohort and print its held-out Dice, one JSON line per seed."""
@@ -55,19 +57,31 @@ def sweep(
     for seed in (int(s) for s in seeds.split(",")):
         rng = np.random.default_rng(100 + seed)
         picks = pool if labels >= len(pool) else sorted(rng.choice(pool, labels, replace=False).tolist())
+        network = build_network(backbone, tuning, dev, seed)
+
+        def line(done: int, seconds: float) -> str:
+            summary, _ = evaluate(network, cohort, held_out)  # leaves the network's train/eval mode as it was
+            return json.dumps({
+                "tuning": tuning, "steps": done, "lr": lr, "patch": patch, "batch_per_prompt": batch_per_prompt,
+                "labels": len(picks), "seed": seed, "tumour_dice": round(summary["tumour_dice"], 3),
+                "tumour_dice_global": round(summary["tumour_dice_global"], 3),
+                "liver_dice": round(summary["liver_dice"], 3), "train_s": round(seconds, 1),
+                "roi_holds_liver": f"{int(cohort.roi_holds_liver[held_out].sum())}/{len(held_out)}",
+            })
+
         with progress_bar(f"{tuning} seed {seed}") as report:
+            start = time.perf_counter()
+
+            def step_done(done: int, total: int, loss: float) -> None:
+                report(done, total, loss)
+                if eval_every and done % eval_every == 0 and done < total:
+                    print(line(done, time.perf_counter() - start), flush=True)
+
             network, seconds = train_network(
                 backbone, [cohort.images[i] for i in picks], [cohort.labels[i] for i in picks], tuning,
-                Schedule(steps, lr), dev, seed, progress=report,
+                Schedule(steps, lr), dev, seed, progress=step_done, network=network,
             )
-        summary, _ = evaluate(network, cohort, held_out)
-        print(json.dumps({
-            "tuning": tuning, "steps": steps, "lr": lr, "patch": patch, "batch_per_prompt": batch_per_prompt,
-            "labels": len(picks), "seed": seed, "tumour_dice": round(summary["tumour_dice"], 3),
-            "tumour_dice_global": round(summary["tumour_dice_global"], 3),
-            "liver_dice": round(summary["liver_dice"], 3), "train_s": round(seconds, 1),
-            "roi_holds_liver": f"{int(cohort.roi_holds_liver[held_out].sum())}/{len(held_out)}",
-        }), flush=True)
+        print(line(steps, seconds), flush=True)
 
 
 if __name__ == "__main__":

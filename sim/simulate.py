@@ -162,17 +162,24 @@ def split_pool_test(cohort: PreparedCohort, test_fraction: float, seed: int) -> 
 
 # ------------------------------------------------------------------------------------------- one network
 
-def train_network(
-    backbone: torch.nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], tuning: str,
-    schedule: Schedule, profile: SimProfile, seed: int, progress: Progress | None = None,
-) -> tuple[SLPTNet, float]:
-    """Train a fresh network from (a copy of) the frozen backbone on working-grid crops: -> (network, seconds)."""
+def build_network(backbone: torch.nn.Module, tuning: str, profile: SimProfile, seed: int) -> SLPTNet:
+    """A fresh network around (a copy of) the frozen backbone, configured by the profile."""
     torch.manual_seed(seed)
     config = SLPTConfig(
         num_prompts=profile.num_prompts, mode=tuning, seed=seed, roi_size=(profile.patch,) * 3,
         spacing=profile.spacing, coarse_spacing=profile.coarse_spacing, roi_margin_mm=profile.margin_mm,
     )
-    network = SLPTNet(copy.deepcopy(backbone), config)
+    return SLPTNet(copy.deepcopy(backbone), config)
+
+
+def train_network(
+    backbone: torch.nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], tuning: str,
+    schedule: Schedule, profile: SimProfile, seed: int, progress: Progress | None = None,
+    network: SLPTNet | None = None,
+) -> tuple[SLPTNet, float]:
+    """Train a fresh network (or ``network``, built by :func:`build_network`) on working-grid crops:
+    -> (network, seconds)."""
+    network = network or build_network(backbone, tuning, profile, seed)
     schedule_config = TrainConfig(
         steps=schedule.steps, lr=schedule.lr, batch_per_prompt=profile.batch_per_prompt, seed=seed
     )
