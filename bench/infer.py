@@ -40,7 +40,6 @@ import textwrap
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +47,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from bench import BenchError
+from bench import BenchError, in_new_process
 
 CASCADE = "cascade (liver ROI)"
 WHOLE_VOLUME = "whole-volume sliding window"
@@ -70,6 +69,9 @@ PHASE_STAGE2 = "stage 2: K prompts batched, sliding window"
 PHASE_BACK = "back to the image's grid (label_on_original)"
 PHASES = (PHASE_LOAD, PHASE_STAGE1, PHASE_STAGE2, PHASE_BACK)
 T = TypeVar("T")
+
+#: What to try when a measuring process dies.
+MEMORY_HINT = "try a smaller --shape"
 
 
 @dataclass(frozen=True)
@@ -488,13 +490,13 @@ def run_benchmark(cfg: InferBenchConfig, progress: Callable[[str], None] = lambd
     context.set_forkserver_preload(PRELOAD)
     with tempfile.TemporaryDirectory(prefix="slpt-bench-infer-") as folder, \
             ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
-        env = _in_new_process(pool, probe_environment, cfg, "checking the device and the model")
+        env = in_new_process(pool, probe_environment, cfg, "checking the device and the model", MEMORY_HINT)
         progress(f"generating a {'×'.join(map(str, cfg.shape))} CT")
         volume, liver = generate_volume(cfg, Path(folder))
         rows = []
         for name, whole in ((CASCADE, False), (WHOLE_VOLUME, True)):
             progress(f"measuring: {name}")
-            rows.append(_in_new_process(pool, measure_row, RowSpec(name, whole, cfg, volume.path, env.device), name))
+            rows.append(in_new_process(pool, measure_row, RowSpec(name, whole, cfg, volume.path, env.device), name, MEMORY_HINT))
     cascade, whole = rows
     return InferBenchResult(
         config=cfg, environment=env, volume=volume, rows=rows,
@@ -502,13 +504,6 @@ def run_benchmark(cfg: InferBenchConfig, progress: Callable[[str], None] = lambd
         agreement_dice=dice(cascade.label >= 1, whole.label >= 1),
         label_equal_fraction=float(np.mean(cascade.label == whole.label)), load_at_start=load_at_start,
     )
-
-
-def _in_new_process(pool: ProcessPoolExecutor, function: Callable[..., T], argument: object, what: str) -> T:
-    try:
-        return pool.submit(function, argument).result()
-    except BrokenProcessPool as exc:
-        raise BenchError(f"the process {what} died (killed for memory? try a smaller --shape)") from exc
 
 
 # ---- the report --------------------------------------------------------------------------------------------------

@@ -35,18 +35,17 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from bench import BenchError
+from bench import BenchError, in_new_process
 
 if TYPE_CHECKING:  # torch is imported only in the measuring processes
     import torch
@@ -61,7 +60,9 @@ TARGET_VERSION_RATIO = 0.10  # published model version
 TARGET_TIME_RATIO = 1.0  # step time no worse than fine-tuning
 #: What the fork server imports once, so that every measuring process starts with them loaded.
 PRELOAD = ["torch", "monai", "models.slpt", "models.training", "models.checkpoint"]
-T = TypeVar("T")
+
+#: What to try when a measuring process dies.
+MEMORY_HINT = "try a smaller --size or --batch"
 
 
 @dataclass(frozen=True)
@@ -322,21 +323,14 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
     context.set_forkserver_preload(PRELOAD)
     # One worker, replaced after every task: each task starts in a new process forked from the fork server.
     with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
-        env = _in_new_process(pool, probe_environment, cfg, "checking the device and backbone")
+        env = in_new_process(pool, probe_environment, cfg, "checking the device and backbone", MEMORY_HINT)
         variants = [
-            _in_new_process(pool, measure_variant, spec, spec.name)
+            in_new_process(pool, measure_variant, spec, spec.name, MEMORY_HINT)
             for spec in tqdm(variant_specs(cfg, env), desc="variants", unit="variant")
         ]
     if len({v.batch_fingerprint for v in variants}) != 1:
         raise BenchError("the variants did not train on the same batch (fingerprints differ)")
     return BenchResult(config=cfg, environment=env, variants=variants, load_at_start=load_at_start)
-
-
-def _in_new_process(pool: ProcessPoolExecutor, function: Callable[..., T], argument: object, what: str) -> T:
-    try:
-        return pool.submit(function, argument).result()
-    except BrokenProcessPool as exc:
-        raise BenchError(f"the process {what} died (killed for memory? try a smaller --size or --batch)") from exc
 
 
 def format_table(result: BenchResult) -> str:

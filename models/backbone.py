@@ -9,7 +9,7 @@ configuration travels beside the weights as ``<checkpoint>.json``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ import torch
 from monai.networks.nets import DynUNet, SegResNet, UNet
 from torch import nn
 
+from models.config import config_from_dict, config_to_dict
 from models.errors import CheckpointError, ModelError
 
 BackboneName = Literal["unet", "segresnet", "dynunet"]
@@ -77,18 +78,12 @@ class BackboneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (lists instead of tuples)."""
-        data = asdict(self)
-        data["channels"] = list(self.channels)
-        data["strides"] = list(self.strides)
-        return data
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackboneConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ModelError`."""
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ModelError(f"unknown backbone config keys: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "backbone")
 
 
 @dataclass

@@ -12,7 +12,7 @@ If the backbone finds no liver (fewer than ``min_liver_ml`` millilitres), the RO
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from scipy import ndimage
 from torch import nn
 
 from models.adapters import adapt_backbone
+from models.config import config_to_dict
 from models.errors import ModelError
 from models.geometry import (
     COARSE_SPACING,
@@ -67,7 +68,7 @@ class CascadeConfig:
             raise ModelError(f"spacings must be positive and the margin >= 0, got {self}")
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config_to_dict(self)
 
 
 @dataclass(frozen=True)

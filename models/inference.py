@@ -21,7 +21,7 @@ from torch import nn
 from models.cascade import CascadeConfig, LiverROI, locate_liver, to_working
 from models.device import autocast
 from models.errors import ModelError
-from models.geometry import Box, affine_of, map_to_grid, window_hu
+from models.geometry import Box, Source, affine_of, map_to_grid, window_hu
 from models.slpt import SLPTNet
 from strategies.uncertainty import mean_pairwise_js_divergence
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from models.adapters import BackboneAdapter, adapt_backbone
+from models.config import config_from_dict, config_to_dict
 from models.errors import ModelError
 from models.geometry import COARSE_SPACING, HU_WINDOW, WORKING_SPACING
 from models.prompts import FeaturePromptUpdater, PromptBank
@@ -99,20 +100,11 @@ class SLPTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of lists/str/numbers (safe for JSON and ``weights_only`` checkpoints)."""
-        data = asdict(self)
-        data["prompt_stages"] = None if self.prompt_stages is None else list(self.prompt_stages)
-        data["roi_size"] = list(self.roi_size)
-        data["hu_window"] = list(self.hu_window)
-        data["spacing"] = list(self.spacing)
-        data["coarse_spacing"] = list(self.coarse_spacing)
-        return data
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SLPTConfig:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ModelError(f"unknown SLPT config keys: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "SLPT")
 
 
 class SLPTNet(nn.Module):
