@@ -23,7 +23,7 @@ from models.device import autocast
 from models.errors import ModelError
 from models.geometry import Box, Source, affine_of, map_to_grid, window_hu
 from models.slpt import SLPTNet
-from strategies.uncertainty import mean_pairwise_js_divergence
+from strategies.uncertainty import any_prompt_foreground, mean_pairwise_js_divergence
 
 VolumeOnGrid = np.ndarray | torch.Tensor
 
@@ -112,7 +112,7 @@ def predict(
         mean_prob=mean_prob.numpy().astype(np.float32),
         label=mean_prob.argmax(dim=0).numpy().astype(np.uint8),
         disagreement=pairwise_js_divergence(probs).numpy().astype(np.float32),
-        foreground_any=(probs.argmax(dim=1) > 0).any(dim=0).numpy(),
+        foreground_any=any_prompt_foreground(probs.numpy()),
     )
 
 

@@ -44,6 +44,20 @@ def mean_pairwise_js_divergence(prompt_probs: np.ndarray) -> np.ndarray:
     return total / len(pairs)
 
 
+def any_prompt_foreground(prompt_probs: np.ndarray, foreground_threshold: float | None = None) -> np.ndarray:
+    """Voxels that at least one prompt calls foreground: (K, C, *spatial) -> (*spatial) bool.
+
+    A prompt calls a voxel foreground when its argmax is not background, or (with ``foreground_threshold``) when its
+    foreground probability 1 - p[background] exceeds the threshold. The one definition of "foreground" for scores and
+    the server's prediction summaries alike.
+    """
+    probs = np.asarray(prompt_probs)
+    foreground = probs.argmax(axis=1) != 0
+    if foreground_threshold is not None:
+        foreground |= 1.0 - probs[:, 0] > foreground_threshold
+    return foreground.any(axis=0)
+
+
 def prompt_uncertainty(prompt_probs: np.ndarray, foreground_threshold: float = 0.5) -> float:
     """Prompt-based uncertainty U(v) of one volume (docs/design.md, "Uncertainty scores"): (K, C, *spatial) -> float.
 
@@ -54,8 +68,7 @@ def prompt_uncertainty(prompt_probs: np.ndarray, foreground_threshold: float = 0
     foreground for any prompt.
     """
     probs = _check_member_probs(prompt_probs, "prompt_probs", "(K prompts, C classes, *spatial)")
-    foreground = (probs.argmax(axis=1) != 0) | (1.0 - probs[:, 0] > foreground_threshold)
-    any_foreground = foreground.any(axis=0)
+    any_foreground = any_prompt_foreground(probs, foreground_threshold)
     if not any_foreground.any():
         return 0.0
     voxel_score = mean_pairwise_js_divergence(probs) + entropy(probs.mean(axis=0), axis=0)
@@ -106,7 +119,7 @@ def volume_scores(prompt_probs: np.ndarray) -> dict[str, float]:
     server's scoring job and by the offline simulator, so both rank volumes by the same numbers.
     """
     probs = _check_member_probs(prompt_probs, "prompt_probs", "(K prompts, C classes, *spatial)")
-    foreground = (probs.argmax(axis=1) != 0).any(axis=0)
+    foreground = any_prompt_foreground(probs)
     target = target_fraction(probs)
     if not foreground.any():
         return {**dict.fromkeys(SCORE_METHODS, 0.0), "foreground": target}
