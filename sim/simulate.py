@@ -29,9 +29,7 @@ and scores of every finished round), from which an interrupted run resumes.
 from __future__ import annotations
 
 import copy
-import os
 import queue
-import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ from models.inference import prompt_probabilities
 from models.slpt import SLPTConfig, SLPTNet
 from models.training import Progress, TrainConfig, progress_bar, train_prompts
 from sim import results as files
+from storage.atomic import atomic_path
 from sim.evaluation import evaluate
 from sim.prepared import PreparationError, PreparedCohort, load_prepared, prepare_cohort, save_prepared
 from sim.profiles import Schedule, SimProfile
@@ -425,11 +424,8 @@ def prepare_synthetic(out: Path, profile: SimProfile) -> tuple[Path, Path]:
 
 
 def _generate_once(folder: Path, generate: Callable[[Path], Path]) -> None:
-    """Generate into a scratch folder and rename it, so an interrupted generation is simply redone."""
+    """Generate into a temporary folder moved into place when complete, so an interrupted generation is redone."""
     if (folder / "dataset.json").is_file():
         return
-    scratch = folder.with_name(folder.name + ".partial")
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    generate(scratch)
-    os.replace(scratch, folder)
+    with atomic_path(folder) as scratch:
+        generate(scratch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -93,11 +94,16 @@ def test_a_run_writes_split_results_curves_and_report(finished_run: Path, inputs
     ):
         assert heading in report
     assert "| prompt | tesla | 0 |" in report
-    # Every target is stated with its verdict.
+    # Every target is stated with its verdict, right after its name; a reference that learned no tumour meets none.
     targets = report.split("## Targets")[1].split("###")[0]
-    for target in ("of full-data prompt tuning", "prompt tuning ≥ fine-tuning", "TESLA > random"):
+    verdicts = {}
+    for target in ("Floor", "of full-data prompt tuning", "prompt tuning ≥ fine-tuning", "TESLA > random"):
         line = next(line for line in targets.splitlines() if target in line)
-        assert "met" in line or "**missed**" in line
+        verdict = re.search(r": (met|\*\*missed\*\*) \(", line)
+        assert verdict, line
+        verdicts[target] = verdict[1]
+    if "did not learn tumours" in targets:
+        assert set(verdicts.values()) == {"**missed**"}
 
 
 def test_a_rerun_resumes_without_duplicating_rows(finished_run: Path, inputs):
