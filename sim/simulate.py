@@ -44,6 +44,7 @@ from tqdm import tqdm
 from cohort.msd import MSDDataset
 from models.backbone import load_backbone
 from models.cascade import CascadeConfig
+from models.checkpoint import backbone_fingerprint
 from models.embedding import embedding_blocks
 from models.inference import prompt_probabilities
 from models.slpt import SLPTConfig, SLPTNet
@@ -321,9 +322,11 @@ def _write_result(
 # ------------------------------------------------------------------------------------------- the driver
 
 def prepared_cohort(dataset: MSDDataset, backbone_path: Path, out: Path, profile: SimProfile) -> tuple[PreparedCohort, Path]:
-    """The run's prepared cohort, from its cache when present (prepared once per run folder and geometry)."""
+    """The run's prepared cohort, from its cache when present (prepared once per run folder, geometry and backbone:
+    stage 1's ROIs and the embeddings depend on the backbone)."""
     cfg = cascade_of(profile)
-    tag = "_".join(f"{v:g}" for v in (*cfg.spacing, *cfg.coarse_spacing, cfg.margin_mm))
+    fingerprint = backbone_fingerprint(load_backbone(backbone_path)[0])[:12]
+    tag = "_".join(f"{v:g}" for v in (*cfg.spacing, *cfg.coarse_spacing, cfg.margin_mm)) + f"_{fingerprint}"
     cache = out / "cache" / f"prepared_{tag}.npz"
     expected = [c.name for c in dataset.cases if c.label is not None]
     if cache.is_file():
