@@ -17,8 +17,10 @@ What the development sweep showed at 2.5 mm inside the liver ROI (45 labelled de
 15 held-out ones; ``docs/results/simulation/dev_sweep.md``): 32³ patches learned no tumour in 600 steps (prompt
 tuning 0.001, fine-tuning 0.005); 48³ patches did (fine-tuning 0.11 / 0.17 / 0.19 after 500 / 1,000 / 1,500 steps,
 still rising; prompt tuning with one patch per prompt at 5e-2: 0.11 after 400 steps and 0.09 after 800, at 2e-2:
-0.18 and 0.19, and on the profile's 6,016-step backbone 0.23 and 0.24). Hence 48³ patches, 400 prompt steps at 2e-2 and 600 fine-tuning steps at 1e-3. The floor (full-data prompt tuning
-tumour Dice >= 0.5) is not reached: the full study waits for it (see the sweep's notes on what to try next).
+0.18 and 0.19, and on the profile's 6,016-step backbone 0.23 and 0.24, or 0.25 after 400 steps with 2 patches per
+prompt). Hence 48³ patches, 2 per prompt per step, 400 prompt steps at 2e-2 and 600 fine-tuning steps at 1e-3.
+The floor (full-data prompt tuning tumour Dice >= 0.5) is not reached: the full study waits for it (see the
+sweep's notes on what to try next).
 
 Profiles:
 - ``quick``: a demonstration at a coarse 4 mm (96³ volumes, 16³ patches, few steps, 2 seeds), minutes on 2 cores.
@@ -141,7 +143,7 @@ PROFILES: dict[str, SimProfile] = {
         coarse_spacing=(5.0, 5.0, 5.0),
         margin_mm=15.0,
         patch=48,
-        batch_per_prompt=1,
+        batch_per_prompt=2,
         cases=280,
         test_fraction=0.26,
         strategies=("tesla", "random", "fg_random", "entropy", "coreset"),
