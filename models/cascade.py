@@ -21,7 +21,7 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 from torch import nn
 
-from models.adapters import adapt_backbone
+from models.adapters import adapt_backbone, first_conv
 from models.config import config_to_dict
 from models.errors import ModelError
 from models.geometry import (
@@ -107,8 +107,6 @@ def to_working(source: Source, cfg: CascadeConfig = CascadeConfig()) -> tuple[Me
 def coarse_pass(backbone: nn.Module, working: MetaTensor, cfg: CascadeConfig = CascadeConfig(),
                 collect_stats: bool = False) -> CoarsePass:
     """Run the frozen backbone once over the whole volume at ``cfg.coarse_spacing`` (see :class:`CoarsePass`)."""
-    from models.adapters import first_conv
-
     coarse = to_spacing(working, cfg.coarse_spacing)
     adapter = adapt_backbone(backbone)
     window = tuple(min(MAX_COARSE_WINDOW, math.ceil(s / adapter.size_divisor) * adapter.size_divisor)

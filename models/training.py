@@ -27,7 +27,7 @@ from models.augment import FAMILIES, family_name, make_sampler
 from models.device import autocast, pick_device
 from models.errors import ModelError
 from models.cascade import CascadeConfig, label_box, locate_liver, to_working
-from models.geometry import Source, affine_of, load_label, resample_to_grid, window_hu
+from models.geometry import Box, Source, affine_of, load_label, resample_to_grid, window_hu
 from models.inference import cascade_config, segment_volume
 from models.slpt import SLPTNet
 
@@ -91,20 +91,23 @@ def label_on_working_grid(label_source: Source, working) -> np.ndarray:
     return on_grid[0].round().to(torch.int64).numpy()
 
 
+def training_box(stage1: Box, label: np.ndarray, working, margin_mm: float) -> Box:
+    """Where a labelled case is trained on: stage 1's box joined with the labelled liver's box (plus the margin), so
+    no labelled voxel is cut off even where stage 1 missed part of the liver. ``label`` is on ``working``'s grid."""
+    labelled = label_box(label, working, margin_mm)
+    return stage1 if labelled is None else stage1.union(labelled)
+
+
 def roi_case(
     image_source: Source, label_source: Source, locator: torch.nn.Module, cfg: CascadeConfig = CascadeConfig()
 ) -> tuple[np.ndarray, np.ndarray]:
     """A labelled image on the working grid, cropped to its liver ROI: -> (image (X, Y, Z) HU, label (X, Y, Z)).
 
-    The ROI is stage 1's box (what inference will segment) joined with the labelled liver's box, both with the
-    cascade's margin, so no labelled voxel is cut off even where stage 1 missed part of the liver.
+    The ROI is :func:`training_box`: stage 1's box (what inference will segment) joined with the labelled liver's.
     """
     _original, working = to_working(image_source, cfg)
     label = label_on_working_grid(label_source, working)
-    box = locate_liver(locator, working, cfg).box
-    labelled = label_box(label, working, cfg.margin_mm)
-    if labelled is not None:
-        box = box.union(labelled)
+    box = training_box(locate_liver(locator, working, cfg).box, label, working, cfg.margin_mm)
     return working[0].as_tensor().numpy()[box.slices()].astype(np.float32), label[box.slices()]
 
 

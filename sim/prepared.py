@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from cohort.msd import MSDDataset
 from models.backbone import load_backbone
-from models.cascade import CascadeConfig, coarse_pass, label_box, roi_from_pass, to_working
+from models.cascade import CascadeConfig, coarse_pass, roi_from_pass, to_working
 from models.embedding import embedding_from_pass
 from models.geometry import Box
-from models.training import label_on_working_grid
+from models.training import label_on_working_grid, training_box
 from storage.atomic import atomic_path
 
 TUMOUR, LIVER = 2, 1
@@ -91,8 +91,7 @@ def prepare_cohort(dataset: MSDDataset, backbone_path: Path, cfg: CascadeConfig)
         label = label_on_working_grid(case.label, working)
         result = coarse_pass(backbone, working, cfg, collect_stats=True)
         roi = roi_from_pass(result, working, cfg)
-        labelled = label_box(label, working, cfg.margin_mm)
-        crop = roi.box if labelled is None else roi.box.union(labelled)
+        crop = training_box(roi.box, label, working, cfg.margin_mm)
         inside = np.zeros(label.shape, dtype=bool)
         inside[roi.box.slices()] = True
         fields["images"].append(working[0].as_tensor().numpy()[crop.slices()].astype(np.float32))
