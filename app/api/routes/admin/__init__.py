@@ -1,0 +1,9 @@
+"""``/admin``: running a labeling campaign over HTTP (the admin role only; every change is audited)."""
+
+from fastapi import APIRouter
+
+from app.api.routes.admin import accounts, export, jobs, leases, progress, rounds, volumes
+
+router = APIRouter(prefix="/admin")
+for module in (progress, volumes, leases, rounds, jobs, export, accounts):
+    router.include_router(module.router)

@@ -1,0 +1,45 @@
+"""``/admin/leases``: who holds which volume; release one; assign a volume to a named annotator."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Request
+
+from app.api.deps import AdminUser, AppDep, SessionDep, audit_action
+from app.api.schemas import AssignRequest, LeaseOut
+from db.claims import assign_volume, release_volume
+from db.engine import write_session
+from db.overview import active_assignments
+
+router = APIRouter(prefix="/leases", tags=["Admin: leases"])
+
+
+def lease_out(a) -> LeaseOut:
+    return LeaseOut(image_id=a.image_id, annotator=a.annotator, strategy=a.strategy, claimed_at=a.claimed_at,
+                    lease_expires_at=a.lease_expires_at)
+
+
+@router.get("", response_model=list[LeaseOut], summary="Leases in force, oldest first")
+def leases(user: AdminUser, session: SessionDep) -> list[LeaseOut]:
+    return [lease_out(a) for a in active_assignments(session)]
+
+
+@router.delete("/{image_id}", response_model=LeaseOut, summary="Release the lease on one volume")
+def release(image_id: str, user: AdminUser, app: AppDep, request: Request) -> LeaseOut:
+    with write_session(app.datastore().sessions) as session:
+        held = next((a for a in active_assignments(session) if a.image_id == image_id), None)
+        holder = release_volume(session, image_id)
+        audit_action(session, user, request, "lease_released", image_id, holder=holder)
+        answer = lease_out(held) if held else None
+    return answer
+
+
+@router.post("", response_model=LeaseOut, status_code=201, summary="Assign a volume to a named annotator")
+def assign(body: AssignRequest, user: AdminUser, app: AppDep, request: Request) -> LeaseOut:
+    hours = body.lease_hours or app.settings.lease_hours
+    with write_session(app.datastore().sessions) as session:
+        assign_volume(session, body.image_id, body.annotator, timedelta(hours=hours))
+        audit_action(session, user, request, "lease_assigned", body.image_id, annotator=body.annotator, hours=hours)
+        lease = next(a for a in active_assignments(session) if a.image_id == body.image_id)
+        return lease_out(lease)

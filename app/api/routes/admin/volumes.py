@@ -1,0 +1,55 @@
+"""``GET /admin/volumes``: the volume list (filters, sort, pages) and one volume's whole history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from app.api.deps import AdminUser, SessionDep
+from app.api.schemas import AssignmentOut, AuditOut, LabelOut, ScoreOut, VolumeHistory, VolumeOut, VolumePage, VolumeStatus
+from db.audit import audit_events
+from db.images import require_image
+from db.labels import labels_for
+from db.model_versions import latest_model_version
+from db.overview import VOLUME_SORTS, VolumeFilter, assignments_of_image, list_volumes, scores_of_image
+
+router = APIRouter(prefix="/volumes", tags=["Admin: volumes"])
+MAX_PAGE = 500
+
+
+@router.get("", response_model=VolumePage, summary="Volumes, filtered and sorted, one page")
+def volumes(
+    user: AdminUser,
+    session: SessionDep,
+    status: VolumeStatus | None = None,
+    annotator: Annotated[str | None, Query(max_length=255)] = None,
+    round_id: int | None = None,
+    min_score: float | None = None,
+    max_score: float | None = None,
+    sort: Annotated[str, Query(description=f"One of {VOLUME_SORTS}")] = "id",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> VolumePage:
+    filters = VolumeFilter(status, annotator, round_id, min_score, max_score)
+    version = latest_model_version(session)
+    total, rows = list_volumes(session, filters, model_version=version.id if version else None, sort=sort,
+                               offset=offset, limit=limit)
+    if offset and offset >= total:
+        raise HTTPException(404, f"offset {offset} is past the last of {total} matching volumes")
+    return VolumePage(total=total, offset=offset, limit=limit, items=[VolumeOut(**vars(r)) for r in rows])
+
+
+@router.get("/{image_id}", response_model=VolumeHistory, summary="One volume: leases, labels, scores, audit trail")
+def volume_history(image_id: str, user: AdminUser, session: SessionDep) -> VolumeHistory:
+    require_image(session, image_id)
+    version = latest_model_version(session)
+    _, rows = list_volumes(session, VolumeFilter(), model_version=version.id if version else None, limit=1,
+                           only=image_id)
+    return VolumeHistory(
+        volume=VolumeOut(**vars(rows[0])),
+        assignments=[AssignmentOut.model_validate(a) for a in assignments_of_image(session, image_id)],
+        labels=[LabelOut.model_validate(label) for label in labels_for(session, image_id)],
+        scores=[ScoreOut.model_validate(s) for s in scores_of_image(session, image_id)],
+        audit=[AuditOut.model_validate(e) for e in audit_events(session, image_id=image_id, limit=200)],
+    )

@@ -1,0 +1,230 @@
+"""Request and response bodies of our REST API (``/auth``, ``/users``, ``/admin``, ``/health``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["admin", "reviewer", "annotator"]
+VolumeStatus = Literal["unlabeled", "queued", "leased", "labeled", "skipped"]
+
+
+class ORM(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class AuthInfo(BaseModel):
+    enabled: bool
+    client_id: str
+    realm: str
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str
+    expires_in: int | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: bool
+    model_version: str | None
+    running_jobs: int
+    auth: bool
+
+
+class UserOut(ORM):
+    username: str
+    role: Role
+    disabled: bool
+    created_at: datetime
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    role: Role
+    password: str | None = Field(None, min_length=8, max_length=72)
+
+
+class UserUpdate(BaseModel):
+    role: Role | None = None
+    disabled: bool | None = None
+    password: str | None = Field(None, min_length=8, max_length=72)
+
+
+class TokenCreate(BaseModel):
+    name: str = Field("api", min_length=1, max_length=255)
+    expires_in_days: float | None = Field(None, gt=0, le=3650)
+
+
+class ApiTokenOut(ORM):
+    id: int
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class NewApiToken(ApiTokenOut):
+    token: str = Field(description="The token itself: shown this once, stored only hashed")
+
+
+class AssignmentOut(ORM):
+    id: int
+    image_id: str
+    annotator: str
+    strategy: str
+    round_id: int | None
+    claimed_at: datetime
+    lease_expires_at: datetime
+    closed_at: datetime | None
+    state: str
+
+
+class LabelOut(ORM):
+    id: int
+    image_id: str
+    tag: str
+    version: int
+    annotator: str | None
+    created_at: datetime
+
+
+class ScoreOut(ORM):
+    method: str
+    model_version: str
+    value: float
+    created_at: datetime
+
+
+class AuditOut(ORM):
+    at: datetime
+    actor: str
+    action: str
+    image_id: str | None
+    source: str | None
+    detail: dict[str, Any]
+
+
+class MyHistory(BaseModel):
+    username: str
+    current_lease: str | None
+    assignments: list[AssignmentOut]
+    labels: list[LabelOut]
+
+
+class ModelVersionOut(ORM):
+    id: str
+    kind: str
+    created_at: datetime
+    metrics: dict[str, Any]
+    tunable_params: int | None
+
+
+class JobOut(ORM):
+    id: str
+    kind: str
+    state: str
+    progress: float
+    message: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    log_tail: list[str] = []
+
+
+class AnnotatorTotals(BaseModel):
+    labeled: int
+    leased: int
+    skipped: int
+
+
+class Progress(BaseModel):
+    totals: dict[str, int] = Field(description="Volumes by status, and 'total'")
+    by_annotator: dict[str, AnnotatorTotals]
+    by_group: dict[str, dict[str, int]]
+    labels_per_day: dict[str, int]
+    model: ModelVersionOut | None
+    running_jobs: list[JobOut]
+
+
+class VolumeOut(BaseModel):
+    id: str
+    name: str
+    status: VolumeStatus
+    group: str | None
+    ingested_at: datetime
+    lease_holder: str | None
+    score: float | None
+
+
+class VolumePage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[VolumeOut]
+
+
+class VolumeHistory(BaseModel):
+    volume: VolumeOut
+    assignments: list[AssignmentOut]
+    labels: list[LabelOut]
+    scores: list[ScoreOut]
+    audit: list[AuditOut]
+
+
+class LeaseOut(BaseModel):
+    image_id: str
+    annotator: str
+    strategy: str
+    claimed_at: datetime
+    lease_expires_at: datetime
+
+
+class AssignRequest(BaseModel):
+    image_id: str = Field(min_length=1, max_length=255)
+    annotator: str = Field(min_length=1, max_length=255)
+    lease_hours: float | None = Field(None, gt=0, le=24 * 365)
+
+
+class RoundCreate(BaseModel):
+    strategy: str = Field(min_length=1, max_length=64)
+    budget: int = Field(gt=0, description="Volumes the round ranks; at most the unlabeled pool")
+    seed: int = 0
+
+
+class RoundOut(ORM):
+    id: int
+    strategy: str
+    budget: int
+    model_version: str | None
+    created_at: datetime
+    state: str
+
+
+class RoundItemOut(ORM):
+    image_id: str
+    rank: int
+
+
+class RoundDetail(RoundOut):
+    items: list[RoundItemOut]
+
+
+class JobCreate(BaseModel):
+    kind: Literal["train", "scoring"]
+    model: str = "slpt"
+    params: dict[str, Any] = {}
+
+
+class JobStarted(BaseModel):
+    kind: str
+    started: bool
+    detail: dict[str, Any]

@@ -1,0 +1,207 @@
+"""The campaign seen from above: each volume's status, totals, per-annotator and per-day figures, filtered lists.
+
+A volume's status is derived, never stored (so it cannot drift): ``labeled`` (a final label exists), ``leased`` (a
+live lease), ``queued`` (in a ready selection round), ``skipped`` (an annotator passed on it before), else
+``unlabeled``. The first that applies wins, in that order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, select
+from sqlalchemy.orm import Session
+
+from db.errors import DBError
+from db.images import live_lease
+from db.schema import Assignment, Image, Label, RoundItem, Score, SelectionRound, utcnow
+
+VOLUME_STATUSES = ("unlabeled", "queued", "leased", "labeled", "skipped")
+VOLUME_SORTS = ("ingested", "-ingested", "score", "-score", "id")
+#: The score the volume list shows and filters on: the prompts' disagreement under the current model.
+LIST_SCORE_METHOD = "prompt_uncertainty"
+
+
+def volume_status(now: datetime) -> ColumnElement[str]:
+    """SQL expression: the derived status of an ``images`` row at ``now``."""
+    queued = exists().where(
+        RoundItem.image_id == Image.id, RoundItem.round_id == SelectionRound.id, SelectionRound.state == "ready"
+    )
+    skipped = exists().where(Assignment.image_id == Image.id, Assignment.state == "skipped")
+    return case(
+        (Image.label_status == "labeled", "labeled"),
+        (live_lease(now), "leased"),
+        (queued, "queued"),
+        (skipped, "skipped"),
+        else_="unlabeled",
+    )
+
+
+def status_totals(session: Session, now: datetime | None = None) -> dict[str, int]:
+    status = volume_status(now or utcnow()).label("status")
+    rows = session.execute(select(status, func.count()).group_by(status)).all()
+    totals = dict.fromkeys(VOLUME_STATUSES, 0) | {s: int(n) for s, n in rows}
+    return totals | {"total": sum(totals.values())}
+
+
+def totals_by_group(session: Session, now: datetime | None = None) -> dict[str, dict[str, int]]:
+    """Status totals per acquisition group (volumes of unknown group are left out)."""
+    status = volume_status(now or utcnow()).label("status")
+    rows = session.execute(
+        select(Image.grp, status, func.count()).where(Image.grp.is_not(None)).group_by(Image.grp, status)
+    ).all()
+    groups: dict[str, dict[str, int]] = {}
+    for group, name, n in rows:
+        groups.setdefault(group, dict.fromkeys(VOLUME_STATUSES, 0))[name] = int(n)
+    return groups
+
+
+def totals_by_annotator(session: Session, now: datetime | None = None) -> dict[str, dict[str, int]]:
+    """Per annotator: final labels saved, live leases held, volumes skipped."""
+    now = now or utcnow()
+    people: dict[str, dict[str, int]] = {}
+
+    def add(rows, key: str) -> None:
+        for who, n in rows:
+            people.setdefault(who, {"labeled": 0, "leased": 0, "skipped": 0})[key] = int(n)
+
+    add(session.execute(
+        select(Label.annotator, func.count(func.distinct(Label.image_id)))
+        .where(Label.tag == "final", Label.annotator.is_not(None)).group_by(Label.annotator)
+    ).all(), "labeled")
+    add(session.execute(
+        select(Image.lease_holder, func.count()).where(live_lease(now), Image.label_status == "unlabeled")
+        .group_by(Image.lease_holder)
+    ).all(), "leased")
+    add(session.execute(
+        select(Assignment.annotator, func.count()).where(Assignment.state == "skipped").group_by(Assignment.annotator)
+    ).all(), "skipped")
+    return dict(sorted(people.items()))
+
+
+def labels_per_day(session: Session) -> dict[str, int]:
+    """Final labels saved per UTC day (first versions only: a corrected label is not new work)."""
+    days: dict[str, int] = {}
+    rows = session.execute(select(Label.created_at).where(Label.tag == "final", Label.version == 1)).scalars()
+    for created in rows:
+        day = created.date().isoformat() if isinstance(created, datetime) else str(created)[:10]
+        days[day] = days.get(day, 0) + 1
+    return dict(sorted(days.items()))
+
+
+@dataclass(frozen=True)
+class VolumeFilter:
+    """Filters of the volume list; None means "any"."""
+
+    status: str | None = None
+    annotator: str | None = None  # held a lease on it, or saved a label of it
+    round_id: int | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in VOLUME_STATUSES:
+            raise DBError(f"unknown status {self.status!r}: use one of {VOLUME_STATUSES}")
+        if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
+            raise DBError(f"min_score {self.min_score} is above max_score {self.max_score}")
+
+
+@dataclass(frozen=True)
+class VolumeRow:
+    id: str
+    name: str
+    status: str
+    group: str | None
+    ingested_at: datetime
+    lease_holder: str | None
+    score: float | None
+
+
+def list_volumes(
+    session: Session, filters: VolumeFilter, *, model_version: str | None, sort: str = "id", offset: int = 0,
+    limit: int = 50, now: datetime | None = None, only: str | None = None,
+) -> tuple[int, list[VolumeRow]]:
+    """(how many volumes match, the page ``offset``..``offset+limit`` of them in ``sort`` order); ``only``: one id."""
+    if sort not in VOLUME_SORTS:
+        raise DBError(f"unknown sort {sort!r}: use one of {VOLUME_SORTS}")
+    now = now or utcnow()
+    status = volume_status(now).label("status")
+    score = (
+        select(Score.value)
+        .where(Score.image_id == Image.id, Score.method == LIST_SCORE_METHOD, Score.model_version == model_version)
+        .scalar_subquery()
+        .label("score")
+    )
+    query: Select = select(
+        Image.id, Image.name, status, Image.grp, Image.ingested_at, Image.lease_holder, score,
+        live_lease(now).label("live"),
+    )
+    query = _filtered(query, filters, status, score)
+    if only is not None:
+        query = query.where(Image.id == only)
+    total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    order = {
+        "id": [Image.id], "ingested": [Image.ingested_at, Image.id], "-ingested": [Image.ingested_at.desc(), Image.id],
+        "score": [score.asc().nulls_last(), Image.id], "-score": [score.desc().nulls_last(), Image.id],
+    }[sort]
+    rows = session.execute(query.order_by(*order).offset(offset).limit(limit)).all()
+    return total, [
+        VolumeRow(r.id, r.name, r.status, r.grp, r.ingested_at, r.lease_holder if r.live else None, r.score)
+        for r in rows
+    ]
+
+
+def _filtered(query: Select, filters: VolumeFilter, status: ColumnElement, score: ColumnElement) -> Select:
+    if filters.status is not None:
+        query = query.where(status == filters.status)
+    if filters.annotator is not None:
+        query = query.where(
+            exists().where(Assignment.image_id == Image.id, Assignment.annotator == filters.annotator)
+            | exists().where(Label.image_id == Image.id, Label.annotator == filters.annotator)
+        )
+    if filters.round_id is not None:
+        query = query.where(exists().where(RoundItem.image_id == Image.id, RoundItem.round_id == filters.round_id))
+    if filters.min_score is not None:
+        query = query.where(and_(score.is_not(None), score >= filters.min_score))
+    if filters.max_score is not None:
+        query = query.where(and_(score.is_not(None), score <= filters.max_score))
+    return query
+
+
+def assignments_of_image(session: Session, image_id: str) -> list[Assignment]:
+    return list(session.scalars(select(Assignment).where(Assignment.image_id == image_id).order_by(Assignment.id)))
+
+
+def scores_of_image(session: Session, image_id: str) -> list[Score]:
+    query = select(Score).where(Score.image_id == image_id).order_by(Score.model_version, Score.method)
+    return list(session.scalars(query))
+
+
+def active_assignments(session: Session, now: datetime | None = None) -> list[Assignment]:
+    """Leases in force at ``now``, oldest first."""
+    query = (
+        select(Assignment)
+        .where(Assignment.state == "active", Assignment.lease_expires_at >= (now or utcnow()))
+        .order_by(Assignment.claimed_at, Assignment.id)
+    )
+    return list(session.scalars(query))
+
+
+def assignments_of_annotator(session: Session, annotator: str, limit: int = 100) -> list[Assignment]:
+    query = select(Assignment).where(Assignment.annotator == annotator).order_by(Assignment.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def labels_of_annotator(session: Session, annotator: str, limit: int = 100) -> list[Label]:
+    query = select(Label).where(Label.annotator == annotator).order_by(Label.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def list_rounds(session: Session, limit: int = 50, offset: int = 0) -> list[SelectionRound]:
+    query = select(SelectionRound).order_by(SelectionRound.id.desc()).offset(offset).limit(limit)
+    return list(session.scalars(query))
+
+
+def round_items(session: Session, round_id: int) -> list[RoundItem]:
+    return list(session.scalars(select(RoundItem).where(RoundItem.round_id == round_id).order_by(RoundItem.rank)))
