@@ -47,20 +47,44 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     db: Annotated[Optional[str], typer.Option(help="SQLAlchemy database URL (default: SQLite in the studies folder)")] = None,
+    auth: Annotated[bool, typer.Option(help="Require a login (database users; also SLPT_AUTH=1)")] = False,
+    insecure: Annotated[bool, typer.Option(help="Allow auth off on a non-loopback address")] = False,
 ) -> None:
     """Start the MONAI Label server: a thin wrapper over `monailabel start_server`.
 
     Its other options pass through unchanged, e.g. `--conf KEY VALUE` (repeatable) for app options.
     """
     from app.server import start_server
+    from app.settings import AppSettings
     from app.studies import StudiesError, resolve_studies
 
     try:
         resolve_studies(studies)
     except StudiesError as exc:
         raise fail(str(exc))
-    conf = [("db", db)] if db else []
-    start_server(studies, host=host, port=port, conf=conf, extra_args=list(ctx.args))
+    extra = list(ctx.args)
+    auth = auth or AppSettings.from_conf(_conf_pairs(extra)).auth
+    if not auth and not insecure and not is_loopback(host):
+        raise fail(f"refusing to serve {host} with auth off: pass --auth (and create users with `slpt admin "
+                   "create-user`), or --insecure to serve it open anyway")
+    conf = ([("db", db)] if db else []) + ([("auth", "true")] if auth else [])
+    start_server(studies, host=host, port=port, conf=conf, extra_args=extra)
+
+
+def _conf_pairs(args: list[str]) -> dict[str, str]:
+    """The ``--conf KEY VALUE`` pairs among pass-through arguments."""
+    return {args[i + 1]: args[i + 2] for i, arg in enumerate(args[:-2]) if arg == "--conf"}
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @cli.command()
@@ -310,6 +334,51 @@ def db_upgrade(db: Annotated[str, typer.Option(help="SQLAlchemy database URL, e.
     except (SQLAlchemyError, ValueError) as exc:
         raise fail(f"cannot upgrade {normalise_url(db)}: {exc}")
     typer.echo(f"database at revision {head_revision()}")
+
+
+admin_cli = typer.Typer(help="Accounts, from the shell.", no_args_is_help=True)
+cli.add_typer(admin_cli, name="admin")
+
+
+@admin_cli.command("create-user")
+def admin_create_user(
+    name: Annotated[str, typer.Argument(help="User name")],
+    role: Annotated[str, typer.Option(help="admin, reviewer or annotator")],
+    password: Annotated[Optional[str], typer.Option(help="Password for logging in from 3D Slicer (none: token only)")] = None,
+    studies: Annotated[Optional[Path], typer.Option(help="Studies folder whose default SQLite database to use")] = None,
+    db: Annotated[Optional[str], typer.Option(help="SQLAlchemy database URL")] = None,
+) -> None:
+    """Create a user (creating and migrating the database if needed); print its new API token on the last line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.accounts import create_account
+    from db.engine import create_db_engine, default_db_url, session_factory
+    from db.errors import DBError
+    from db.migrate import upgrade
+
+    if (studies is None) == (db is None):
+        raise fail("give exactly one of --studies DIR or --db URL")
+    if studies is not None:
+        from app.studies import StudiesError, resolve_studies
+
+        try:
+            db = default_db_url(resolve_studies(studies).root)  # the database `slpt serve --studies` uses
+        except StudiesError as exc:
+            raise fail(str(exc))
+    url = db
+    try:
+        upgrade(url)
+        engine = create_db_engine(url)
+        try:
+            token = create_account(session_factory(engine), name, role, password)
+        finally:
+            engine.dispose()
+    except DBError as exc:
+        raise fail(str(exc))
+    except SQLAlchemyError as exc:
+        raise fail(f"database error: {exc}")
+    typer.echo(f"created {role} {name!r}; API token (shown once):")
+    typer.echo(token)
 
 
 def emit_report(report: str, out: Path | None) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,15 +15,20 @@ from db.engine import write_session
 from db.jobs import finish_job, start_job, update_job
 
 
+#: Messages a job keeps in its ``detail["log_tail"]`` (what the admin API shows as the job's log).
+LOG_TAIL = 50
+
+
 class JobReporter:
     """Progress of one job; writes at most every ``interval`` seconds. ``result`` is merged into the job's detail
-    when it finishes."""
+    when it finishes. Each written message also goes to the job's log tail."""
 
     def __init__(self, sessions: sessionmaker[Session], job_id: str, interval: float = 1.0):
         self.sessions = sessions
         self.job_id = job_id
         self.interval = interval
         self.result: dict[str, Any] = {}
+        self.log_tail: deque[str] = deque(maxlen=LOG_TAIL)
         self._last = 0.0
 
     def __call__(self, done: int, total: int, message: str = "") -> None:
@@ -30,8 +36,11 @@ class JobReporter:
         if now - self._last < self.interval and done < total:
             return
         self._last = now
+        if message:
+            self.log_tail.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
         with write_session(self.sessions) as session:
-            update_job(session, self.job_id, progress=min(1.0, done / max(total, 1)), message=message)
+            update_job(session, self.job_id, progress=min(1.0, done / max(total, 1)), message=message,
+                       detail={"log_tail": list(self.log_tail)})
 
 
 @contextmanager
@@ -47,4 +56,4 @@ def tracked_job(sessions: sessionmaker[Session], kind: str, **detail: Any) -> It
             finish_job(session, job_id, "failed", message=f"{type(exc).__name__}: {exc}")
         raise
     with write_session(sessions) as session:
-        finish_job(session, job_id, "done", detail=reporter.result)
+        finish_job(session, job_id, "done", detail=reporter.result | {"log_tail": list(reporter.log_tail)})

@@ -18,6 +18,8 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
+from app.accounts import bootstrap_admin
+from app.api.security import Authenticator
 from app.modelstore import ModelStore
 from app.scoring import SLPTScoring
 from app.selection import RoundBuilder, served_strategies
@@ -70,6 +72,8 @@ class SLPTApp(MONAILabelApp):
         datastore.refresh()
         if self.settings.import_labels and self.layout.is_msd:
             _import_ground_truth(datastore, self.layout)
+        self.authenticator = Authenticator(datastore.sessions, self.settings.secret_key, self.settings.token_minutes)
+        bootstrap_admin(datastore.sessions, self.settings)
         self.model_store = ModelStore(
             datastore.sessions,
             folder=self.settings.work_dir(self.layout.root) / "models",
@@ -107,6 +111,9 @@ class SLPTApp(MONAILabelApp):
 
     def trainer_names(self) -> list[str]:
         return list(self._trainers)
+
+    def scoring_names(self) -> list[str]:
+        return list(self._scoring_methods)
 
     def next_sample(self, request: dict) -> dict:
         """Claim the next volume for ``request["annotator"]``; ``{}`` when nothing is left (MONAI Label's empty answer).

@@ -32,6 +32,12 @@ class AppSettings(BaseSettings):
     roi_margin_mm: float = Field(15.0, ge=0, description="Margin around the found liver of the region the model segments")
     roi_size: int = Field(48, ge=16, description="Edge of the training patch / sliding window (multiple of 16)")
     max_upload_mb: int = Field(512, gt=0, description="Largest accepted image or label upload")
+    auth: bool = Field(False, description="Require a login (database users) for every route but /info/, /auth, /health, docs")
+    token_minutes: float = Field(30.0, gt=0, description="Lifetime of an access token from /auth/token")
+    secret_key: str = Field("", description="Access-token signing key; empty = one generated once and kept in the database")
+    admin_user: str = Field("admin", description="Name of the first admin that admin_password / admin_token create")
+    admin_password: str = Field("", description="Creates the first admin at start-up with this password (if absent)")
+    admin_token: str = Field("", description="Gives the first admin this API token at start-up (stored hashed)")
 
     @classmethod
     def from_conf(cls, conf: dict[str, Any] | None) -> "AppSettings":

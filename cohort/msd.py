@@ -166,15 +166,10 @@ def write_nifti_gz(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     path.write_bytes(gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
 
 
-def write_msd_index(
-    root: Path, names: list[str], labels: dict[int, str], groups: dict[str, str], description: dict
-) -> Path:
-    """Write ``dataset.json`` (MSD keys + ``slpt_groups`` + ``description`` extras) and ``groups.csv``.
-
-    ``names`` are case names whose files already lie in ``imagesTr/`` and ``labelsTr/``. Returns the
-    path of ``dataset.json``.
-    """
-    index = {
+def msd_index(names: list[str], labels: dict[int, str], groups: dict[str, str], description: dict) -> dict:
+    """The ``dataset.json`` content of cases ``names`` (MSD keys, ``slpt_groups`` of those with a known group, and
+    the ``description`` extras)."""
+    return {
         **description,
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
@@ -185,12 +180,24 @@ def write_msd_index(
             {"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"} for name in names
         ],
         "test": [],
-        GROUPS_KEY: {name: groups[name] for name in names},
+        GROUPS_KEY: {name: groups[name] for name in names if name in groups},
     }
+
+
+def groups_csv(names: list[str], groups: dict[str, str]) -> str:
+    """``groups.csv`` (columns ``case,group``) of the cases of ``names`` with a known group."""
+    rows = ["case,group"] + [f"{name},{groups[name]}" for name in names if name in groups]
+    return "\n".join(rows) + "\n"
+
+
+def write_msd_index(
+    root: Path, names: list[str], labels: dict[int, str], groups: dict[str, str], description: dict
+) -> Path:
+    """Write ``dataset.json`` (:func:`msd_index`) and ``groups.csv``; return the path of ``dataset.json``.
+
+    ``names`` are case names whose files already lie in ``imagesTr/`` and ``labelsTr/``.
+    """
     json_path = root / "dataset.json"
-    json_path.write_text(json.dumps(index, indent=2) + "\n")
-    with (root / GROUPS_CSV).open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["case", "group"])
-        writer.writerows((name, groups[name]) for name in names)
+    json_path.write_text(json.dumps(msd_index(names, labels, groups, description), indent=2) + "\n")
+    (root / GROUPS_CSV).write_text(groups_csv(names, groups))
     return json_path

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import begin_write, write_session
-from db.errors import DBError
+from db.errors import DBError, UnknownImageError
 from db.images import free_of_lease, live_lease
 from db.schema import Assignment, Image, RoundItem, SelectionRound, UTCDateTime, check_aware, utcnow
 
@@ -83,6 +83,18 @@ _ANSWER_COLUMNS = (
     _images.c.grp, _images.c.label_status, _images.c.meta,
 )
 _SET_LEASE_RETURNING = _SET_LEASE.returning(*_ANSWER_COLUMNS)
+#: Strategy name of a lease an admin gave (:func:`assign_volume`): Next Sample offers it until it is labeled.
+ASSIGNED = "assigned"
+_ASSIGNED_TO = (
+    select(*_ANSWER_COLUMNS)
+    .join(_assignments, _assignments.c.image_id == _images.c.id)
+    .where(
+        _assignments.c.annotator == bindparam("annotator"), _assignments.c.state == "active",
+        _assignments.c.strategy == ASSIGNED, _images.c.label_status == "unlabeled", live_lease(_NOW),
+    )
+    .order_by(_assignments.c.claimed_at)
+    .limit(1)
+)
 _ACTIVE_LEASE = _OWN_LIVE_LEASES.order_by(_images.c.lease_expires_at.desc()).limit(1)
 
 
@@ -162,6 +174,66 @@ def release_lease(session: Session, annotator: str, now: datetime | None = None)
     return _close_own_leases(connection, annotator, "released", _clock(now))
 
 
+class LeaseConflictError(DBError):
+    """The volume cannot take that lease now (labeled already, or leased to someone else)."""
+
+
+def release_volume(session: Session, image_id: str, now: datetime | None = None) -> str:
+    """End the live lease on one volume (state ``released``); return who held it. :class:`DBError` if none."""
+    check_aware(now)
+    now = _clock(now)
+    image = _lock_image_row(session, image_id)
+    if image.lease_expires_at is None or image.lease_expires_at < now or image.lease_holder is None:
+        raise LeaseConflictError(f"volume {image_id!r} is not leased")
+    holder = image.lease_holder
+    connection = session.connection()
+    connection.execute(_CLEAR_LEASES, {"ids": [image_id]})
+    connection.execute(_CLOSE_ASSIGNMENTS, {"ids": [image_id], "new_state": "released", "closed": now})
+    session.expire(image)
+    return holder
+
+
+def assign_volume(
+    session: Session, image_id: str, annotator: str, lease: timedelta = DEFAULT_LEASE, now: datetime | None = None
+) -> datetime:
+    """Lease one volume to ``annotator`` on an admin's word; return when the lease ends.
+
+    The annotator's other live leases are released (one volume each at a time); Next Sample then offers this volume
+    until it is labeled or released. Refused (:class:`LeaseConflictError`) if it is labeled or someone else holds it.
+    """
+    if not annotator:
+        raise DBError("annotator must be a non-empty string")
+    if lease <= timedelta(0):
+        raise DBError(f"lease must be positive, got {lease}")
+    check_aware(now)
+    connection = session.connection()
+    _lock_annotator(connection, annotator)
+    image = _lock_image_row(session, image_id)
+    when = _clock(now)
+    if image.label_status == "labeled":
+        raise LeaseConflictError(f"volume {image_id!r} is labeled already")
+    live = image.lease_expires_at is not None and image.lease_expires_at >= when
+    if live and image.lease_holder != annotator:
+        raise LeaseConflictError(f"volume {image_id!r} is leased to {image.lease_holder!r}: release it first")
+    _close_own_leases(connection, annotator, "released", when)
+    _expire(connection, when)
+    expires = when + lease
+    connection.execute(_SET_LEASE, {"image_id": image_id, "holder": annotator, "expires": expires})
+    connection.execute(_assignments.insert(), {
+        "image_id": image_id, "annotator": annotator, "strategy": ASSIGNED, "round_id": None,
+        "claimed_at": when, "lease_expires_at": expires, "closed_at": None, "state": "active",
+    })
+    session.expire(image)
+    return expires
+
+
+def _lock_image_row(session: Session, image_id: str) -> Image:
+    image = session.scalar(select(Image).where(Image.id == image_id).with_for_update())
+    if image is None:
+        raise UnknownImageError(f"unknown image id {image_id!r}")
+    return image
+
+
 def active_lease(session: Session, annotator: str, now: datetime | None = None) -> str | None:
     """The unlabeled volume ``annotator`` holds a live lease on, if any."""
     check_aware(now)
@@ -189,6 +261,9 @@ def _claim(
 ) -> Row | None:
     connection = session.connection()
     _lock_annotator(connection, annotator)
+    assigned = connection.execute(_ASSIGNED_TO, {"annotator": annotator, "now": _clock(now)}).first()
+    if assigned is not None:
+        return assigned  # an admin's assignment is the annotator's work until it is labeled or released
     skipped = _close_own_leases(connection, annotator, "skipped", _clock(now))
     started = _clock(now)
     _expire(connection, started)

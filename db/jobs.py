@@ -41,9 +41,14 @@ def start_job(
     return job
 
 
-def update_job(session: Session, job_id: str, progress: float | None = None, message: str | None = None) -> Job:
-    """Report progress (0..1) and/or a message; a queued job becomes running."""
+def update_job(
+    session: Session, job_id: str, progress: float | None = None, message: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Job:
+    """Report progress (0..1), a message and/or ``detail`` (merged into the job's); a queued job becomes running."""
     job = _unfinished(session, job_id)
+    if detail:
+        job.detail = {**job.detail, **detail}
     if progress is not None:
         if not 0.0 <= progress <= 1.0:
             raise DBError(f"job progress must lie in [0, 1], got {progress}")

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -38,11 +39,12 @@ from db.errors import DBError
 
 LABEL_STATUSES = ("unlabeled", "labeled")
 ASSIGNMENT_STATES = ("active", "labeled", "skipped", "expired", "released")
-ROUND_STATES = ("building", "ready", "exhausted", "superseded")
+ROUND_STATES = ("building", "ready", "exhausted", "superseded", "cancelled")
 MODEL_KINDS = ("prompt", "finetune")
 MODEL_STATES = ("published", "failed")
 JOB_KINDS = ("train", "scoring", "embedding", "round")
 JOB_STATES = ("queued", "running", "done", "failed")
+USER_ROLES = ("admin", "reviewer", "annotator")
 
 # Deterministic constraint/index names on every backend, so migrations can name what they alter.
 NAMING_CONVENTION = {
@@ -282,3 +284,47 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     image_id: Mapped[str | None] = mapped_column(String(255), index=True)
     detail: Mapped[dict[str, Any]]
+    source: Mapped[str | None] = mapped_column(String(255))  # the caller's address, for requests
+
+
+class User(Base):
+    """An account: annotators, reviewers and admins log in with a password or an API token.
+
+    Users are disabled, never deleted: their name stays on the labels and leases they made.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (_one_of("role", USER_ROLES, "role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # bcrypt; None: token-only account
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A long-lived API token of one user; only its SHA-256 is stored (the token is shown once, at creation)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class ServerSecret(Base):
+    """A secret every server process on this database shares (the access-token signing key)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]

@@ -44,12 +44,16 @@ def sweep(
     cases: Annotated[int, typer.Option(help="Development cohort size")] = DEV_CASES,
     threads: Annotated[int, typer.Option(help="Torch threads")] = 1,
     eval_every: Annotated[int, typer.Option(help="Also evaluate every N steps (0: only at the end)")] = 0,
+    upstream_cases: Annotated[int, typer.Option(help="Upstream cohort size of a new backbone (0: the profile's)")] = 0,
+    pretrain_epochs: Annotated[int, typer.Option(help="Pre-training epochs of a new backbone (0: the profile's)")] = 0,
     out: Annotated[Path, typer.Option(help="Folder of the development cohort and backbone")] = Path("runs/dev"),
 ) -> None:
     """Train one schedule on the development cohort and print its held-out Dice, one JSON line per seed."""
     torch.set_num_threads(threads)
     dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED, patch=patch,
-                  batch_per_prompt=batch_per_prompt)
+                  batch_per_prompt=batch_per_prompt,
+                  upstream_cases=upstream_cases or PROFILES[profile].upstream_cases,
+                  pretrain_epochs=pretrain_epochs or PROFILES[profile].pretrain_epochs)
     cohort_dir, backbone_path = prepare_synthetic(out, dev)
     cohort, _cache = prepared_cohort(load_msd(cohort_dir), backbone_path, out, dev)
     backbone, _ = load_backbone(backbone_path)

@@ -9,8 +9,9 @@ import os
 from contextlib import asynccontextmanager
 
 import monailabel
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from monailabel.config import settings
 from monailabel.endpoints import (
@@ -19,7 +20,6 @@ from monailabel.endpoints import (
     datastore,
     infer,
     info,
-    login,
     logs,
     model,
     ohif,
@@ -29,12 +29,23 @@ from monailabel.endpoints import (
     train,
     wsi_infer,
 )
+from monailabel.endpoints.user.auth import get_current_user
 from monailabel.interfaces.utils.app import app_instance
 
+from app.api.policy import stock_route_policy
 from app.api.routes import activelearning as our_activelearning
+from app.api.routes import admin as our_admin
+from app.api.routes import auth as our_auth
 from app.api.routes import datastore as our_datastore
+from app.api.routes import info as our_info
 from app.api.routes import jobs as our_jobs
 from app.api.routes import models as our_models
+from app.api.routes import users as our_users
+from app.api.security import current_user
+from app.settings import AppSettings
+from db.errors import DBError, NotFoundError
+from db.claims import LeaseConflictError
+from db.users import DuplicateUserError
 
 
 @asynccontextmanager
@@ -56,10 +67,28 @@ origins = [str(o) for o in settings.MONAI_LABEL_CORS_ORIGINS] or ["*"]
 app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
 app.mount("/static", StaticFiles(directory=os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")))
 
+# Our accounts (app.api.security): stock routes check roles only while MONAI Label's auth flag is set, and take their
+# user from the dependency overridden here.
+if AppSettings.from_conf(settings.MONAI_LABEL_APP_CONF).auth:
+    settings.MONAI_LABEL_AUTH_ENABLE = True
+app.dependency_overrides[get_current_user] = current_user
+
 prefix = settings.MONAI_LABEL_API_STR
-for router in (our_activelearning.router, our_datastore.router, our_models.router, our_jobs.router):
-    app.include_router(router, prefix=prefix)
-if settings.MONAI_LABEL_AUTH_ENABLE:
-    app.include_router(login.router, prefix=prefix)
-for module in (info, model, infer, wsi_infer, batch_infer, train, activelearning, scoring, datastore, logs, ohif, proxy, session):
+ours = (our_info, our_auth, our_users, our_admin, our_activelearning, our_datastore, our_models, our_jobs)
+for module in ours:
     app.include_router(module.router, prefix=prefix)
+stock = (info, model, infer, wsi_infer, batch_infer, train, activelearning, scoring, datastore, logs, ohif, proxy, session)
+for module in stock:
+    app.include_router(module.router, prefix=prefix, dependencies=[Depends(stock_route_policy)])
+
+
+def _answer(status: int):
+    async def handler(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status)
+
+    return handler
+
+
+# Repository errors are the caller's: an unknown id, a taken name, a lease in the way, a value out of range.
+for error_type, status in ((NotFoundError, 404), (DuplicateUserError, 409), (LeaseConflictError, 409), (DBError, 422)):
+    app.add_exception_handler(error_type, _answer(status))

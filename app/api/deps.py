@@ -1,13 +1,19 @@
-"""FastAPI dependencies shared by our routes."""
+"""FastAPI dependencies shared by our routes: the app, a database session, and the caller with a role.
+
+``CurrentUser`` is any logged-in user; ``AnnotatorUser`` and ``AdminUser`` need that role (stock MONAI Label's role
+check, fed by :mod:`app.api.security`). With auth off every caller is the all-roles default user.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from monailabel.config import settings
-from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.endpoints.user.auth import RBAC, User, get_current_user
 from monailabel.interfaces.utils.app import app_instance
+from sqlalchemy.orm import Session
 
 from app.main import SLPTApp
 
@@ -18,9 +24,19 @@ def get_app() -> SLPTApp:
     return app_instance()
 
 
+def get_session(app: Annotated[SLPTApp, Depends(get_app)]) -> Iterator[Session]:
+    """A read session; routes that write open ``db.engine.write_session`` themselves, so they commit before answering."""
+    with app.datastore().sessions() as session:
+        yield session
+
+
 AppDep = Annotated[SLPTApp, Depends(get_app)]
-AnnotatorUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))]
+SessionDep = Annotated[Session, Depends(get_session)]
+# get_current_user is stock MONAI Label's; the ASGI app overrides it with app.api.security.current_user.
+CurrentUser = Annotated[User, Depends(get_current_user)]
 AnyUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))]
+AnnotatorUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))]
+AdminUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))]
 
 
 def annotator_key(request: Request, user: User, client_id: str | None) -> str:
@@ -35,3 +51,11 @@ def annotator_key(request: Request, user: User, client_id: str | None) -> str:
         return user.username
     host = request.client.host if request.client else "unknown"
     return f"{client_id or DEFAULT_ANNOTATOR}@{host}"
+
+
+def audit_action(session: Session, user: User, request: Request, action: str, image_id: str | None = None,
+                 **detail) -> None:
+    """Record an admin action (who, what, when, from where) in the caller's transaction."""
+    from db.audit import audit
+
+    audit(session, user.username, action, image_id, source=request.client.host if request.client else None, **detail)

@@ -21,6 +21,9 @@ TABLES = {
     "model_versions",
     "jobs",
     "audit_events",
+    "users",
+    "api_tokens",
+    "server_secrets",
 }
 
 
@@ -73,3 +76,23 @@ def test_concurrent_upgrades_from_several_processes_all_succeed(empty_db_url: st
         process.join(timeout=120)
     assert [process.exitcode for process in processes] == [0, 0, 0]
     assert _revision(empty_db_url) == head_revision()
+
+
+def test_round_state_constraint_admits_cancelled_and_still_refuses_unknown_states(empty_db_url: str) -> None:
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    upgrade(empty_db_url)
+    engine = create_db_engine(empty_db_url)
+    insert = text("INSERT INTO selection_rounds (strategy, budget, created_at, state, config) "
+                  "VALUES ('tesla', 1, CURRENT_TIMESTAMP, :state, '{}')")
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert, {"state": "cancelled"})
+        with pytest.raises(IntegrityError):
+            with engine.begin() as connection:
+                connection.execute(insert, {"state": "bogus"})
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT state FROM selection_rounds")).scalars().all() == ["cancelled"]
+    finally:
+        engine.dispose()

@@ -14,7 +14,8 @@ from fastapi import APIRouter, BackgroundTasks, Form, HTTPException
 from monailabel.endpoints import train as stock_train
 from monailabel.endpoints.infer import ResultType, send_response
 
-from app.api.deps import AnyUser, AppDep
+from app.api.deps import AdminUser, AnyUser, AppDep
+from app.main import SLPTApp
 from app.modelstore import NoModelError
 
 router = APIRouter(tags=["Models"])
@@ -46,7 +47,12 @@ def infer(
 
 
 @router.post("/train/{model}", summary="Start training (prompt tuning) in the background")
-def train(model: str, app: AppDep, user: AnyUser, params: dict[str, Any] | None = None, enqueue: bool = False) -> Any:
+def train(model: str, app: AppDep, user: AdminUser, params: dict[str, Any] | None = None, enqueue: bool = False) -> Any:
+    return start_training(app, model, params, enqueue)
+
+
+def start_training(app: SLPTApp, model: str, params: dict[str, Any] | None, enqueue: bool = False) -> Any:
+    """Start the stock background training process, after checking there is something to learn from (else 4xx)."""
     if model not in app.trainer_names():
         raise HTTPException(404, f"unknown model {model!r}; available: {sorted(app.trainer_names())}")
     if not app.datastore().status()["completed"]:
