@@ -90,5 +90,5 @@ def _answer(status: int):
 
 
 # Repository errors are the caller's: an unknown id, a taken name, a lease in the way, a value out of range.
-for error_type, status in ((NotFoundError, 404), (DuplicateUserError, 409), (LeaseConflictError, 409), (DBError, 422)):
+for error_type, status in ((NotFoundError, 404), (DuplicateUserError, 409), (LeaseConflictError, 409), (DBError, 400)):
     app.add_exception_handler(error_type, _answer(status))

@@ -5,10 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Annotated
 
 Role = Literal["admin", "reviewer", "annotator"]
 VolumeStatus = Literal["unlabeled", "queued", "leased", "labeled", "skipped"]
+#: Row ids are 32-bit on every backend: a larger number is refused as invalid, not sent to the database.
+MAX_ROW_ID = 2**31 - 1
+RowIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+RowIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ROW_ID)]
+Score = Annotated[float | None, Query(allow_inf_nan=False)]
+JobKind = Literal["train", "scoring", "embedding", "round"]
+JobState = Literal["queued", "running", "done", "failed"]
 
 
 class ORM(BaseModel):
@@ -196,8 +206,8 @@ class AssignRequest(BaseModel):
 
 class RoundCreate(BaseModel):
     strategy: str = Field(min_length=1, max_length=64)
-    budget: int = Field(gt=0, description="Volumes the round ranks; at most the unlabeled pool")
-    seed: int = 0
+    budget: int = Field(gt=0, le=MAX_ROW_ID, description="Volumes the round ranks; at most the unlabeled pool")
+    seed: int = Field(0, ge=0, le=MAX_ROW_ID)
 
 
 class RoundOut(ORM):

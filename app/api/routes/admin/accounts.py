@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException, Request
 
 from app.api.deps import AdminUser, AppDep, SessionDep, audit_action
-from app.api.schemas import ApiTokenOut, NewApiToken, TokenCreate, UserCreate, UserOut, UserUpdate
+from app.api.schemas import RowIdPath, ApiTokenOut, NewApiToken, TokenCreate, UserCreate, UserOut, UserUpdate
 from db.engine import write_session
 from db.schema import utcnow
 from db.users import api_tokens_of, create_user, issue_api_token, list_users, require_user, revoke_api_token, update_user
@@ -35,8 +35,8 @@ def one_user(username: str, user: AdminUser, session: SessionDep) -> UserOut:
 
 @router.patch("/users/{username}", response_model=UserOut, summary="Change a user's role or password; disable or enable")
 def change_user(username: str, body: UserUpdate, user: AdminUser, app: AppDep, request: Request) -> UserOut:
-    if body.disabled and username == user.username:
-        raise HTTPException(409, "an admin cannot disable their own account")
+    if username == user.username and (body.disabled or body.role not in (None, "admin")):
+        raise HTTPException(409, "an admin cannot disable or demote their own account")
     with write_session(app.datastore().sessions) as session:
         changed = update_user(session, username, role=body.role, disabled=body.disabled, password=body.password)
         audit_action(session, user, request, "user_changed", username=username,
@@ -64,7 +64,7 @@ def new_token(username: str, body: TokenCreate, user: AdminUser, app: AppDep, re
 
 
 @router.delete("/tokens/{token_id}", response_model=ApiTokenOut, summary="Revoke an API token")
-def revoke_token(token_id: int, user: AdminUser, app: AppDep, request: Request) -> ApiTokenOut:
+def revoke_token(token_id: RowIdPath, user: AdminUser, app: AppDep, request: Request) -> ApiTokenOut:
     with write_session(app.datastore().sessions) as session:
         row = revoke_api_token(session, token_id)
         audit_action(session, user, request, "token_revoked", token_id=token_id)

@@ -10,10 +10,10 @@ from monailabel.endpoints import scoring as stock_scoring
 
 from app.api.deps import AdminUser, AppDep, SessionDep, audit_action
 from app.api.routes.models import start_training
-from app.api.schemas import JobCreate, JobOut, JobStarted
+from app.api.schemas import JobCreate, JobKind, JobOut, JobStarted, JobState
 from db.engine import write_session
 from db.jobs import get_job, list_jobs
-from db.schema import JOB_KINDS, JOB_STATES, Job
+from db.schema import Job
 
 router = APIRouter(prefix="/jobs", tags=["Admin: jobs"])
 
@@ -28,13 +28,9 @@ def job_out(job: Job) -> JobOut:
 
 @router.get("", response_model=list[JobOut], summary="Jobs, newest first")
 def jobs(
-    user: AdminUser, session: SessionDep, kind: str | None = None, state: str | None = None,
+    user: AdminUser, session: SessionDep, kind: JobKind | None = None, state: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[JobOut]:
-    if kind is not None and kind not in JOB_KINDS:
-        raise HTTPException(422, f"unknown job kind {kind!r}; use one of {JOB_KINDS}")
-    if state is not None and state not in JOB_STATES:
-        raise HTTPException(422, f"unknown job state {state!r}; use one of {JOB_STATES}")
     return [job_out(j) for j in list_jobs(session, kind=kind, state=state, limit=limit)]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from app.api.deps import AdminUser, AppDep, SessionDep, audit_action
-from app.api.schemas import RoundCreate, RoundDetail, RoundItemOut, RoundOut
+from app.api.schemas import Offset, RowIdPath, RoundCreate, RoundDetail, RoundItemOut, RoundOut
 from app.modelstore import NoModelError
 from app.selection import SelectionUnavailable, build_round
 from db.engine import write_session
@@ -27,14 +27,14 @@ def round_detail(session, selection: SelectionRound) -> RoundDetail:
 
 @router.get("", response_model=list[RoundOut], summary="Selection rounds, newest first")
 def rounds(
-    user: AdminUser, session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+    user: AdminUser, session: SessionDep, offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[RoundOut]:
     return [RoundOut.model_validate(r) for r in list_rounds(session, limit=limit, offset=offset)]
 
 
 @router.get("/{round_id}", response_model=RoundDetail, summary="One round and its ranked volumes")
-def round_of(round_id: int, user: AdminUser, session: SessionDep) -> RoundDetail:
+def round_of(round_id: RowIdPath, user: AdminUser, session: SessionDep) -> RoundDetail:
     selection = session.get(SelectionRound, round_id)
     if selection is None:
         raise HTTPException(404, f"unknown selection round {round_id}")
@@ -47,7 +47,7 @@ def start_round(body: RoundCreate, user: AdminUser, app: AppDep, request: Reques
         raise HTTPException(404, f"unknown strategy {body.strategy!r}; available: {sorted(STRATEGIES)}")
     pool = len(app.datastore().get_unlabeled_images())
     if body.budget > pool:
-        raise HTTPException(422, f"budget {body.budget} is larger than the unlabeled pool ({pool} volumes)")
+        raise HTTPException(400, f"budget {body.budget} is larger than the unlabeled pool ({pool} volumes)")
     try:
         round_id = build_round(app.datastore(), app.model_store, body.strategy, body.budget, seed=body.seed)
     except (SelectionUnavailable, NoModelError) as error:
@@ -59,7 +59,7 @@ def start_round(body: RoundCreate, user: AdminUser, app: AppDep, request: Reques
 
 
 @router.delete("/{round_id}", response_model=RoundOut, summary="Cancel a round: Next Sample stops offering its volumes")
-def cancel_round(round_id: int, user: AdminUser, app: AppDep, request: Request) -> RoundOut:
+def cancel_round(round_id: RowIdPath, user: AdminUser, app: AppDep, request: Request) -> RoundOut:
     with write_session(app.datastore().sessions) as session:
         selection = session.get(SelectionRound, round_id)
         if selection is None:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
 from app.api.deps import AdminUser, SessionDep
-from app.api.schemas import AssignmentOut, AuditOut, LabelOut, ScoreOut, VolumeHistory, VolumeOut, VolumePage, VolumeStatus
+from app.api.schemas import Offset, RowIdQuery, Score, AssignmentOut, AuditOut, LabelOut, ScoreOut, VolumeHistory, VolumeOut, VolumePage, VolumeStatus
 from db.audit import audit_events
 from db.images import require_image
 from db.labels import labels_for
 from db.model_versions import latest_model_version
-from db.overview import VOLUME_SORTS, VolumeFilter, assignments_of_image, list_volumes, scores_of_image
+from db.overview import VolumeFilter, assignments_of_image, list_volumes, scores_of_image
 
 router = APIRouter(prefix="/volumes", tags=["Admin: volumes"])
 MAX_PAGE = 500
@@ -24,11 +24,11 @@ def volumes(
     session: SessionDep,
     status: VolumeStatus | None = None,
     annotator: Annotated[str | None, Query(max_length=255)] = None,
-    round_id: int | None = None,
-    min_score: float | None = None,
-    max_score: float | None = None,
-    sort: Annotated[str, Query(description=f"One of {VOLUME_SORTS}")] = "id",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    round_id: RowIdQuery = None,
+    min_score: Score = None,
+    max_score: Score = None,
+    sort: Literal["id", "ingested", "-ingested", "score", "-score"] = "id",
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> VolumePage:
     filters = VolumeFilter(status, annotator, round_id, min_score, max_score)
