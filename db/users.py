@@ -119,6 +119,11 @@ def disabled_usernames(session: Session) -> set[str]:
     return set(session.scalars(select(User.username).where(User.disabled.is_(True))))
 
 
+def user_roles(session: Session) -> dict[str, str]:
+    """Every user's current role, by name."""
+    return {username: role for username, role in session.execute(select(User.username, User.role))}
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

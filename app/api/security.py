@@ -2,9 +2,11 @@
 
 With ``auth`` on (``slpt serve --auth`` / ``SLPT_AUTH=1``) a request carries ``Authorization: Bearer <token>``: an
 access token from ``POST /auth/token`` (a JWT signed with HS256: checking it needs no database query) or an API
-token (``slpt_…``, looked up by its hash). Disabled users are refused at once: their names are kept in memory, updated
-when this process disables someone and re-read from the database every few seconds for the other replicas. No key is
-fetched over HTTP inside a request (stock MONAI Label's Keycloak path does, and a server calling itself can deadlock).
+token (``slpt_…``, looked up by its hash). Disabled users are refused at once, and an access token carries the role its
+user has now, not the one it was issued with (a demoted admin loses admin rights at once): disabled names and roles are
+kept in memory, updated when this process changes a user and re-read from the database every few seconds for the other
+replicas. No key is fetched over HTTP inside a request (stock MONAI Label's Keycloak path does, and a server calling
+itself can deadlock).
 
 Stock MONAI Label's routes take their user from ``monailabel.endpoints.user.auth.get_current_user``; the ASGI app
 overrides that dependency with :func:`current_user`, so every stock route's role check (``RBAC``) sees our users.
@@ -28,7 +30,7 @@ from monailabel.interfaces.utils.app import app_instance
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import write_session
-from db.users import TOKEN_PREFIX, disabled_usernames, server_secret, user_for_api_token
+from db.users import TOKEN_PREFIX, disabled_usernames, server_secret, user_for_api_token, user_roles
 
 ALGORITHM = "HS256"
 ISSUER = "slpt-label"
@@ -77,6 +79,7 @@ class Authenticator:
         self.token_lifetime = timedelta(minutes=token_minutes)
         self._key = secret_key or self._shared_key()
         self._disabled: set[str] = set()
+        self._roles: dict[str, str] = {}
         self._disabled_read_at = float("-inf")
         self._lock = threading.Lock()
 
@@ -107,20 +110,36 @@ class Authenticator:
             raise InvalidToken("invalid access token: unknown role")
         if self.is_disabled(claims["sub"]):
             raise InvalidToken(f"user {claims['sub']!r} is disabled")
-        return stock_user(claims["sub"], claims["role"])
+        # The role the user has now (a user created since the last refresh: the role it was created with).
+        return stock_user(claims["sub"], self.current_role(claims["sub"]) or claims["role"])
+
+    def _refresh(self) -> None:
+        """Re-read disabled names and roles if they are older than ``DISABLED_REFRESH_S`` (the lock is held)."""
+        if time.monotonic() - self._disabled_read_at > DISABLED_REFRESH_S:
+            with self.sessions() as session:
+                self._disabled = disabled_usernames(session)
+                self._roles = user_roles(session)
+            self._disabled_read_at = time.monotonic()
 
     def is_disabled(self, username: str) -> bool:
         with self._lock:
-            if time.monotonic() - self._disabled_read_at > DISABLED_REFRESH_S:
-                with self.sessions() as session:
-                    self._disabled = disabled_usernames(session)
-                self._disabled_read_at = time.monotonic()
+            self._refresh()
             return username in self._disabled
+
+    def current_role(self, username: str) -> str | None:
+        with self._lock:
+            self._refresh()
+            return self._roles.get(username)
 
     def note_disabled(self, username: str, disabled: bool) -> None:
         """This process changed a user: apply it now rather than at the next refresh."""
         with self._lock:
             (self._disabled.add if disabled else self._disabled.discard)(username)
+
+    def note_role(self, username: str, role: str) -> None:
+        """This process changed a user's role: apply it now rather than at the next refresh."""
+        with self._lock:
+            self._roles[username] = role
 
 
 def auth_on() -> bool:

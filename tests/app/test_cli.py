@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 
 def slpt(*args: str) -> subprocess.CompletedProcess:
@@ -120,3 +122,62 @@ def test_model_info_on_a_checkpoint_of_another_architecture_names_the_mismatch(t
     assert result.exit_code != 0
     assert "Traceback" not in result.stderr
     assert "missing" in result.stderr or "mismatch" in result.stderr or "unexpected" in result.stderr
+
+
+def test_serve_refuses_a_public_address_with_auth_off(tmp_path: Path, tiny_cohort: Path):
+    result = slpt("serve", "--studies", str(tiny_cohort), "--host", "0.0.0.0", "--port", "1")
+    assert result.returncode != 0
+    assert "refusing to serve 0.0.0.0 with auth off" in result.stderr
+
+
+def test_admin_create_user_migrates_a_new_database_and_prints_a_working_token(tmp_path: Path):
+    from sqlalchemy import select
+
+    from db.engine import create_db_engine, session_factory
+    from db.schema import User
+    from db.users import authenticate, user_for_api_token
+    from tests.pg import temporary_database
+
+    with temporary_database() as pg_url:
+        for url in (f"sqlite:///{tmp_path / 'new.db'}", pg_url):
+            result = slpt_inline("admin", "create-user", "carol", "--role", "reviewer", "--password", "carolpass1",
+                                 "--db", url)
+            assert result.exit_code == 0, result.stderr
+            token = result.stdout.strip().splitlines()[-1]
+            engine = create_db_engine(url)
+            with session_factory(engine)() as session:
+                assert session.scalar(select(User.role).where(User.username == "carol")) == "reviewer"
+                assert user_for_api_token(session, token).username == "carol"
+                assert authenticate(session, "carol", "carolpass1") is not None
+                assert token not in str(session.scalars(select(User.password_hash)).all())
+            engine.dispose()
+            again = slpt_inline("admin", "create-user", "carol", "--role", "admin", "--db", url)
+            assert again.exit_code != 0 and "exists already" in again.stderr
+
+
+def test_admin_create_user_uses_the_studies_folders_database(tmp_path: Path, tiny_cohort: Path):
+    import shutil
+
+    from db.engine import create_db_engine, default_db_url, session_factory
+    from db.users import get_user
+
+    studies = tmp_path / "studies"
+    shutil.copytree(tiny_cohort, studies)
+    result = slpt_inline("admin", "create-user", "dave", "--role", "annotator", "--studies", str(studies))
+    assert result.exit_code == 0, result.stderr
+    engine = create_db_engine(default_db_url(studies))
+    with session_factory(engine)() as session:
+        assert get_user(session, "dave").role == "annotator"
+    engine.dispose()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--role", "boss", "--db", "DB"], "unknown role"),
+    (["--role", "admin"], "exactly one of --studies DIR or --db URL"),
+    (["--role", "admin", "--password", "short", "--db", "DB"], "at least 8 characters"),
+])
+def test_admin_create_user_refuses_bad_input_with_a_message(args, message, tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'users.db'}"
+    result = slpt_inline("admin", "create-user", "erin", *[url if a == "DB" else a for a in args])
+    assert result.exit_code != 0
+    assert message in result.stderr

@@ -45,6 +45,8 @@ def change_user(username: str, body: UserUpdate, user: AdminUser, app: AppDep, r
         answer = UserOut.model_validate(changed)
     if body.disabled is not None:
         app.authenticator.note_disabled(username, body.disabled)
+    if body.role is not None:
+        app.authenticator.note_role(username, body.role)
     return answer
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 
 from app.api.deps import AdminUser, AppDep, SessionDep, audit_action
 from app.api.schemas import AssignRequest, LeaseOut
 from db.claims import assign_volume, release_volume
 from db.engine import write_session
 from db.overview import active_assignments
+from db.users import require_user
 
 router = APIRouter(prefix="/leases", tags=["Admin: leases"])
 
@@ -39,6 +40,9 @@ def release(image_id: str, user: AdminUser, app: AppDep, request: Request) -> Le
 def assign(body: AssignRequest, user: AdminUser, app: AppDep, request: Request) -> LeaseOut:
     hours = body.lease_hours or app.settings.lease_hours
     with write_session(app.datastore().sessions) as session:
+        if app.settings.auth:  # the claim holder is a user name: a typo would block the volume for the whole lease
+            if require_user(session, body.annotator).disabled:
+                raise HTTPException(409, f"user {body.annotator!r} is disabled")
         assign_volume(session, body.image_id, body.annotator, timedelta(hours=hours))
         audit_action(session, user, request, "lease_assigned", body.image_id, annotator=body.annotator, hours=hours)
         lease = next(a for a in active_assignments(session) if a.image_id == body.image_id)
