@@ -89,6 +89,21 @@ def _answer(status: int):
     return handler
 
 
+def _openapi_with_message_422():
+    """Our routes answer 422 with a message (``{"detail": "label rejected: …"}``) when a request is well-formed but its
+    content is not (a label off the image's grid); FastAPI documents 422 only as its validation-error list."""
+    schema = _fastapi_openapi()
+    errors = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+    if errors and "anyOf" not in errors["properties"]["detail"]:
+        listed = errors["properties"]["detail"]
+        errors["properties"]["detail"] = {"anyOf": [listed, {"type": "string"}], "title": "Detail"}
+    return schema
+
+
+_fastapi_openapi = app.openapi
+app.openapi = _openapi_with_message_422
+
+
 # Repository errors are the caller's: an unknown id, a taken name, a lease in the way, a value out of range.
 for error_type, status in ((NotFoundError, 404), (DuplicateUserError, 409), (LeaseConflictError, 409), (DBError, 400)):
     app.add_exception_handler(error_type, _answer(status))
