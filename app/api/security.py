@@ -95,7 +95,7 @@ class Authenticator:
 
     def user(self, token: str) -> User:
         """The user a token stands for; :class:`InvalidToken` otherwise."""
-        if token.startswith(TOKEN_PREFIX):
+        if token.startswith(TOKEN_PREFIX) or token.count(".") != 2:  # not a JWT: an API token (ours, or an operator's)
             with write_session(self.sessions) as session:  # notes the token's last use
                 row = user_for_api_token(session, token)
                 if row is None:

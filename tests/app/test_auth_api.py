@@ -18,6 +18,7 @@ from tests.app.conftest import start_server
 
 SECRET = "test-secret-key-0123456789abcdef-auth"
 ADMIN_PASSWORD = "adminpass1"
+BOOTSTRAP_TOKEN = "bootstrap-token-for-the-first-admin-0123"
 #: Routes a caller without a token may use.
 OPEN = {("GET", "/info/"), ("GET", "/health"), ("GET", "/auth/"), ("POST", "/auth/token")}
 
@@ -32,7 +33,7 @@ def studies(tiny_cohort: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(studies: Path, tmp_path_factory):
     with start_server(studies, tmp_path_factory.mktemp("logs"), auth="true", admin_password=ADMIN_PASSWORD,
-                      secret_key=SECRET) as proc:
+                      admin_token=BOOTSTRAP_TOKEN, secret_key=SECRET) as proc:
         yield proc
 
 
@@ -196,3 +197,11 @@ def test_labels_are_saved_under_the_logged_in_users_name(server, admin, studies,
     history = httpx.get(f"{server.url}/admin/volumes/{claimed}", headers=admin, timeout=30).json()
     assert [label["annotator"] for label in history["labels"]] == ["labeller"]
     assert {a["annotator"] for a in history["assignments"]} == {"labeller"}
+
+
+def test_the_first_admin_is_bootstrapped_with_a_password_and_a_token_stored_hashed(server, studies):
+    answer = httpx.get(f"{server.url}/admin/users/admin/tokens", timeout=30,
+                       headers={"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"})
+    assert answer.status_code == 200
+    assert [t["name"] for t in answer.json()][:1] == ["bootstrap"]
+    assert BOOTSTRAP_TOKEN not in (studies / ".slpt" / "slpt.db").read_bytes().decode("latin-1")
