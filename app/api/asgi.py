@@ -27,7 +27,6 @@ from monailabel.endpoints import (
     scoring,
     session,
     train,
-    wsi_infer,
 )
 from monailabel.endpoints.user.auth import get_current_user
 from monailabel.interfaces.utils.app import app_instance
@@ -39,6 +38,7 @@ from app.api.routes import auth as our_auth
 from app.api.routes import datastore as our_datastore
 from app.api.routes import info as our_info
 from app.api.routes import jobs as our_jobs
+from app.api.routes import logs as our_logs
 from app.api.routes import models as our_models
 from app.api.routes import users as our_users
 from app.api.security import current_user
@@ -74,10 +74,11 @@ if AppSettings.from_conf(settings.MONAI_LABEL_APP_CONF).auth:
 app.dependency_overrides[get_current_user] = current_user
 
 prefix = settings.MONAI_LABEL_API_STR
-ours = (our_info, our_auth, our_users, our_admin, our_activelearning, our_datastore, our_models, our_jobs)
+ours = (our_info, our_auth, our_users, our_admin, our_activelearning, our_datastore, our_models, our_jobs, our_logs)
 for module in ours:
     app.include_router(module.router, prefix=prefix)
-stock = (info, model, infer, wsi_infer, batch_infer, train, activelearning, scoring, datastore, logs, ohif, proxy, session)
+# Not mounted: wsi_infer (whole-slide pathology; this app serves CT volumes only).
+stock = (info, model, infer, batch_infer, train, activelearning, scoring, datastore, logs, ohif, proxy, session)
 for module in stock:
     app.include_router(module.router, prefix=prefix, dependencies=[Depends(stock_route_policy)])
 

@@ -205,3 +205,16 @@ def test_the_first_admin_is_bootstrapped_with_a_password_and_a_token_stored_hash
     assert answer.status_code == 200
     assert [t["name"] for t in answer.json()][:1] == ["bootstrap"]
     assert BOOTSTRAP_TOKEN not in (studies / ".slpt" / "slpt.db").read_bytes().decode("latin-1")
+
+
+def test_unknown_ids_and_methods_on_stock_routes_answer_404_and_change_nothing(server, admin, studies):
+    before = sorted(p.name for p in (studies / "imagesTr").iterdir())
+    for method, path in [("DELETE", "/datastore/?id=nope"), ("DELETE", "/datastore/label?id=nope&tag=final"),
+                         ("POST", "/scoring/nope"), ("PUT", "/model/nope"), ("DELETE", "/datastore/image?id=nope")]:
+        answer = httpx.request(method, f"{server.url}{path}", headers=admin, timeout=30)
+        assert answer.status_code == 404, f"{method} {path}: {answer.status_code} {answer.text[:200]}"
+        assert "nope" in answer.json()["detail"]
+    info = httpx.put(f"{server.url}/datastore/image/info", params={"image": "case_0001"}, headers=admin,
+                     data={"info": "[1, 2]"}, timeout=30)
+    assert info.status_code == 400 and "JSON object" in info.json()["detail"]
+    assert sorted(p.name for p in (studies / "imagesTr").iterdir()) == before

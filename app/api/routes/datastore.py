@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from app.api.deps import AnnotatorUser, AppDep, annotator_key
+from app.api.deps import AdminUser, AnnotatorUser, AppDep, annotator_key
 from db.errors import NotFoundError
 from db.volumes import InvalidIdError, InvalidLabelError, InvalidVolumeError, volume_suffix
 
@@ -24,14 +24,21 @@ router = APIRouter(prefix="/datastore", tags=["Datastore"])
 CHUNK = 1 << 20
 
 
-def _parse_params(params: str) -> dict[str, Any]:
+def _parse_params(params: str, name: str = "params") -> dict[str, Any]:
     try:
-        parsed = json.loads(params) if params else {}
+        parsed = json.loads(params, parse_constant=_no_constant) if params else {}
     except json.JSONDecodeError as exc:
-        raise HTTPException(400, f"params is not valid JSON: {exc.msg}") from None
+        raise HTTPException(400, f"{name} is not valid JSON: {exc.msg}") from None
+    except ValueError as exc:
+        raise HTTPException(400, f"{name}: {exc}") from None
     if not isinstance(parsed, dict):
-        raise HTTPException(400, "params must be a JSON object")
+        raise HTTPException(400, f"{name} must be a JSON object")
     return parsed
+
+
+def _no_constant(name: str) -> None:
+    # NaN and Infinity are not JSON: PostgreSQL's JSON columns refuse them.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _receive(upload: UploadFile, folder: Path, max_bytes: int) -> Path:
@@ -96,3 +103,15 @@ def add_image(
         except InvalidVolumeError as exc:
             raise HTTPException(422, f"image rejected: {exc}") from None
     return {"image": image_id}
+
+
+@router.put("/image/info", summary="Merge keys into a volume's info")
+def update_image_info(app: AppDep, user: AdminUser, image: str, info: str = Form("{}")) -> dict[str, Any]:
+    app.datastore().update_image_info(image, _parse_params(info, "info"))  # unknown image: 404 (app.api.asgi)
+    return {"image": image}
+
+
+@router.put("/label/info", summary="Merge keys into the info of a volume's newest label with a tag")
+def update_label_info(app: AppDep, user: AdminUser, label: str, tag: str, info: str = Form("{}")) -> dict[str, Any]:
+    app.datastore().update_label_info(label, tag, _parse_params(info, "info"))
+    return {"label": label, "tag": tag}

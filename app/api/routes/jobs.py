@@ -1,4 +1,4 @@
-"""``GET /scoring/``: progress of embedding and scoring work, from the ``jobs`` table.
+"""``GET /scoring/``: progress of embedding and scoring work, from the ``jobs`` table; ``POST /scoring/{method}``.
 
 Stock MONAI Label answers from memory of the server process; our scoring runs in the training process (right after a
 version is published) and embeddings in a background thread, so their status is read from the database.
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
+from monailabel.endpoints import scoring as stock_scoring
 
-from app.api.deps import AnyUser, AppDep
+from app.api.deps import AdminUser, AnyUser, AppDep
 from db.jobs import list_jobs
 from db.schema import Job
 
@@ -36,3 +37,11 @@ def scoring_status(app: AppDep, user: AnyUser, limit: int = 20) -> dict[str, Any
         jobs = [job_json(j) for kind in ("scoring", "embedding") for j in list_jobs(session, kind=kind, limit=limit)]
     jobs.sort(key=lambda j: j["started_at"] or "", reverse=True)
     return {"jobs": jobs[:limit], "running": [j for j in jobs if j["state"] in ("queued", "running")]}
+
+
+@router.post("/scoring/{method}", summary="Run one scoring method in the background")
+def run_scoring(method: str, app: AppDep, user: AdminUser, params: dict[str, Any] | None = None) -> Any:
+    # Stock MONAI Label submits a job for any name, known or not.
+    if method not in app.scoring_names():
+        raise HTTPException(404, f"unknown scoring method {method!r}; available: {sorted(app.scoring_names())}")
+    return stock_scoring.run_method(method, params, False)

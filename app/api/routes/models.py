@@ -46,6 +46,16 @@ def infer(
     return send_response(app.datastore(), result, output, background_tasks)
 
 
+@router.put("/model/{model}", summary="Upload model weights (refused: versions are published by training)",
+            status_code=409, responses={404: {"description": "Unknown model"}, 409: {"description": "Not supported"}})
+def upload_model(model: str, app: AppDep, user: AdminUser) -> Any:
+    # Stock MONAI Label overwrites the infer task's weight file; ours keeps versioned models in the database.
+    if model not in app.infer_names():
+        raise HTTPException(404, f"unknown model {model!r}; available: {sorted(app.infer_names())}")
+    raise HTTPException(409, f"{model!r} versions are published by training (POST /train/slpt), not uploaded; "
+                             "a pre-trained backbone is configured with the 'backbone' setting")
+
+
 @router.post("/train/{model}", summary="Start training (prompt tuning) in the background")
 def train(model: str, app: AppDep, user: AdminUser, params: dict[str, Any] | None = None, enqueue: bool = False) -> Any:
     return start_training(app, model, params, enqueue)
