@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import write_session
-from db.jobs import finish_job, start_job, update_job
+from db.jobs import finish_job, list_jobs, start_job, update_job
 
 
 #: Messages a job keeps in its ``detail["log_tail"]`` (what the admin API shows as the job's log).
@@ -47,7 +49,8 @@ class JobReporter:
 def tracked_job(sessions: sessionmaker[Session], kind: str, **detail: Any) -> Iterator[JobReporter]:
     """A running job row for the duration of the block: ``done`` on success, ``failed`` (with the error) otherwise."""
     with write_session(sessions) as session:
-        job_id = start_job(session, kind, detail=detail).id
+        # Where the job runs: a restart can tell a job whose process died from one still running elsewhere.
+        job_id = start_job(session, kind, detail={**detail, "host": socket.gethostname(), "pid": os.getpid()}).id
     reporter = JobReporter(sessions, job_id)
     try:
         yield reporter
@@ -57,3 +60,28 @@ def tracked_job(sessions: sessionmaker[Session], kind: str, **detail: Any) -> It
         raise
     with write_session(sessions) as session:
         finish_job(session, job_id, "done", detail=reporter.result | {"log_tail": list(reporter.log_tail)})
+
+
+def fail_interrupted_jobs(sessions: sessionmaker[Session]) -> list[str]:
+    """Mark as failed the unfinished jobs of this host whose process is gone (killed, or the machine restarted);
+    return their ids. Jobs of other hosts are left to those hosts (replicas on several machines)."""
+    host = socket.gethostname()
+    interrupted = []
+    with write_session(sessions) as session:
+        for state in ("running", "queued"):
+            for job in list_jobs(session, state=state, limit=10_000):
+                pid = job.detail.get("pid")
+                if job.detail.get("host") == host and isinstance(pid, int) and not _alive(pid):
+                    finish_job(session, job.id, "failed", message=f"interrupted: process {pid} ended before the job did")
+                    interrupted.append(job.id)
+    return interrupted
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True

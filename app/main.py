@@ -8,6 +8,8 @@ processes: no module here may share a name with a top-level package (``strategie
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,8 +22,9 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from app.accounts import bootstrap_admin
 from app.api.security import Authenticator
+from app.jobs import fail_interrupted_jobs
 from app.modelstore import ModelStore
-from app.scoring import SLPTScoring
+from app.scoring import SLPTScoring, catch_up_scoring
 from app.selection import RoundBuilder, served_strategies
 from app.settings import AppSettings
 from app.studies import StudiesLayout, resolve_studies
@@ -101,7 +104,23 @@ class SLPTApp(MONAILabelApp):
 
     def on_init_complete(self):
         super().on_init_complete()
-        self.round_builder.request("tesla")  # embeds volumes not embedded yet, then the first (diversity) round
+        interrupted = fail_interrupted_jobs(self.datastore().sessions)
+        if interrupted:
+            logger.warning(f"marked {len(interrupted)} interrupted job(s) failed: {interrupted}")
+        threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
+
+    def _catch_up(self, attempts: int = 3, pause_s: float = 30.0) -> None:
+        """Finish the newest version's scores if a killed or failed scoring left them incomplete (retried), then
+        build rounds: they need embeddings of new volumes and complete scores (docs/design.md, "Background
+        training and re-scoring")."""
+        for attempt in range(1, attempts + 1):
+            try:
+                catch_up_scoring(self.datastore(), self.model_store)
+                break
+            except Exception:
+                logger.exception(f"catching up on scores failed (attempt {attempt} of {attempts})")
+                time.sleep(pause_s)
+        self.round_builder.request("tesla")  # embeds volumes not embedded yet, then the round
 
     def strategy_names(self) -> list[str]:
         return list(self._strategies)

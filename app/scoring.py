@@ -66,11 +66,17 @@ class SLPTScoring(ScoringMethod):
         self.store = store
 
     def __call__(self, request: dict[str, Any], datastore: SQLDatastore) -> dict[str, Any]:
-        try:
-            loaded = self.store.latest()
-        except NoModelError as exc:
-            return {"skipped": str(exc)}
-        return score_unlabeled(datastore, loaded.network, loaded.version)
+        return catch_up_scoring(datastore, self.store)
+
+
+def catch_up_scoring(datastore: SQLDatastore, store: ModelStore) -> dict[str, Any]:
+    """Score what the newest version has not scored yet (a scoring that was killed, or failed, before it ended):
+    rounds need complete scores of the current version. Does nothing when they are complete."""
+    try:
+        loaded = store.latest()
+    except NoModelError as exc:
+        return {"skipped": str(exc)}
+    return score_unlabeled(datastore, loaded.network, loaded.version)
 
 
 def score_unlabeled(datastore: SQLDatastore, network, version: str) -> dict[str, Any]:
@@ -78,6 +84,8 @@ def score_unlabeled(datastore: SQLDatastore, network, version: str) -> dict[str,
         # Done means every score is stored: a score added since (e.g. ``foreground``) gets computed for old versions too.
         done = set.intersection(*(scored_image_ids(session, method, version) for method in SCORE_METHODS))
     todo = [i for i in datastore.get_unlabeled_images() if i not in done]
+    if not todo:
+        return {"model_version": version, "scored": 0}
     with tracked_job(datastore.sessions, "scoring", model_version=version, volumes=len(todo)) as job:
         for start in range(0, len(todo), BATCH):
             chunk = todo[start : start + BATCH]
