@@ -22,6 +22,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from app.accounts import bootstrap_admin
 from app.api.security import Authenticator
+from app.inference_queue import InferenceQueue
 from app.jobs import fail_interrupted_jobs
 from app.modelstore import ModelStore
 from app.scoring import SLPTScoring, catch_up_scoring
@@ -75,6 +76,7 @@ class SLPTApp(MONAILabelApp):
         datastore.refresh()
         if self.settings.import_labels and self.layout.is_msd:
             _import_ground_truth(datastore, self.layout)
+        self.infer_queue = InferenceQueue(self.settings.infer_workers, self.settings.infer_queue)
         self.authenticator = Authenticator(datastore.sessions, self.settings.secret_key, self.settings.token_minutes)
         bootstrap_admin(datastore.sessions, self.settings)
         self.model_store = ModelStore(

@@ -46,6 +46,7 @@ class Health(BaseModel):
     database: bool
     model_version: str | None
     running_jobs: int
+    inference_queue: dict[str, int] = Field(description="Segmentations running and waiting, and the limit")
     auth: bool
 
 

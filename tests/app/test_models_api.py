@@ -16,7 +16,8 @@ from tests.app.conftest import start_server, studies_db, submit_ground_truth, wa
 
 @pytest.fixture(scope="module")
 def server(served_cohort: Path, backbone_file: Path, tmp_path_factory):
-    conf = {"backbone": str(backbone_file), "train_steps": "4", "roi_size": "16"}
+    # No waiting room: concurrent segmentations beyond the one running are refused (the queue test below).
+    conf = {"backbone": str(backbone_file), "train_steps": "4", "roi_size": "16", "infer_workers": "1", "infer_queue": "0"}
     with start_server(served_cohort, tmp_path_factory.mktemp("logs"), **conf) as proc:
         yield proc
 
@@ -78,6 +79,24 @@ def test_train_publishes_a_version_then_infer_uses_it(server, served_cohort: Pat
     disagreement = np.asarray(nib.Nifti1Image.from_bytes(_gunzip(answer.content)).dataobj)
     assert disagreement.shape == image.shape
     assert disagreement.min() >= 0 and disagreement.max() <= np.log(2) + 1e-5
+
+
+def test_segmentations_past_the_queue_are_refused_with_retry_after(server, served_cohort: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    wait_for(lambda: model_versions(served_cohort), 400, "a published model version", server)
+
+    def segment(image_id: str) -> httpx.Response:
+        return httpx.post(f"{server.url}/infer/slpt", params={"image": image_id, "output": "json"}, timeout=120)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(segment, [f"case_{i:04d}" for i in range(4, 12)]))
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) == {200, 503}, statuses
+    busy = next(a for a in answers if a.status_code == 503)
+    assert busy.headers["Retry-After"] == "5" and "busy" in busy.json()["detail"]
+    health = httpx.get(f"{server.url}/health", timeout=30).json()
+    assert health["inference_queue"] == {"running": 0, "waiting": 0, "capacity": 1}
 
 
 def _gunzip(data: bytes) -> bytes:

@@ -28,8 +28,9 @@ def health(app: AppDep) -> JSONResponse:
             model = latest_model_version(session)
             running = len(list_jobs(session, state="running"))
     except Exception as error:  # noqa: BLE001 - a health probe reports, it does not fail
-        body = Health(status="degraded", database=False, model_version=None, running_jobs=0, auth=app.settings.auth)
+        body = Health(status="degraded", database=False, model_version=None, running_jobs=0,
+                      inference_queue=app.infer_queue.depth(), auth=app.settings.auth)
         return JSONResponse(body.model_dump() | {"error": f"{type(error).__name__}: {error}"}, status_code=503)
     body = Health(status="ok", database=True, model_version=model.id if model else None, running_jobs=running,
-                  auth=app.settings.auth)
+                  inference_queue=app.infer_queue.depth(), auth=app.settings.auth)
     return JSONResponse(body.model_dump())

@@ -16,9 +16,11 @@ from monailabel.endpoints.infer import ResultType, send_response
 
 from app.api.deps import AdminUser, AnyUser, AppDep
 from app.main import SLPTApp
+from app.inference_queue import QueueFull
 from app.modelstore import NoModelError
 
 router = APIRouter(tags=["Models"])
+RETRY_AFTER_S = 5
 
 
 @router.post("/infer/{model}", summary="Segment a volume with the newest published prompt model")
@@ -40,9 +42,13 @@ def infer(
     except json.JSONDecodeError as exc:
         raise HTTPException(400, f"params is not valid JSON: {exc.msg}") from None
     try:
-        result = app.infer(request)
+        with app.infer_queue.slot():
+            result = app.infer(request)
     except NoModelError as exc:
         raise HTTPException(409, str(exc)) from None
+    except QueueFull as exc:
+        raise HTTPException(503, f"the server is busy: {exc}; try again shortly",
+                            headers={"Retry-After": str(RETRY_AFTER_S)}) from None
     return send_response(app.datastore(), result, output, background_tasks)
 
 
