@@ -50,7 +50,7 @@ def final_labels(session: Session) -> list[ExportedCase]:
         select(Image, Label)
         .join(Label, Label.image_id == Image.id)
         .join(newest, (newest.c.image_id == Label.image_id) & (newest.c.version == Label.version))
-        .where(Label.tag == FINAL_TAG)
+        .where(Label.tag == FINAL_TAG, Image.label_status == "labeled")
         .order_by(Image.id)
     ).all()
     return [

@@ -25,6 +25,7 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import claims, images, labels
+from db.audit import audit
 from db.engine import write_session
 from db.errors import UnknownImageError
 from db.schema import Image, Label
@@ -174,13 +175,16 @@ class SQLDatastore(Datastore):
         self.ingest([target], meta=image_info)
         return image_id
 
-    def remove_image(self, image_id: str) -> None:
+    def remove_image(self, image_id: str, actor: str = "admin") -> None:
+        """Archive the volume (``db.images.archive_image``): nothing is deleted, the user's file least of all."""
         with write_session(self.sessions) as session:
-            image = images.require_image(session, check_image_id(image_id))
-            paths = [Path(image.path)] + [Path(label.path) for label in labels.labels_for(session, image_id)]
-            session.delete(image)
-        for path in paths:
-            path.unlink(missing_ok=True)
+            images.archive_image(session, check_image_id(image_id))
+            audit(session, actor, "image_archived", image_id)
+
+    def restore_image(self, image_id: str, actor: str = "admin") -> None:
+        with write_session(self.sessions) as session:
+            images.restore_image(session, check_image_id(image_id))
+            audit(session, actor, "image_restored", image_id)
 
     # -- labels -----------------------------------------------------------------------------------------------------
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
@@ -197,6 +201,8 @@ class SQLDatastore(Datastore):
             image = images.get_image(session, image_id)
             if image is None:
                 raise UnknownImageError(f"unknown image id {image_id!r}")
+            if image.label_status == "archived":
+                raise UnknownImageError(f"image {image_id!r} is archived: an admin can restore it")
             image_path = Path(image.path)
         # Validation reads the whole file: done before the write transaction, which would block every claim meanwhile.
         validate_label_file(source, image_path, self.label_values)
@@ -291,7 +297,7 @@ class SQLDatastore(Datastore):
             select(Image.path, Label.path, Image.id)
             .join(Label, Label.image_id == Image.id)
             .join(newest, (newest.c.image_id == Label.image_id) & (newest.c.version == Label.version))
-            .where(Label.tag == tag)
+            .where(Label.tag == tag, Image.label_status == "labeled")
             .order_by(Image.id)
         )
         with self.sessions() as session:
@@ -323,7 +329,7 @@ class SQLDatastore(Datastore):
         """All images and their labels in LocalDatastore's shape (what Slicer reads)."""
         objects: dict[str, Any] = {}
         with self.sessions() as session:
-            for image in session.scalars(select(Image).order_by(Image.id)):
+            for image in session.scalars(select(Image).where(Image.label_status != "archived").order_by(Image.id)):
                 objects[image.id] = {
                     "image": {"ext": volume_suffix(image.name) or "", "info": self._image_info(image)},
                     "labels": {},

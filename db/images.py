@@ -112,9 +112,12 @@ def require_known(session: Session, ids: list[str]) -> None:
 
 
 def image_ids(session: Session, status: str | None = None) -> list[str]:
-    """All image ids, or those with ``label_status == status``, sorted."""
+    """The ids of every image in the campaign (archived ones left out), or of those with ``label_status == status``,
+    sorted."""
     query = select(Image.id).order_by(Image.id)
-    if status is not None:
+    if status is None:
+        query = query.where(Image.label_status != "archived")
+    else:
         if status not in LABEL_STATUSES:
             raise DBError(f"unknown label status {status!r}: use one of {LABEL_STATUSES}")
         query = query.where(Image.label_status == status)
@@ -147,7 +150,36 @@ def counts(session: Session, now: datetime | None = None) -> dict[str, int]:
             func.count(),
             func.coalesce(func.sum(case((Image.label_status == "labeled", 1), else_=0)), 0),
             func.coalesce(func.sum(case((live_lease(now), 1), else_=0)), 0),
-        )
+        ).where(Image.label_status != "archived")
     ).one()
     total, labeled, leased = (int(v) for v in row)
     return {"total": total, "labeled": labeled, "unlabeled": total - labeled, "leased": leased}
+
+
+def archive_image(session: Session, image_id: str) -> Image:
+    """Take a volume out of the campaign: no claim, round, training or export sees it; its row, labels, leases history
+    and files stay, so :func:`restore_image` undoes it. A live lease on it ends (``released``)."""
+    from db.claims import release_volume  # claims builds on this module
+
+    image = require_image(session, image_id)
+    if image.label_status == "archived":
+        raise DBError(f"image {image_id!r} is archived already")
+    if image.lease_holder is not None and image.lease_expires_at is not None and image.lease_expires_at >= utcnow():
+        release_volume(session, image_id)
+    image.label_status = "archived"
+    image.lease_holder = image.lease_expires_at = None
+    session.flush()
+    return image
+
+
+def restore_image(session: Session, image_id: str) -> Image:
+    """Bring an archived volume back: ``labeled`` if it has a final label, else ``unlabeled``."""
+    from db.schema import Label
+
+    image = require_image(session, image_id)
+    if image.label_status != "archived":
+        raise DBError(f"image {image_id!r} is not archived")
+    final = session.scalar(select(Label.id).where(Label.image_id == image_id, Label.tag == "final").limit(1))
+    image.label_status = "labeled" if final is not None else "unlabeled"
+    session.flush()
+    return image

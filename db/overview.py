@@ -2,7 +2,7 @@
 
 A volume's status is derived, never stored (so it cannot drift): ``labeled`` (a final label exists), ``leased`` (a
 live lease), ``queued`` (in a ready selection round), ``skipped`` (an annotator passed on it before), else
-``unlabeled``. The first that applies wins, in that order.
+``unlabeled``; an admin's archived volume is ``archived``. The first that applies wins, archived first.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from db.errors import DBError
 from db.images import live_lease
 from db.schema import Assignment, Image, Label, RoundItem, Score, SelectionRound, utcnow
 
-VOLUME_STATUSES = ("unlabeled", "queued", "leased", "labeled", "skipped")
+VOLUME_STATUSES = ("unlabeled", "queued", "leased", "labeled", "skipped", "archived")
 VOLUME_SORTS = ("ingested", "-ingested", "score", "-score", "id")
 #: The score the volume list shows and filters on: the prompts' disagreement under the current model.
 LIST_SCORE_METHOD = "prompt_uncertainty"
@@ -30,6 +30,7 @@ def volume_status(now: datetime) -> ColumnElement[str]:
     )
     skipped = exists().where(Assignment.image_id == Image.id, Assignment.state == "skipped")
     return case(
+        (Image.label_status == "archived", "archived"),
         (Image.label_status == "labeled", "labeled"),
         (live_lease(now), "leased"),
         (queued, "queued"),

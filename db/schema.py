@@ -37,7 +37,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from db.errors import DBError
 
-LABEL_STATUSES = ("unlabeled", "labeled")
+# "archived": removed from the campaign by an admin; the row, its labels and every file stay (undoable).
+LABEL_STATUSES = ("unlabeled", "labeled", "archived")
 ASSIGNMENT_STATES = ("active", "labeled", "skipped", "expired", "released")
 ROUND_STATES = ("building", "ready", "exhausted", "superseded", "cancelled")
 MODEL_KINDS = ("prompt", "finetune")

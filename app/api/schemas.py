@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Annotated
 
 Role = Literal["admin", "reviewer", "annotator"]
-VolumeStatus = Literal["unlabeled", "queued", "leased", "labeled", "skipped"]
+VolumeStatus = Literal["unlabeled", "queued", "leased", "labeled", "skipped", "archived"]
 #: Row ids are 32-bit on every backend: a larger number is refused as invalid, not sent to the database.
 MAX_ROW_ID = 2**31 - 1
 RowIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]

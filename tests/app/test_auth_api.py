@@ -157,7 +157,7 @@ def test_bad_tokens_get_401_with_a_message(server, admin, case):
         head, body, signature = token.split(".")
         headers = {"Authorization": f"Bearer {head}.{body}x.{signature}"}
     elif case == "other key":
-        headers = signed(good, key="another-key-entirely-0123456789")
+        headers = signed(good, key="another-key-entirely-0123456789-abcdef")
     elif case == "no role":
         headers = signed({k: v for k, v in good.items() if k != "role"})
     elif case == "garbage":
@@ -218,3 +218,39 @@ def test_unknown_ids_and_methods_on_stock_routes_answer_404_and_change_nothing(s
                      data={"info": "[1, 2]"}, timeout=30)
     assert info.status_code == 400 and "JSON object" in info.json()["detail"]
     assert sorted(p.name for p in (studies / "imagesTr").iterdir()) == before
+
+
+def test_deleting_an_image_archives_it_keeps_every_file_and_can_be_undone(server, admin, studies):
+    image_id = "case_0020"
+    original = studies / "imagesTr" / f"{image_id}.nii.gz"
+    content = original.read_bytes()
+    total = httpx.get(f"{server.url}/admin/progress", headers=admin, timeout=30).json()["totals"]["total"]
+    assert httpx.post(f"{server.url}/admin/leases", headers=admin, timeout=30,
+                      json={"image_id": image_id, "annotator": "anna"}).status_code == 201
+
+    for path in ("/datastore/image", "/datastore/"):
+        answer = httpx.delete(f"{server.url}{path}", params={"id": image_id}, headers=admin, timeout=30)
+        if path == "/datastore/":  # archived already by the first call
+            assert answer.status_code == 400 and "archived already" in answer.json()["detail"]
+        else:
+            assert answer.status_code == 200, answer.text
+    assert original.read_bytes() == content  # the user's file is untouched
+    history = httpx.get(f"{server.url}/admin/volumes/{image_id}", headers=admin, timeout=30).json()
+    assert history["volume"]["status"] == "archived" and history["volume"]["lease_holder"] is None
+    assert [a["state"] for a in history["assignments"]] == ["released"]
+    assert image_id not in httpx.get(f"{server.url}/datastore/", params={"output": "all"}, headers=admin,
+                                     timeout=30).json()["objects"]
+    assert httpx.get(f"{server.url}/admin/progress", headers=admin, timeout=30).json()["totals"]["archived"] == 1
+    label = (studies / "labelsTr" / f"{image_id}.nii.gz").read_bytes()
+    refused = httpx.put(f"{server.url}/datastore/label", params={"image": image_id}, headers=admin, timeout=60,
+                        files={"label": ("label.nii.gz", label)})
+    assert refused.status_code == 404 and "archived" in refused.json()["detail"]
+
+    restored = httpx.post(f"{server.url}/admin/volumes/{image_id}/restore", headers=admin, timeout=30)
+    assert restored.status_code == 200 and restored.json()["status"] != "archived"
+    assert httpx.get(f"{server.url}/admin/progress", headers=admin, timeout=30).json()["totals"]["total"] == total
+    actions = [e["action"] for e in httpx.get(f"{server.url}/admin/volumes/{image_id}", headers=admin,
+                                              timeout=30).json()["audit"]]
+    assert {"image_archived", "image_restored", "lease_assigned"} <= set(actions)
+    again = httpx.post(f"{server.url}/admin/volumes/{image_id}/restore", headers=admin, timeout=30)
+    assert again.status_code == 400 and "not archived" in again.json()["detail"]

@@ -115,3 +115,14 @@ def update_image_info(app: AppDep, user: AdminUser, image: str, info: str = Form
 def update_label_info(app: AppDep, user: AdminUser, label: str, tag: str, info: str = Form("{}")) -> dict[str, Any]:
     app.datastore().update_label_info(label, tag, _parse_params(info, "info"))
     return {"label": label, "tag": tag}
+
+
+@router.delete("/image", summary="Archive a volume (undo: POST /admin/volumes/{id}/restore); no file is deleted")
+def archive_image(app: AppDep, user: AdminUser, request: Request, id: str) -> dict[str, Any]:
+    app.datastore().remove_image(id, actor=user.username)  # unknown id: 404 (app.api.asgi)
+    return {"image": id, "archived": True}
+
+
+@router.delete("/", summary="Archive a volume (MONAI Label's older path of DELETE /datastore/image)", deprecated=True)
+def archive_image_old_path(app: AppDep, user: AdminUser, request: Request, id: str) -> dict[str, Any]:
+    return archive_image(app, user, request, id)

@@ -1,5 +1,5 @@
 """Accounts: users, hashed API tokens, the shared signing secret; audit events record the caller's address;
-selection rounds can be cancelled.
+selection rounds can be cancelled; images can be archived.
 
 Revision ID: 0003
 Revises: 0002
@@ -21,6 +21,8 @@ NEW_ROUND_STATES = OLD_ROUND_STATES + ("cancelled",)
 # 0001 passed full names through the naming convention, which prefixed them again; op.f() marks a name as final.
 OLD_ROUND_CHECK = "ck_selection_rounds_ck_selection_rounds_state"
 ROUND_CHECK = "ck_selection_rounds_state"
+OLD_STATUS_CHECK = "ck_images_ck_images_label_status"
+STATUS_CHECK = "ck_images_label_status"
 
 
 def _timestamp(name: str, nullable: bool = False) -> sa.Column:
@@ -70,10 +72,16 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_events") as batch:
         batch.add_column(sa.Column("source", sa.String(255), nullable=True))
     _round_states(OLD_ROUND_CHECK, ROUND_CHECK, NEW_ROUND_STATES)
+    _label_statuses(OLD_STATUS_CHECK, STATUS_CHECK, ("unlabeled", "labeled", "archived"))
 
 
 def downgrade() -> None:
     op.execute("UPDATE selection_rounds SET state = 'superseded' WHERE state = 'cancelled'")
+    op.execute(
+        "UPDATE images SET label_status = CASE WHEN EXISTS (SELECT 1 FROM labels WHERE labels.image_id = images.id "
+        "AND labels.tag = 'final') THEN 'labeled' ELSE 'unlabeled' END WHERE label_status = 'archived'"
+    )
+    _label_statuses(STATUS_CHECK, OLD_STATUS_CHECK, ("unlabeled", "labeled"))
     _round_states(ROUND_CHECK, OLD_ROUND_CHECK, OLD_ROUND_STATES)
     with op.batch_alter_table("audit_events") as batch:
         batch.drop_column("source")
@@ -86,3 +94,9 @@ def _round_states(drop: str, create: str, allowed: tuple[str, ...]) -> None:
     with op.batch_alter_table("selection_rounds") as batch:
         batch.drop_constraint(op.f(drop), type_="check")
         batch.create_check_constraint(op.f(create), _in("state", allowed))
+
+
+def _label_statuses(drop: str, create: str, allowed: tuple[str, ...]) -> None:
+    with op.batch_alter_table("images") as batch:
+        batch.drop_constraint(op.f(drop), type_="check")
+        batch.create_check_constraint(op.f(create), _in("label_status", allowed))

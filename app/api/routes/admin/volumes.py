@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 
-from app.api.deps import AdminUser, SessionDep
+from app.api.deps import AdminUser, AppDep, SessionDep
 from app.api.schemas import Offset, RowIdQuery, Score, AssignmentOut, AuditOut, LabelOut, ScoreOut, VolumeHistory, VolumeOut, VolumePage, VolumeStatus
 from db.audit import audit_events
 from db.images import require_image
@@ -53,3 +53,11 @@ def volume_history(image_id: str, user: AdminUser, session: SessionDep) -> Volum
         scores=[ScoreOut.model_validate(s) for s in scores_of_image(session, image_id)],
         audit=[AuditOut.model_validate(e) for e in audit_events(session, image_id=image_id, limit=200)],
     )
+
+
+@router.post("/{image_id}/restore", response_model=VolumeOut, summary="Bring an archived volume back into the campaign")
+def restore(image_id: str, user: AdminUser, app: AppDep, request: Request) -> VolumeOut:
+    app.datastore().restore_image(image_id, actor=user.username)  # unknown: 404; not archived: 400
+    with app.datastore().sessions() as session:
+        _, rows = list_volumes(session, VolumeFilter(), model_version=None, limit=1, only=image_id)
+    return VolumeOut(**vars(rows[0]))
