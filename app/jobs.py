@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import write_session
@@ -45,12 +46,39 @@ class JobReporter:
                        detail={"log_tail": list(self.log_tail)})
 
 
+class TrainingBusy(RuntimeError):
+    """Another training job is queued or running (on any server of the database)."""
+
+
+def reserve_training(sessions: sessionmaker[Session], **detail: Any) -> str:
+    """Queue the one training job the database allows (``uq_jobs_one_training``); return its id for the training
+    process to take over (:func:`tracked_job` with ``job_id``). :class:`TrainingBusy` if one is unfinished."""
+    fail_interrupted_jobs(sessions)  # a training whose process died must not block the next one
+    try:
+        with write_session(sessions) as session:
+            return start_job(session, "train", queued=True, detail={**detail, **_where()}).id
+    except IntegrityError:
+        with sessions() as session:
+            busy = [j.id for state in ("queued", "running") for j in list_jobs(session, kind="train", state=state)]
+        raise TrainingBusy(f"a training job is already queued or running ({', '.join(busy) or 'just started'})") from None
+
+
+def _where() -> dict[str, Any]:
+    # Where a job runs: a restart can tell a job whose process died from one still running elsewhere.
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
 @contextmanager
-def tracked_job(sessions: sessionmaker[Session], kind: str, **detail: Any) -> Iterator[JobReporter]:
-    """A running job row for the duration of the block: ``done`` on success, ``failed`` (with the error) otherwise."""
+def tracked_job(
+    sessions: sessionmaker[Session], kind: str, job_id: str | None = None, **detail: Any
+) -> Iterator[JobReporter]:
+    """A running job row for the duration of the block: ``done`` on success, ``failed`` (with the error) otherwise.
+    ``job_id``: take over that queued job (a reserved training) instead of starting a new one."""
     with write_session(sessions) as session:
-        # Where the job runs: a restart can tell a job whose process died from one still running elsewhere.
-        job_id = start_job(session, kind, detail={**detail, "host": socket.gethostname(), "pid": os.getpid()}).id
+        if job_id is None:
+            job_id = start_job(session, kind, detail={**detail, **_where()}).id
+        else:
+            update_job(session, job_id, progress=0.0, message="started", detail={**detail, **_where()})
     reporter = JobReporter(sessions, job_id)
     try:
         yield reporter

@@ -46,6 +46,7 @@ MODEL_STATES = ("published", "failed")
 JOB_KINDS = ("train", "scoring", "embedding", "round")
 JOB_STATES = ("queued", "running", "done", "failed")
 USER_ROLES = ("admin", "reviewer", "annotator")
+ONE_TRAINING = "kind = 'train' AND state IN ('queued', 'running')"
 
 # Deterministic constraint/index names on every backend, so migrations can name what they alter.
 NAMING_CONVENTION = {
@@ -261,6 +262,14 @@ class Job(Base):
     __table_args__ = (
         _one_of("kind", JOB_KINDS, "kind"),
         _one_of("state", JOB_STATES, "state"),
+        # One training at a time across every server on the database: the database refuses a second unfinished one.
+        Index(
+            "uq_jobs_one_training",
+            "kind",
+            unique=True,
+            sqlite_where=text(ONE_TRAINING),
+            postgresql_where=text(ONE_TRAINING),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from monailabel.interfaces.tasks.train import TrainTask
 
-from app.jobs import tracked_job
+from app.jobs import JobReporter, tracked_job
 from app.modelstore import ModelStore
 from app.scoring import score_unlabeled
 from app.settings import AppSettings
@@ -35,6 +35,18 @@ class SLPTTrain(TrainTask):
         return {"steps": self.settings.train_steps, "num_prompts": self.settings.num_prompts}
 
     def __call__(self, request: dict[str, Any], datastore: SQLDatastore) -> dict[str, Any]:
+        # The server reserved the job (one training at a time across servers); this process takes it over, and any
+        # error from here on ends it as failed rather than leaving it queued.
+        with tracked_job(datastore.sessions, "train", job_id=request.get("job_id")) as job:
+            network, version, metrics = self._train(request, datastore, job)
+            job.result = {"model_version": version, **metrics}
+        logger.info(f"published model {version}: {metrics}")
+        # Re-score the unlabeled pool with the new version, here in the training process, with the network in memory.
+        scoring = score_unlabeled(datastore, network.eval(), version)
+        return {"model_version": version, **metrics, "scoring": scoring}
+
+    def _train(self, request: dict[str, Any], datastore: SQLDatastore, job: JobReporter) -> tuple[SLPTNet, str, dict]:
+        """Prompt-tune on every final label and publish the version; returns (network, version, metrics)."""
         pairs = datastore.datalist()
         if not pairs:
             raise NoFinalLabelsError("no volume has a final label yet: submit labels before training")
@@ -52,29 +64,23 @@ class SLPTTrain(TrainTask):
             ),
         )
         cases = [(pair["image"], pair["label"]) for pair in pairs]
-        with tracked_job(datastore.sessions, "train", labels=len(cases), steps=steps) as job:
-            result = train_prompts(
-                network,
-                cases,
-                TrainConfig(steps=steps, device=None if self.settings.device == "auto" else self.settings.device),
-                progress=lambda done, total, loss: job(done, total, f"step {done}/{total} loss {loss:.4f}"),
-            )
-            held_out = datastore.get_unlabeled_images()[:HELD_OUT_FOR_DISAGREEMENT]
-            disagreement = (
-                measure_prompt_disagreement(network, [datastore.get_image_uri(i) for i in held_out]) if held_out else None
-            )
-            metrics = {
-                "labels": len(cases),
-                "steps": result.steps,
-                "train_time_s": round(result.time_s, 2),
-                "first_loss": result.losses[0],
-                "final_loss": result.losses[-1],
-                "held_out_disagreement": disagreement,
-                **network.parameter_counts(),
-            }
-            version = self.store.publish(network, backbone_config, metrics)
-            job.result = {"model_version": version, **metrics}
-        logger.info(f"published model {version}: {metrics}")
-        # Re-score the unlabeled pool with the new version, here in the training process, with the network in memory.
-        scoring = score_unlabeled(datastore, network.eval(), version)
-        return {"model_version": version, **metrics, "scoring": scoring}
+        result = train_prompts(
+            network,
+            cases,
+            TrainConfig(steps=steps, device=None if self.settings.device == "auto" else self.settings.device),
+            progress=lambda done, total, loss: job(done, total, f"step {done}/{total} loss {loss:.4f}"),
+        )
+        held_out = datastore.get_unlabeled_images()[:HELD_OUT_FOR_DISAGREEMENT]
+        disagreement = (
+            measure_prompt_disagreement(network, [datastore.get_image_uri(i) for i in held_out]) if held_out else None
+        )
+        metrics = {
+            "labels": len(cases),
+            "steps": result.steps,
+            "train_time_s": round(result.time_s, 2),
+            "first_loss": result.losses[0],
+            "final_loss": result.losses[-1],
+            "held_out_disagreement": disagreement,
+            **network.parameter_counts(),
+        }
+        return network, self.store.publish(network, backbone_config, metrics), metrics

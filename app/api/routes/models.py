@@ -17,6 +17,9 @@ from monailabel.endpoints.infer import ResultType, send_response
 from app.api.deps import AdminUser, AnyUser, AppDep
 from app.main import SLPTApp
 from app.inference_queue import QueueFull
+from app.jobs import TrainingBusy, reserve_training
+from db.engine import write_session
+from db.jobs import finish_job
 from app.modelstore import NoModelError
 
 router = APIRouter(tags=["Models"])
@@ -63,12 +66,13 @@ def upload_model(model: str, app: AppDep, user: AdminUser) -> Any:
 
 
 @router.post("/train/{model}", summary="Start training (prompt tuning) in the background")
-def train(model: str, app: AppDep, user: AdminUser, params: dict[str, Any] | None = None, enqueue: bool = False) -> Any:
-    return start_training(app, model, params, enqueue)
+def train(model: str, app: AppDep, user: AdminUser, params: dict[str, Any] | None = None) -> Any:
+    return start_training(app, model, params)
 
 
-def start_training(app: SLPTApp, model: str, params: dict[str, Any] | None, enqueue: bool = False) -> Any:
-    """Start the stock background training process, after checking there is something to learn from (else 4xx)."""
+def start_training(app: SLPTApp, model: str, params: dict[str, Any] | None) -> Any:
+    """Start the stock background training process, after checking there is something to learn from and that no
+    other training runs on any server of the database (else 4xx)."""
     if model not in app.trainer_names():
         raise HTTPException(404, f"unknown model {model!r}; available: {sorted(app.trainer_names())}")
     if not app.datastore().status()["completed"]:
@@ -77,4 +81,14 @@ def start_training(app: SLPTApp, model: str, params: dict[str, Any] | None, enqu
         app.model_store.backbone()
     except NoModelError as exc:
         raise HTTPException(409, str(exc)) from None
-    return stock_train.run_model(model, params, False, enqueue)
+    try:
+        job_id = reserve_training(app.datastore().sessions, model=model)
+    except TrainingBusy as exc:
+        raise HTTPException(409, str(exc)) from None
+    try:
+        started = stock_train.run_model(model, {**(params or {}), "job_id": job_id}, False, False)
+    except BaseException as exc:
+        with write_session(app.datastore().sessions) as session:
+            finish_job(session, job_id, "failed", message=f"the training process did not start: {exc}")
+        raise
+    return {**started, "job_id": job_id} if isinstance(started, dict) else started

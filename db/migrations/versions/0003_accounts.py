@@ -1,5 +1,5 @@
 """Accounts: users, hashed API tokens, the shared signing secret; audit events record the caller's address;
-selection rounds can be cancelled; images can be archived.
+selection rounds can be cancelled; images can be archived; one training job at a time.
 
 Revision ID: 0003
 Revises: 0002
@@ -73,9 +73,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("source", sa.String(255), nullable=True))
     _round_states(OLD_ROUND_CHECK, ROUND_CHECK, NEW_ROUND_STATES)
     _label_statuses(OLD_STATUS_CHECK, STATUS_CHECK, ("unlabeled", "labeled", "archived"))
+    # One unfinished training job at a time, across every server process on the database.
+    op.execute("UPDATE jobs SET state = 'failed', message = 'interrupted (found unfinished by migration 0003)' "
+               "WHERE kind = 'train' AND state IN ('queued', 'running')")
+    one_training = sa.text("kind = 'train' AND state IN ('queued', 'running')")
+    op.create_index("uq_jobs_one_training", "jobs", ["kind"], unique=True, sqlite_where=one_training,
+                    postgresql_where=one_training)
 
 
 def downgrade() -> None:
+    op.drop_index("uq_jobs_one_training", table_name="jobs")
     op.execute("UPDATE selection_rounds SET state = 'superseded' WHERE state = 'cancelled'")
     op.execute(
         "UPDATE images SET label_status = CASE WHEN EXISTS (SELECT 1 FROM labels WHERE labels.image_id = images.id "
