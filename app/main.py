@@ -35,6 +35,7 @@ from db.datastore import SQLDatastore
 from db.engine import create_db_engine, default_db_url, session_factory
 from db.migrate import upgrade
 from cohort.msd import load_msd
+from storage.atomic import remove_partial_files
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class SLPTApp(MONAILabelApp):
             lease=timedelta(hours=self.settings.lease_hours),
             groups=_msd_groups(self.layout),
         )
+        for folder in (self.layout.labels_dir, self.settings.work_dir(self.layout.root) / "models"):
+            if leftovers := remove_partial_files(folder):  # interrupted writes (a killed server): never acknowledged
+                logger.warning(f"removed {len(leftovers)} partial file(s) under {folder}")
         datastore.refresh()
         if self.settings.import_labels and self.layout.is_msd:
             _import_ground_truth(datastore, self.layout)

@@ -60,3 +60,18 @@ def write_text_atomic(target: Path | str, text: str, encoding: str = "utf-8") ->
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
+
+
+def remove_partial_files(folder: Path | str) -> list[Path]:
+    """Remove what interrupted writes left under ``folder`` (temporary names of :func:`atomic_path`); run at start-up,
+    when no write is in flight. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = sorted(folder.rglob(f"{PARTIAL_PREFIX}*"))
+    for path in removed:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return removed
