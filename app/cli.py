@@ -181,6 +181,25 @@ def bench_next_sample(
     emit_report(report, out)
 
 
+@bench.command("soak")
+def bench_soak(
+    minutes: Annotated[float, typer.Option(help="How long the annotators keep cycling")] = 5.0,
+    clients: Annotated[int, typer.Option(help="Concurrent annotators")] = 16,
+    volumes: Annotated[int, typer.Option(help="Volumes in the generated cohort (8³ each)")] = 2000,
+    db: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL (default: SQLite in the studies folder)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
+) -> None:
+    """The full annotator cycle (next sample, label upload) on one loopback server: errors, latency, memory growth."""
+    from bench import BenchError
+    from bench.soak import run_soak
+
+    try:
+        report = run_soak(minutes, clients, volumes, db, command=bench_command_line())
+    except BenchError as exc:
+        raise fail(str(exc))
+    emit_report(report, out)
+
+
 @bench.command("train")
 def bench_train(
     size: Annotated[int, typer.Option(help="Edge length of the cubic training patches (a multiple of 8)")] = 48,
