@@ -40,6 +40,7 @@ from app.api.routes import info as our_info
 from app.api.routes import jobs as our_jobs
 from app.api.routes import logs as our_logs
 from app.api.routes import models as our_models
+from app.api.routes import sessions as our_sessions
 from app.api.routes import users as our_users
 from app.api.security import current_user
 from app.settings import AppSettings
@@ -74,7 +75,8 @@ if AppSettings.from_conf(settings.MONAI_LABEL_APP_CONF).auth:
 app.dependency_overrides[get_current_user] = current_user
 
 prefix = settings.MONAI_LABEL_API_STR
-ours = (our_info, our_auth, our_users, our_admin, our_activelearning, our_datastore, our_models, our_jobs, our_logs)
+ours = (our_info, our_auth, our_users, our_admin, our_activelearning, our_datastore, our_models, our_jobs, our_logs,
+        our_sessions)
 for module in ours:
     app.include_router(module.router, prefix=prefix)
 # Not mounted: wsi_infer (whole-slide pathology; this app serves CT volumes only).

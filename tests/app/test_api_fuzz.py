@@ -22,6 +22,8 @@ from tests.app.conftest import start_server
 
 ADMIN_PASSWORD = "adminpass1"
 EXAMPLES = 8  # per operation and generation mode: bounded so the suite stays fast
+# derandomize: the same examples on every run, so CI is reproducible; run with more examples and random seeds
+# (edit EXAMPLES, drop derandomize) when hunting for new failures, as the development of these routes did.
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def fuzz(server, headers: dict[str, str], path_regex: str) -> list[str]:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+            @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
                       suppress_health_check=list(HealthCheck))
             def run(case) -> None:
                 try:
