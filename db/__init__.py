@@ -11,7 +11,7 @@ from db.engine import begin_write, create_db_engine, default_db_url, normalise_u
 from db.errors import DBError, NotFoundError, UnknownImageError
 from db.images import ImageRecord, counts, get_image, image_ids, require_image, upsert_images
 from db.jobs import finish_job, get_job, list_jobs, start_job, update_job
-from db.labels import FINAL_TAG, delete_label, labels_for, latest_label, record_label
+from db.labels import FINAL_TAG, archive_label, labels_for, latest_label, record_label, restore_label
 from db.migrate import head_revision, upgrade
 from db.model_versions import latest_model_version, list_model_versions, next_model_version_id, record_model_version
 from db.rounds import create_round, current_round, round_image_ids, round_remaining, set_round_state
@@ -60,7 +60,7 @@ __all__ = [
     "create_round",
     "current_round",
     "default_db_url",
-    "delete_label",
+    "archive_label",
     "expire_leases",
     "finish_job",
     "get_image",
@@ -80,6 +80,7 @@ __all__ = [
     "record_model_version",
     "release_lease",
     "require_image",
+    "restore_label",
     "round_image_ids",
     "round_remaining",
     "session_factory",

@@ -263,11 +263,14 @@ class SQLDatastore(Datastore):
                 raise UnknownImageError(f"image {label_id!r} has no label tagged {label_tag!r}")
             label.meta = {**(label.meta or {}), **info}
 
-    def remove_label(self, label_id: str, label_tag: str) -> None:
+    def remove_label(self, label_id: str, label_tag: str, actor: str = "admin") -> None:
+        """Archive every version of the label (``db.labels.archive_label``): rows kept aside, files kept."""
         with write_session(self.sessions) as session:
-            removed = labels.delete_label(session, check_image_id(label_id), label_tag, actor="admin")
-        for label in removed:
-            Path(label.path).unlink(missing_ok=True)
+            labels.archive_label(session, check_image_id(label_id), label_tag, actor=actor)
+
+    def restore_label(self, label_id: str, label_tag: str, actor: str = "admin") -> None:
+        with write_session(self.sessions) as session:
+            labels.restore_label(session, check_image_id(label_id), label_tag, actor=actor)
 
     def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
         tag = label_tag or DefaultLabelTag.FINAL.value

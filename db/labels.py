@@ -13,7 +13,7 @@ from db.audit import audit
 from db.engine import is_postgresql
 from db.errors import DBError, NotFoundError, UnknownImageError
 from db.images import check_checksum
-from db.schema import Assignment, Image, Label, check_aware, utcnow
+from db.schema import ArchivedLabel, Assignment, Image, Label, check_aware, utcnow
 
 FINAL_TAG = "final"
 
@@ -45,8 +45,9 @@ def record_label(
     check_aware(now)
     image = _lock_image(session, image_id)  # serialises saves per image, so versions never collide
     when = now or utcnow()
-    previous = session.scalar(
-        select(func.coalesce(func.max(Label.version), 0)).where(Label.image_id == image_id, Label.tag == tag)
+    previous = max(
+        session.scalar(select(func.coalesce(func.max(table.version), 0)).where(table.image_id == image_id, table.tag == tag))
+        for table in (Label, ArchivedLabel)  # an archived version's number is never given again
     )
     version = previous + 1
     if callable(path):
@@ -89,24 +90,46 @@ def latest_label(session: Session, image_id: str, tag: str) -> Label | None:
     return session.scalar(query)
 
 
-def delete_label(session: Session, image_id: str, tag: str, actor: str) -> list[Label]:
-    """Delete every version of the image's label with ``tag``; return them so the caller removes the files.
+_LABEL_COLUMNS = ("image_id", "tag", "path", "annotator", "created_at", "version", "checksum", "meta")
 
-    Deleting ``final`` makes the image ``unlabeled`` again. Writes a ``label_deleted`` audit event.
-    Raises :class:`NotFoundError` if the image has no label with that tag.
-    """
+
+def archive_label(session: Session, image_id: str, tag: str, actor: str) -> list[ArchivedLabel]:
+    """Take every version of the image's label with ``tag`` out of use: the rows move to ``archived_labels``, the
+    files stay where they are, :func:`restore_label` undoes it. Archiving ``final`` makes the image ``unlabeled``
+    again. Writes a ``label_archived`` audit event. :class:`NotFoundError` if the image has no label with that tag."""
     image = _lock_image(session, image_id)
-    removed = list(session.scalars(select(Label).where(Label.image_id == image_id, Label.tag == tag)))
-    if not removed:
+    live = list(session.scalars(select(Label).where(Label.image_id == image_id, Label.tag == tag)))
+    if not live:
         raise NotFoundError(f"image {image_id!r} has no label tagged {tag!r}")
+    when = utcnow()
+    archived = [ArchivedLabel(**{c: getattr(label, c) for c in _LABEL_COLUMNS}, archived_at=when, archived_by=actor)
+                for label in live]
     session.execute(delete(Label).where(Label.image_id == image_id, Label.tag == tag))
-    if tag == FINAL_TAG:
+    session.add_all(archived)
+    if tag == FINAL_TAG and image.label_status == "labeled":
         image.label_status = "unlabeled"
-    audit(
-        session, actor, "label_deleted", image_id, tag=tag, versions=[label.version for label in removed]
-    )
+    audit(session, actor, "label_archived", image_id, tag=tag, versions=[label.version for label in live])
     session.flush()
-    return removed
+    return archived
+
+
+def restore_label(session: Session, image_id: str, tag: str, actor: str) -> list[Label]:
+    """Bring back the archived versions of the image's label with ``tag`` (next to any saved since: version numbers
+    never collide). :class:`NotFoundError` if none is archived."""
+    image = _lock_image(session, image_id)
+    archived = list(session.scalars(select(ArchivedLabel).where(ArchivedLabel.image_id == image_id,
+                                                                ArchivedLabel.tag == tag)))
+    if not archived:
+        raise NotFoundError(f"image {image_id!r} has no archived label tagged {tag!r}")
+    restored = [Label(**{c: getattr(row, c) for c in _LABEL_COLUMNS}) for row in archived]
+    session.execute(delete(ArchivedLabel).where(ArchivedLabel.image_id == image_id, ArchivedLabel.tag == tag))
+    session.add_all(restored)
+    if tag == FINAL_TAG and image.label_status == "unlabeled":
+        image.label_status = "labeled"
+        image.lease_holder = image.lease_expires_at = None
+    audit(session, actor, "label_restored", image_id, tag=tag, versions=[label.version for label in restored])
+    session.flush()
+    return restored
 
 
 def _lock_image(session: Session, image_id: str) -> Image:

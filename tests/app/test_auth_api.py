@@ -254,3 +254,31 @@ def test_deleting_an_image_archives_it_keeps_every_file_and_can_be_undone(server
     assert {"image_archived", "image_restored", "lease_assigned"} <= set(actions)
     again = httpx.post(f"{server.url}/admin/volumes/{image_id}/restore", headers=admin, timeout=30)
     assert again.status_code == 400 and "not archived" in again.json()["detail"]
+
+
+def test_deleting_a_label_archives_it_keeps_its_file_and_can_be_undone(server, admin, studies):
+    image_id = "case_0021"
+    payload = (studies / "labelsTr" / f"{image_id}.nii.gz").read_bytes()
+    saved = httpx.put(f"{server.url}/datastore/label", params={"image": image_id}, headers=admin, timeout=60,
+                      files={"label": ("label.nii.gz", payload)})
+    assert saved.status_code == 200, saved.text
+    (label,) = httpx.get(f"{server.url}/admin/volumes/{image_id}", headers=admin, timeout=30).json()["labels"]
+    files = sorted((studies / "labels").rglob(f"{image_id}.v*"))
+    assert len(files) == 1
+
+    answer = httpx.delete(f"{server.url}/datastore/label", params={"id": image_id, "tag": "final"}, headers=admin,
+                          timeout=30)
+    assert answer.status_code == 200, answer.text
+    history = httpx.get(f"{server.url}/admin/volumes/{image_id}", headers=admin, timeout=30).json()
+    assert history["labels"] == [] and history["volume"]["status"] != "labeled"
+    assert files[0].read_bytes() == payload  # the file stays
+    again = httpx.delete(f"{server.url}/datastore/label", params={"id": image_id, "tag": "final"}, headers=admin,
+                         timeout=30)
+    assert again.status_code == 404
+
+    restored = httpx.post(f"{server.url}/admin/volumes/{image_id}/labels/final/restore", headers=admin, timeout=30)
+    assert restored.status_code == 200, restored.text
+    assert [(x["version"], x["annotator"]) for x in restored.json()] == [(label["version"], label["annotator"])]
+    history = httpx.get(f"{server.url}/admin/volumes/{image_id}", headers=admin, timeout=30).json()
+    assert history["volume"]["status"] == "labeled"
+    assert {"label_archived", "label_restored"} <= {e["action"] for e in history["audit"]}

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from db import Assignment, DBError, NotFoundError, UnknownImageError, audit, audit_events, claim_next_volume
-from db import counts, delete_label, get_image, labels_for, latest_label, record_label, write_session
+from db import archive_label, counts, get_image, labels_for, latest_label, record_label, restore_label, write_session
 
 CHECKSUM = "SHA256:" + "0f" * 32
 
@@ -49,21 +49,30 @@ def test_non_final_label_leaves_status_and_lease_alone(sessions, ingest) -> None
         assert (image.label_status, image.lease_holder) == ("unlabeled", "ann")
 
 
-def test_deleting_the_final_label_makes_the_image_unlabeled_again(sessions, ingest) -> None:
+def test_archiving_the_final_label_makes_the_image_unlabeled_and_restoring_undoes_it(sessions, ingest) -> None:
     (a,) = ingest(1)
     with write_session(sessions) as session:
         record_label(session, a, "final", "/l/1", "ann")
         record_label(session, a, "final", "/l/2", "ann")
     with write_session(sessions) as session:
-        removed = delete_label(session, a, "final", actor="admin")
-    assert sorted(label.path for label in removed) == ["/l/1", "/l/2"]
+        archived = archive_label(session, a, "final", actor="admin")
+    assert sorted(label.path for label in archived) == ["/l/1", "/l/2"]
     with sessions() as session:
         assert get_image(session, a).label_status == "unlabeled"
         assert labels_for(session, a) == []
-        (event,) = audit_events(session, action="label_deleted")
+        (event,) = audit_events(session, action="label_archived")
         assert (event.actor, event.image_id, sorted(event.detail["versions"])) == ("admin", a, [1, 2])
     with pytest.raises(NotFoundError, match="no label tagged 'final'"), write_session(sessions) as session:
-        delete_label(session, a, "final", actor="admin")
+        archive_label(session, a, "final", actor="admin")
+    with write_session(sessions) as session:  # a new label meanwhile: its number is not one of the archived ones
+        assert record_label(session, a, "final", "/l/3", "ann").version == 3
+    with write_session(sessions) as session:
+        restore_label(session, a, "final", actor="admin")
+    with sessions() as session:
+        assert [(label.version, label.path) for label in labels_for(session, a)] == [(1, "/l/1"), (2, "/l/2"), (3, "/l/3")]
+        assert latest_label(session, a, "final").version == 3 and get_image(session, a).label_status == "labeled"
+    with pytest.raises(NotFoundError, match="no archived label"), write_session(sessions) as session:
+        restore_label(session, a, "final", actor="admin")
 
 
 def test_bad_label_input_is_refused_without_writing(sessions, ingest) -> None:

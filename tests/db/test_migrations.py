@@ -24,6 +24,7 @@ TABLES = {
     "users",
     "api_tokens",
     "server_secrets",
+    "archived_labels",
 }
 
 

@@ -126,3 +126,10 @@ def archive_image(app: AppDep, user: AdminUser, request: Request, id: str) -> di
 @router.delete("/", summary="Archive a volume (MONAI Label's older path of DELETE /datastore/image)", deprecated=True)
 def archive_image_old_path(app: AppDep, user: AdminUser, request: Request, id: str) -> dict[str, Any]:
     return archive_image(app, user, request, id)
+
+
+@router.delete("/label", summary="Archive every version of a volume's label with a tag (undo: POST "
+               "/admin/volumes/{id}/labels/{tag}/restore); no file is deleted")
+def archive_label(app: AppDep, user: AdminUser, id: str, tag: str) -> dict[str, Any]:
+    app.datastore().remove_label(id, tag, actor=user.username)  # unknown image or tag: 404 (app.api.asgi)
+    return {"image": id, "tag": tag, "archived": True}

@@ -1,5 +1,5 @@
 """Accounts: users, hashed API tokens, the shared signing secret; audit events record the caller's address;
-selection rounds can be cancelled; images can be archived; one training job at a time.
+selection rounds can be cancelled; images and labels can be archived; one training job at a time.
 
 Revision ID: 0003
 Revises: 0002
@@ -73,6 +73,24 @@ def upgrade() -> None:
         batch.add_column(sa.Column("source", sa.String(255), nullable=True))
     _round_states(OLD_ROUND_CHECK, ROUND_CHECK, NEW_ROUND_STATES)
     _label_statuses(OLD_STATUS_CHECK, STATUS_CHECK, ("unlabeled", "labeled", "archived"))
+    op.create_table(
+        "archived_labels",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("image_id", sa.String(255), nullable=False),
+        sa.Column("tag", sa.String(64), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("annotator", sa.String(255), nullable=True),
+        _timestamp("created_at"),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("checksum", sa.String(80), nullable=True),
+        sa.Column("meta", sa.JSON(), nullable=False),
+        _timestamp("archived_at"),
+        sa.Column("archived_by", sa.String(255), nullable=False),
+        sa.ForeignKeyConstraint(["image_id"], ["images.id"], name="fk_archived_labels_image_id_images",
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name="pk_archived_labels"),
+    )
+    op.create_index("ix_archived_labels_image_id_tag", "archived_labels", ["image_id", "tag"])
     # One unfinished training job at a time, across every server process on the database.
     op.execute("UPDATE jobs SET state = 'failed', message = 'interrupted (found unfinished by migration 0003)' "
                "WHERE kind = 'train' AND state IN ('queued', 'running')")
@@ -92,7 +110,7 @@ def downgrade() -> None:
     _round_states(ROUND_CHECK, OLD_ROUND_CHECK, OLD_ROUND_STATES)
     with op.batch_alter_table("audit_events") as batch:
         batch.drop_column("source")
-    for table in ("server_secrets", "api_tokens", "users"):
+    for table in ("archived_labels", "server_secrets", "api_tokens", "users"):
         op.drop_table(table)
 
 

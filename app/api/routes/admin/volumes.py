@@ -61,3 +61,11 @@ def restore(image_id: str, user: AdminUser, app: AppDep, request: Request) -> Vo
     with app.datastore().sessions() as session:
         _, rows = list_volumes(session, VolumeFilter(), model_version=None, limit=1, only=image_id)
     return VolumeOut(**vars(rows[0]))
+
+
+@router.post("/{image_id}/labels/{tag}/restore", response_model=list[LabelOut],
+             summary="Bring back a volume's archived label versions with a tag")
+def restore_label(image_id: str, tag: str, user: AdminUser, app: AppDep) -> list[LabelOut]:
+    app.datastore().restore_label(image_id, tag, actor=user.username)  # nothing archived: 404
+    with app.datastore().sessions() as session:
+        return [LabelOut.model_validate(label) for label in labels_for(session, image_id) if label.tag == tag]
