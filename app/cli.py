@@ -187,6 +187,7 @@ def bench_soak(
     clients: Annotated[int, typer.Option(help="Concurrent annotators")] = 16,
     volumes: Annotated[int, typer.Option(help="Volumes in the generated cohort (8³ each)")] = 2000,
     db: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL (default: SQLite in the studies folder)")] = None,
+    tag: Annotated[str, typer.Option(help="Label tag: final (each cycle labels a volume) or a draft tag (cycles on)")] = "final",
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
 ) -> None:
     """The full annotator cycle (next sample, label upload) on one loopback server: errors, latency, memory growth."""
@@ -194,7 +195,7 @@ def bench_soak(
     from bench.soak import run_soak
 
     try:
-        report = run_soak(minutes, clients, volumes, db, command=bench_command_line())
+        report = run_soak(minutes, clients, volumes, db, command=bench_command_line(), tag=tag)
     except BenchError as exc:
         raise fail(str(exc))
     emit_report(report, out)

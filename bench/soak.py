@@ -2,6 +2,8 @@
 
 ``clients`` threads, each one annotator with its own keep-alive connection, loop: ``POST /activelearning/random``,
 then ``PUT /datastore/label`` with the volume's ground-truth label, until ``minutes`` are over or no volume is left.
+With ``tag="final"`` every cycle labels a volume for good, so the pool bounds the run; another tag (a draft) leaves
+the volumes unlabeled, and the annotators cycle through them for as long as asked (label versions pile up).
 The server runs on loopback (``slpt serve``, SQLite in the studies folder or ``--db URL``). The report gives the errors
 (any answer but 2xx, or a failed connection: must be 0), latency percentiles of both requests, and the server's
 resident memory over the run: growth from the first sample after the warm-up to the last must stay within 10 %.
@@ -46,7 +48,7 @@ def resident_mib(pid: int) -> float:
     raise BenchError(f"no VmRSS for process {pid}")
 
 
-def run_soak(minutes: float, clients: int, volumes: int, db: str | None, command: str = "") -> str:
+def run_soak(minutes: float, clients: int, volumes: int, db: str | None, command: str = "", tag: str = "final") -> str:
     if minutes <= 0 or clients < 1 or volumes < 2 * clients:
         raise BenchError("need minutes > 0, clients >= 1 and volumes >= 2 x clients")
     facts = machine_facts()
@@ -59,11 +61,11 @@ def run_soak(minutes: float, clients: int, volumes: int, db: str | None, command
         serve = slpt_serve_command(studies, port, conf)
         with running_server(serve, log_path=Path(scratch) / "server.log", port=port,
                             startup_timeout=180 + 0.05 * volumes) as server:
-            log = _soak(server.url, server.process.pid, clients, labels, minutes * 60)
-    return _report(log, minutes, clients, volumes, db, command, facts)
+            log = _soak(server.url, server.process.pid, clients, labels, minutes * 60, tag)
+    return _report(log, minutes, clients, volumes, db, command, facts, tag)
 
 
-def _soak(url: str, pid: int, clients: int, labels: dict[str, bytes], seconds: float) -> SoakLog:
+def _soak(url: str, pid: int, clients: int, labels: dict[str, bytes], seconds: float, tag: str) -> SoakLog:
     log = SoakLog()
     start = time.monotonic()
     deadline = start + seconds
@@ -84,7 +86,7 @@ def _soak(url: str, pid: int, clients: int, labels: dict[str, bytes], seconds: f
                             log.exhausted_at_s = log.exhausted_at_s or time.monotonic() - start
                         done.set()
                         return
-                    saved = client.put("/datastore/label", params={"image": image},
+                    saved = client.put("/datastore/label", params={"image": image, "tag": tag},
                                        data={"params": f'{{"client_id": "soak-{n}"}}'},
                                        files={"label": ("label.nii.gz", labels[image])})
                     uploaded = time.perf_counter()
@@ -119,7 +121,7 @@ def _percentiles(values: list[float]) -> str:
 
 
 def _report(log: SoakLog, minutes: float, clients: int, volumes: int, db: str | None, command: str,
-            facts: dict[str, str]) -> str:
+            facts: dict[str, str], tag: str) -> str:
     ran_s = log.rss_mib[-1][0]
     after_warmup = [mib for at, mib in log.rss_mib if at >= WARMUP_FRACTION * ran_s] or [log.rss_mib[-1][1]]
     growth = (log.rss_mib[-1][1] - after_warmup[0]) / after_warmup[0]
@@ -128,7 +130,8 @@ def _report(log: SoakLog, minutes: float, clients: int, volumes: int, db: str | 
         "# Soak: the full annotator cycle (next sample, then a label upload)", "",
         f"Command: `{command}`", "",
         f"Machine: {', '.join(f'{k} {v}' for k, v in facts.items())}", "",
-        f"{clients} annotators on {volumes} volumes (8³), {backend}, planned {minutes:g} min, ran {ran_s:.0f} s"
+        f"{clients} annotators on {volumes} volumes (8³), labels tagged `{tag}`, {backend}, planned {minutes:g} min, "
+        f"ran {ran_s:.0f} s"
         + (f" (every volume labeled after {log.exhausted_at_s:.0f} s)" if log.exhausted_at_s else "") + ".", "",
         "| request | count | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|",
         f"| next sample | {len(log.next_sample_ms)} | {_percentiles(log.next_sample_ms)} |",

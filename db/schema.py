@@ -134,11 +134,8 @@ class Image(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
-class Label(Base):
-    """One saved label file; ``version`` counts up per (image, tag)."""
-
-    __tablename__ = "labels"
-    __table_args__ = (UniqueConstraint("image_id", "tag", "version"),)
+class LabelColumns:
+    """What a label version is, live (``labels``) or archived (``archived_labels``)."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
@@ -151,22 +148,20 @@ class Label(Base):
     meta: Mapped[dict[str, Any]]
 
 
-class ArchivedLabel(Base):
+class Label(LabelColumns, Base):
+    """One saved label file; ``version`` counts up per (image, tag)."""
+
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("image_id", "tag", "version"),)
+
+
+class ArchivedLabel(LabelColumns, Base):
     """A label version an admin removed: moved out of ``labels`` (so every live query stays as it is), file kept.
     Version numbers keep counting across both tables, so a restored version never collides with a newer one."""
 
     __tablename__ = "archived_labels"
     __table_args__ = (Index(None, "image_id", "tag"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    tag: Mapped[str] = mapped_column(String(64))
-    path: Mapped[str] = mapped_column(Text)
-    annotator: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime]
-    version: Mapped[int] = mapped_column(Integer)
-    checksum: Mapped[str | None] = mapped_column(String(80))
-    meta: Mapped[dict[str, Any]]
     archived_at: Mapped[datetime]
     archived_by: Mapped[str] = mapped_column(String(255))
 

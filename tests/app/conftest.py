@@ -106,3 +106,15 @@ def submit_ground_truth(server: ServerProcess, studies: Path, image_ids: list[st
             f"{server.url}/datastore/label", params={"image": image_id}, files={"label": ("l.nii.gz", payload)}, timeout=60
         )
         assert saved.status_code == 200, saved.text
+
+
+def wait_for_model_version(server: ServerProcess, studies: Path, timeout: float = 400) -> str:
+    """The id of the first published model version, once training has written it."""
+    from db.schema import ModelVersion
+    from sqlalchemy import select
+
+    def published():
+        with studies_db(studies) as session:
+            return session.scalar(select(ModelVersion.id))
+
+    return wait_for(published, timeout, "a published model version", server)

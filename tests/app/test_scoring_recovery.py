@@ -12,9 +12,9 @@ from sqlalchemy import delete, select
 
 from db.jobs import start_job
 from db.rounds import current_round
-from db.schema import Job, ModelVersion, Score
+from db.schema import Job, Score
 from db.scores import load_scores
-from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for
+from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for, wait_for_model_version
 
 CONF = {"train_steps": "2", "roi_size": "16", "round_size": "4"}
 LABELED = ["case_0000", "case_0001"]
@@ -34,11 +34,7 @@ def test_a_half_scored_version_is_scored_after_a_restart_and_the_next_round_uses
         submit_ground_truth(server, served_cohort, LABELED)
         assert httpx.post(f"{server.url}/train/slpt", json={}, timeout=60).status_code == 200
 
-        def published():
-            with studies_db(served_cohort) as session:
-                return session.scalar(select(ModelVersion.id))
-
-        version = wait_for(published, 400, "a published model version", server)
+        version = wait_for_model_version(server, served_cohort)
         unlabeled = sorted(set(p.name.removesuffix(".nii.gz") for p in (served_cohort / "imagesTr").iterdir()) - set(LABELED))
 
         def scored():

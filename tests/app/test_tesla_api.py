@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import select
 
 from db.rounds import current_round, round_image_ids
-from db.schema import Assignment, Embedding, ModelVersion
+from db.schema import Assignment, Embedding
 from db.scores import load_embeddings, load_scores
 from strategies import TESLA, select_round
-from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for
+from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for, wait_for_model_version
 
 ROUND_SIZE = 4
 
@@ -98,11 +98,7 @@ def trained(server, served_cohort: Path, cold_start: ColdStart) -> Trained:
     submit_ground_truth(server, served_cohort, LABELED)
     assert httpx.post(f"{server.url}/train/slpt", json={}, timeout=60).status_code == 200
 
-    def published():
-        with studies_db(served_cohort) as session:
-            return session.scalar(select(ModelVersion.id))
-
-    version = wait_for(published, 400, "a published model version", server)
+    version = wait_for_model_version(server, served_cohort)
     unlabeled = [i for i in cold_start.ids if i not in LABELED]
 
     def scored():
