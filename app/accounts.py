@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import AppSettings
@@ -11,7 +12,6 @@ from db.audit import audit
 from db.engine import write_session
 from db.schema import ApiToken
 from db.users import create_user, get_user, issue_api_token, token_digest
-from sqlalchemy import select
 
 logger = logging.getLogger(__name__)
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import Annotated
 
 Role = Literal["admin", "reviewer", "annotator"]
 VolumeStatus = Literal["unlabeled", "queued", "leased", "labeled", "skipped", "archived"]

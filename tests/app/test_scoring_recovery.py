@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
 from db.jobs import start_job
 from db.rounds import current_round
