@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -97,6 +98,39 @@ def test_segmentations_past_the_queue_are_refused_with_retry_after(server, serve
     assert busy.headers["Retry-After"] == "5" and "busy" in busy.json()["detail"]
     health = httpx.get(f"{server.url}/health", timeout=30).json()
     assert health["inference_queue"] == {"running": 0, "waiting": 0, "capacity": 1}
+
+
+def test_a_slow_segmentation_does_not_hold_up_info_or_next_sample(server, served_cohort: Path, tmp_path: Path):
+    import threading
+
+    wait_for(lambda: model_versions(served_cohort), 400, "a published model version", server)
+    # A 256³ CT at 1 mm: reading, resampling and writing its label back on its own grid take seconds.
+    grid = (np.indices((256, 256, 256), dtype=np.int16).sum(axis=0) % 400 - 200).astype(np.int16)
+    big = tmp_path / "big_ct.nii.gz"
+    nib.save(nib.Nifti1Image(grid, np.eye(4)), big)
+    uploaded = httpx.put(f"{server.url}/datastore/image", params={"image": "big_ct"}, timeout=300,
+                         files={"file": ("big_ct.nii.gz", big.read_bytes())})
+    assert uploaded.status_code == 200, uploaded.text
+
+    finished: dict[str, float] = {}
+
+    def segment() -> None:
+        answer = httpx.post(f"{server.url}/infer/slpt", params={"image": "big_ct", "output": "image"}, timeout=300)
+        assert answer.status_code == 200, answer.text
+        finished["infer"] = time.perf_counter()
+
+    started = time.perf_counter()
+    worker = threading.Thread(target=segment)
+    worker.start()
+    time.sleep(0.5)  # the segmentation is under way
+    assert httpx.get(f"{server.url}/info/", timeout=60).status_code == 200
+    finished["info"] = time.perf_counter()
+    claimed = httpx.post(f"{server.url}/activelearning/random", json={"client_id": "other"}, timeout=60)
+    assert claimed.status_code == 200 and claimed.json()["id"]
+    finished["next_sample"] = time.perf_counter()
+    worker.join(300)
+    assert finished["infer"] - started > 2.0  # it really was slow, or the test shows nothing
+    assert finished["info"] < finished["infer"] and finished["next_sample"] < finished["infer"]
 
 
 def _gunzip(data: bytes) -> bytes:
