@@ -189,6 +189,14 @@ def active_assignments(session: Session, now: datetime | None = None) -> list[As
     return list(session.scalars(query))
 
 
+def active_assignment_of(session: Session, image_id: str, now: datetime | None = None) -> Assignment | None:
+    """The lease in force on one volume at ``now``, if any."""
+    query = select(Assignment).where(
+        Assignment.image_id == image_id, Assignment.state == "active", Assignment.lease_expires_at >= (now or utcnow())
+    )
+    return session.scalar(query)
+
+
 def assignments_of_annotator(session: Session, annotator: str, limit: int = 100) -> list[Assignment]:
     query = select(Assignment).where(Assignment.annotator == annotator).order_by(Assignment.id.desc()).limit(limit)
     return list(session.scalars(query))

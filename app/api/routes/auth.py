@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from monailabel.config import settings as ml_settings
-from monailabel.endpoints import login as stock_login
+import requests
+from monailabel.endpoints.user.auth import token_uri
 
 from app.api.deps import AppDep, CurrentUser
 from app.api.schemas import AuthInfo, Token
@@ -41,8 +42,8 @@ def access_token(
 ) -> Any:
     if not app.settings.auth:
         if ml_settings.MONAI_LABEL_AUTH_ENABLE:
-            return stock_login.requests.post(  # stock Keycloak password grant, as stock MONAI Label does it
-                url=stock_login.token_uri(), timeout=30,
+            return requests.post(  # Keycloak's password grant, as stock MONAI Label does it
+                url=token_uri(), timeout=30,
                 data={"client_id": ml_settings.MONAI_LABEL_AUTH_CLIENT_ID, "username": form.username,
                       "password": form.password, "grant_type": "password"},
             ).json()

@@ -10,7 +10,7 @@ from app.api.deps import AdminUser, AppDep, SessionDep, audit_action
 from app.api.schemas import AssignRequest, LeaseOut
 from db.claims import assign_volume, release_volume
 from db.engine import write_session
-from db.overview import active_assignments
+from db.overview import active_assignment_of, active_assignments
 from db.users import require_user
 
 router = APIRouter(prefix="/leases", tags=["Admin: leases"])
@@ -29,11 +29,10 @@ def leases(user: AdminUser, session: SessionDep) -> list[LeaseOut]:
 @router.delete("/{image_id}", response_model=LeaseOut, summary="Release the lease on one volume")
 def release(image_id: str, user: AdminUser, app: AppDep, request: Request) -> LeaseOut:
     with write_session(app.datastore().sessions) as session:
-        held = next((a for a in active_assignments(session) if a.image_id == image_id), None)
-        holder = release_volume(session, image_id)
+        held = active_assignment_of(session, image_id)
+        holder = release_volume(session, image_id)  # not leased: 409
         audit_action(session, user, request, "lease_released", image_id, holder=holder)
-        answer = lease_out(held) if held else None
-    return answer
+        return lease_out(held)
 
 
 @router.post("", response_model=LeaseOut, status_code=201, summary="Assign a volume to a named annotator")
@@ -45,5 +44,4 @@ def assign(body: AssignRequest, user: AdminUser, app: AppDep, request: Request) 
                 raise HTTPException(409, f"user {body.annotator!r} is disabled")
         assign_volume(session, body.image_id, body.annotator, timedelta(hours=hours))
         audit_action(session, user, request, "lease_assigned", body.image_id, annotator=body.annotator, hours=hours)
-        lease = next(a for a in active_assignments(session) if a.image_id == body.image_id)
-        return lease_out(lease)
+        return lease_out(active_assignment_of(session, body.image_id))
