@@ -16,6 +16,7 @@ from monailabel.interfaces.utils.app import app_instance
 from sqlalchemy.orm import Session
 
 from app.main import SLPTApp
+from db.audit import audit
 
 DEFAULT_ANNOTATOR = "user-xyz"  # what the Slicer plugin sends as client id unless the annotator changes it
 
@@ -56,6 +57,4 @@ def annotator_key(request: Request, user: User, client_id: str | None) -> str:
 def audit_action(session: Session, user: User, request: Request, action: str, image_id: str | None = None,
                  **detail) -> None:
     """Record an admin action (who, what, when, from where) in the caller's transaction."""
-    from db.audit import audit
-
     audit(session, user.username, action, image_id, source=request.client.host if request.client else None, **detail)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException
 from monailabel.endpoints import scoring as stock_scoring
 
 from app.api.deps import AdminUser, AnyUser, AppDep
+from app.main import SLPTApp
 from db.jobs import list_jobs
 from db.schema import Job
 
@@ -41,7 +42,11 @@ def scoring_status(app: AppDep, user: AnyUser, limit: int = 20) -> dict[str, Any
 
 @router.post("/scoring/{method}", summary="Run one scoring method in the background")
 def run_scoring(method: str, app: AppDep, user: AdminUser, params: dict[str, Any] | None = None) -> Any:
-    # Stock MONAI Label submits a job for any name, known or not.
+    return start_scoring(app, method, params)
+
+
+def start_scoring(app: SLPTApp, method: str, params: dict[str, Any] | None) -> Any:
+    """Start stock MONAI Label's background scoring, which submits a job for any name: unknown methods get a 404."""
     if method not in app.scoring_names():
         raise HTTPException(404, f"unknown scoring method {method!r}; available: {sorted(app.scoring_names())}")
     return stock_scoring.run_method(method, params, False)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from monailabel.endpoints import scoring as stock_scoring
 
 from app.api.deps import AdminUser, AppDep, SessionDep, audit_action
+from app.api.routes.jobs import start_scoring
 from app.api.routes.models import start_training
 from app.api.schemas import JobCreate, JobKind, JobOut, JobStarted, JobState
 from db.engine import write_session
@@ -47,10 +47,7 @@ def start_job(body: JobCreate, user: AdminUser, app: AppDep, request: Request) -
     if body.kind == "train":
         detail = start_training(app, body.model, body.params)
     else:
-        methods = app.scoring_names()
-        if body.model not in methods:
-            raise HTTPException(404, f"unknown scoring method {body.model!r}; available: {sorted(methods)}")
-        detail = stock_scoring.run_method(body.model, body.params, False)
+        detail = start_scoring(app, body.model, body.params)
     with write_session(app.datastore().sessions) as session:
         audit_action(session, user, request, f"{body.kind}_started", model=body.model)
     return JobStarted(kind=body.kind, started=True, detail=detail if isinstance(detail, dict) else {"result": detail})
