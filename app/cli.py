@@ -43,30 +43,38 @@ def synth(
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def serve(
     ctx: typer.Context,
-    studies: Annotated[Path, typer.Option(help="Studies folder: volumes, or an MSD dataset (imagesTr/ is served)")],
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    studies: Annotated[Path, typer.Option(envvar="SLPT_STUDIES", help="Studies folder: volumes, or an MSD dataset (imagesTr/ is served)")],
+    host: Annotated[str, typer.Option(envvar="SLPT_HOST", help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="SLPT_PORT", help="Port to listen on")] = 8000,
     db: Annotated[Optional[str], typer.Option(help="SQLAlchemy database URL (default: SQLite in the studies folder)")] = None,
     auth: Annotated[bool, typer.Option(help="Require a login (database users; also SLPT_AUTH=1)")] = False,
-    insecure: Annotated[bool, typer.Option(help="Allow auth off on a non-loopback address")] = False,
+    insecure: Annotated[bool, typer.Option(envvar="SLPT_INSECURE", help="Allow auth off on a non-loopback address")] = False,
+    pretrain_if_missing: Annotated[bool, typer.Option(
+        envvar="SLPT_PRETRAIN_IF_MISSING",
+        help="Pre-train the demo backbone first when the configured backbone file does not exist")] = False,
 ) -> None:
     """Start the MONAI Label server: a thin wrapper over `monailabel start_server`.
 
-    Its other options pass through unchanged, e.g. `--conf KEY VALUE` (repeatable) for app options.
+    Its other options pass through unchanged, e.g. `--conf KEY VALUE` (repeatable) for app options. The Docker
+    image runs it with no arguments: every option then comes from its SLPT_* variable.
     """
     from app.server import start_server
     from app.settings import AppSettings
     from app.studies import StudiesError, resolve_studies
 
     try:
-        resolve_studies(studies)
+        layout = resolve_studies(studies)
     except StudiesError as exc:
         raise fail(str(exc))
     extra = list(ctx.args)
-    auth = auth or AppSettings.from_conf(_conf_pairs(extra)).auth
+    settings = AppSettings.from_conf(_conf_pairs(extra))
+    auth = auth or settings.auth
     if not auth and not insecure and not is_loopback(host):
         raise fail(f"refusing to serve {host} with auth off: pass --auth (and create users with `slpt admin "
                    "create-user`), or --insecure to serve it open anyway")
+    backbone = settings.backbone_path(layout.root)
+    if pretrain_if_missing and not backbone.is_file():
+        make_demo_backbone(backbone, backbone.parent / "demo-upstream")
     conf = ([("db", db)] if db else []) + ([("auth", "true")] if auth else [])
     start_server(studies, host=host, port=port, conf=conf, extra_args=extra)
 
@@ -147,11 +155,18 @@ def demo(
         generate_cohort(studies, cases=cases, seed=0, size=size)
     backbone = studies / ".slpt" / "backbone.pt"
     if not backbone.is_file():
-        if not (upstream / "dataset.json").is_file():
-            generate_cohort(upstream, cases=DEMO_UPSTREAM_CASES, seed=1, size=size, upstream=True)
-        typer.echo("pre-training the demo backbone (once; a few minutes on a CPU)")
-        pretrain_with_progress(upstream, backbone, DEMO_PRETRAIN_EPOCHS)
+        make_demo_backbone(backbone, upstream, size)
     typer.echo(f"demo ready: studies {studies}, backbone {backbone}")
+
+
+def make_demo_backbone(backbone: Path, upstream: Path, size: int = 160) -> None:
+    """Pre-train the demo backbone into ``backbone`` on a synthetic upstream cohort made in ``upstream`` if missing."""
+    from cohort.synth import generate_cohort
+
+    if not (upstream / "dataset.json").is_file():
+        generate_cohort(upstream, cases=DEMO_UPSTREAM_CASES, seed=1, size=size, upstream=True)
+    typer.echo("pre-training the demo backbone (once; a few minutes on a CPU)")
+    pretrain_with_progress(upstream, backbone, DEMO_PRETRAIN_EPOCHS)
 
 
 def pretrain_with_progress(data: Path, out: Path, epochs: int) -> dict:

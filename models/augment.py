@@ -83,17 +83,22 @@ def family_transforms(name: str) -> list:
     raise ModelError(f"unknown augmentation family {name!r}; expected one of {FAMILIES + ('affine',)}")
 
 
-def make_sampler(roi_size: tuple[int, int, int], num_classes: int, families: list[str], seed: int) -> Sampler:
+def make_sampler(
+    roi_size: tuple[int, int, int], num_classes: int, families: list[str], seed: int,
+    class_ratios: tuple[float, ...] | None = None,
+) -> Sampler:
     """A callable drawing one augmented training patch from a volume.
 
     The patch centre is drawn class-balanced (background, organ and small tumours are equally likely
-    centres), the volume is padded first when smaller than the patch, then ``families`` are applied.
+    centres, or weighted by ``class_ratios``), the volume is padded first when smaller than the patch, then
+    ``families`` are applied.
 
     Args:
         roi_size: patch size (D, H, W); H must equal W for the spatial family's 90° rotations.
         num_classes: label classes, for class-balanced centres.
         families: augmentation families applied in order (empty = no augmentation).
         seed: random state of every random transform.
+        class_ratios: relative frequency of each class as a patch centre (None: equal).
 
     Returns:
         ``sample(image (1,D,H,W) float32, label (1,D,H,W) int) -> (image (1,*roi), label (1,*roi))`` tensors.
@@ -103,7 +108,8 @@ def make_sampler(roi_size: tuple[int, int, int], num_classes: int, families: lis
     transforms = [
         SpatialPadd(keys=_KEYS, spatial_size=roi_size),
         RandCropByLabelClassesd(
-            keys=_KEYS, label_key="label", spatial_size=roi_size, num_classes=num_classes, num_samples=1, warn=False
+            keys=_KEYS, label_key="label", spatial_size=roi_size, num_classes=num_classes, num_samples=1,
+            ratios=list(class_ratios) if class_ratios else None, warn=False,
         ),
     ]
     for name in families:

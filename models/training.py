@@ -50,6 +50,8 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         batch_per_prompt: patches per prompt per step (batch size = K * batch_per_prompt).
         bootstrap: give each prompt its own bootstrap resample of the cases (prompt mode only).
+        class_ratios: relative frequency of each label class as a patch centre (None: equal; e.g. (1, 1, 3)
+            centres three times as many patches on tumour as on liver or background).
         seed: seeds the bootstrap draws, case order and augmentations.
         device: "cpu", "cuda", …; None = CUDA when available.
     """
@@ -59,6 +61,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     batch_per_prompt: int = 1
     bootstrap: bool = True
+    class_ratios: tuple[float, ...] | None = None
     seed: int = 0
     device: str | None = None
 
@@ -172,7 +175,8 @@ def train_prompts(
     else:
         case_indices, families = [list(range(n))], [list(FAMILIES)]
     samplers = [
-        make_sampler(model.config.roi_size, model.config.num_classes, families[p], seed=cfg.seed * 1000 + p)
+        make_sampler(model.config.roi_size, model.config.num_classes, families[p], seed=cfg.seed * 1000 + p,
+                     class_ratios=cfg.class_ratios)
         for p in range(k)
     ]
     prompt_index = torch.arange(k, device=device).repeat_interleave(cfg.batch_per_prompt)

@@ -46,12 +46,14 @@ def sweep(
     eval_every: Annotated[int, typer.Option(help="Also evaluate every N steps (0: only at the end)")] = 0,
     upstream_cases: Annotated[int, typer.Option(help="Upstream cohort size of a new backbone (0: the profile's)")] = 0,
     pretrain_epochs: Annotated[int, typer.Option(help="Pre-training epochs of a new backbone (0: the profile's)")] = 0,
+    tumour_ratio: Annotated[float, typer.Option(help="Tumour patch centres per liver (or background) centre")] = 1.0,
     out: Annotated[Path, typer.Option(help="Folder of the development cohort and backbone")] = Path("runs/dev"),
 ) -> None:
     """Train one schedule on the development cohort and print its held-out Dice, one JSON line per seed."""
     torch.set_num_threads(threads)
     dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED, patch=patch,
                   batch_per_prompt=batch_per_prompt,
+                  class_ratios=None if tumour_ratio == 1.0 else (1.0, 1.0, tumour_ratio),
                   upstream_cases=upstream_cases or PROFILES[profile].upstream_cases,
                   pretrain_epochs=pretrain_epochs or PROFILES[profile].pretrain_epochs)
     cohort_dir, backbone_path = prepare_synthetic(out, dev)
@@ -67,7 +69,7 @@ def sweep(
             summary, _ = evaluate(network, cohort, held_out)  # leaves the network's train/eval mode as it was
             return json.dumps({
                 "tuning": tuning, "steps": done, "lr": lr, "patch": patch, "batch_per_prompt": batch_per_prompt,
-                "labels": len(picks), "seed": seed, "tumour_dice": round(summary["tumour_dice"], 3),
+                "labels": len(picks), "seed": seed, "tumour_ratio": tumour_ratio, "tumour_dice": round(summary["tumour_dice"], 3),
                 "tumour_dice_global": round(summary["tumour_dice_global"], 3),
                 "liver_dice": round(summary["liver_dice"], 3), "train_s": round(seconds, 1),
                 "roi_holds_liver": f"{int(cohort.roi_holds_liver[held_out].sum())}/{len(held_out)}",

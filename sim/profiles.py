@@ -58,6 +58,7 @@ class SimProfile:
             docs/design.md, "Measuring label efficiency honestly").
         patch: edge of the class-balanced training patches and of the sliding inference window (<= size).
         batch_per_prompt: patches per prompt per training step (fine-tuning: patches per step).
+        class_ratios: relative frequency of background, liver and tumour as training patch centres (None: equal).
         cases: downstream synthetic cohort size (``--synthetic`` only).
         test_fraction: share of the cohort held out as the test set (stratified by group and tumour).
         strategies, budget, rounds, seeds, tunings: the default study design.
@@ -106,6 +107,7 @@ class SimProfile:
     upstream_seed: int = 1
     split_seed: int = 2
     workers: int = 2
+    class_ratios: tuple[float, ...] | None = None
 
 
 PROFILES: dict[str, SimProfile] = {

@@ -181,7 +181,8 @@ def train_network(
     -> (network, seconds)."""
     network = network or build_network(backbone, tuning, profile, seed)
     schedule_config = TrainConfig(
-        steps=schedule.steps, lr=schedule.lr, batch_per_prompt=profile.batch_per_prompt, seed=seed
+        steps=schedule.steps, lr=schedule.lr, batch_per_prompt=profile.batch_per_prompt, seed=seed,
+        class_ratios=profile.class_ratios,
     )
     result = train_prompts(network, list(zip(images, labels)), schedule_config, progress=progress)
     return network, result.time_s

@@ -20,3 +20,14 @@ def tiny_cohort(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cohort") / "studies"
     generate_cohort(root, cases=24, seed=7, size=16, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def backbone_file(tmp_path_factory) -> Path:
+    """A small backbone checkpoint (random weights: server tests check the plumbing, not accuracy)."""
+    from models.backbone import BackboneConfig, build_backbone, save_backbone
+
+    path = tmp_path_factory.mktemp("backbone") / "backbone.pt"
+    config = BackboneConfig(out_channels=4, channels=(8, 16, 32), strides=(2, 2))
+    save_backbone(build_backbone(config), config, path)
+    return path

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from app.settings import AppSettings
 from bench.serverproc import ServerProcess, free_port, running_server, slpt_serve_command
 from db.engine import create_db_engine, default_db_url, session_factory
-from models.backbone import BackboneConfig, build_backbone, save_backbone
 from models.cascade import CascadeConfig
 from tests.pg import postgres_unavailable_reason, temporary_database
 
@@ -59,15 +58,6 @@ def database_url(backend: str, folder: Path) -> Iterator[str]:
         pytest.fail(reason)  # .ci/run starts PostgreSQL: a missing server is a failure, not a skip
     with temporary_database() as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def backbone_file(tmp_path_factory) -> Path:
-    """A small backbone checkpoint (random weights: server tests check the plumbing, not accuracy)."""
-    path = tmp_path_factory.mktemp("backbone") / "backbone.pt"
-    config = BackboneConfig(out_channels=4, channels=(8, 16, 32), strides=(2, 2))
-    save_backbone(build_backbone(config), config, path)
-    return path
 
 
 @contextmanager

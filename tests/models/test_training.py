@@ -91,3 +91,20 @@ def test_bad_training_data_is_explained(tiny_cases):
         train_prompts(model, [], TrainConfig(steps=1))
     with pytest.raises(ModelError, match="volume not found"):
         train_prompts(model, [("/nonexistent.nii.gz", label)], TrainConfig(steps=1))
+
+
+def test_class_ratios_choose_the_patch_centres():
+    """Ratios (0, 0, 1) centre every patch on tumour; equal ratios also centre some on background."""
+    from models.augment import make_sampler
+
+    label = np.zeros((1, 32, 32, 32), dtype=np.int64)
+    label[0, 8:24, 8:24, 8:24] = 1
+    label[0, 20:22, 20:22, 20:22] = 2
+    image = label.astype(np.float32)
+
+    def centre_classes(ratios) -> set[int]:
+        sample = make_sampler((8, 8, 8), 3, [], seed=0, class_ratios=ratios)
+        return {int(sample(image, label)[1][0, 4, 4, 4]) for _ in range(30)}
+
+    assert centre_classes((0.0, 0.0, 1.0)) == {2}
+    assert 0 in centre_classes(None)
