@@ -25,6 +25,7 @@ class AppSettings(BaseSettings):
     backbone: str = Field("", description="Pre-trained backbone checkpoint (state dict); empty = <studies>/.slpt/backbone.pt")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     train_steps: int = Field(200, gt=0, description="Prompt-tuning steps of one training run")
+    train_gpus: int = Field(0, ge=0, description="GPUs one training uses data-parallel (DDP); 0 = all visible")
     num_prompts: int = Field(3, gt=0, description="K, the number of diversified prompt sets")
     round_size: int = Field(0, ge=0, description="Volumes per selection round; 0 = 2 x active annotators (at least 1)")
     spacing: float = Field(2.5, gt=0, description="Working spacing in mm (isotropic) of training, inference and scoring")

@@ -19,7 +19,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from models.cascade import CascadeConfig, LiverROI, locate_liver, to_working
-from models.device import autocast
+from models.device import autocast, window_batch
 from models.errors import ModelError
 from models.geometry import Box, Source, affine_of, map_to_grid, window_hu
 from models.slpt import SLPTNet
@@ -49,13 +49,14 @@ def prompt_probabilities(
     model: SLPTNet,
     image_hu: VolumeOnGrid,
     overlap: float = 0.25,
-    sw_batch_size: int = 1,
+    sw_batch_size: int | None = None,
     roi_size: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """Softmax maps of every prompt: volume (X, Y, Z) in HU on the working grid -> (K, C, X, Y, Z) float32 (CPU).
 
     ``roi_size`` is the sliding window (default: the model's training ``roi_size``); a window as large as
-    the volume runs it in one pass, which is faster than several overlapping patches.
+    the volume runs it in one pass, which is faster than several overlapping patches. ``sw_batch_size`` windows
+    run in one forward pass (default :func:`~models.device.window_batch`: several on a GPU, one on the CPU).
     """
     volume = window_hu(image_hu, model.config.hu_window)
     if volume.ndim != 3:
@@ -76,7 +77,8 @@ def prompt_probabilities(
         with torch.no_grad():
             x = volume[None, None].to(device)
             blended = sliding_window_inference(
-                x, roi_size=roi_size or model.config.roi_size, sw_batch_size=sw_batch_size, predictor=all_prompts,
+                x, roi_size=roi_size or model.config.roi_size, sw_batch_size=sw_batch_size or window_batch(device),
+                predictor=all_prompts,
                 overlap=overlap, mode="gaussian",
             )
     finally:
@@ -99,7 +101,7 @@ def predict(
     model: SLPTNet,
     image_hu: VolumeOnGrid,
     overlap: float = 0.25,
-    sw_batch_size: int = 1,
+    sw_batch_size: int | None = None,
     roi_size: tuple[int, int, int] | None = None,
 ) -> Prediction:
     """Segment one CT volume (X, Y, Z) in HU that is already on the working grid, with all K prompts.
@@ -171,7 +173,7 @@ def roi_of(model: SLPTNet, working: MetaTensor, locator: nn.Module | None, whole
 
 def segment_volume(
     model: SLPTNet, image: Source, locator: nn.Module | None = None, whole_volume: bool = False,
-    overlap: float = 0.25, sw_batch_size: int = 1,
+    overlap: float = 0.25, sw_batch_size: int | None = None,
 ) -> VolumePrediction:
     """The cascade on one image (a path, or an array / ``MetaTensor`` with its affine).
 

@@ -8,7 +8,9 @@ prompts, FPUs and head are optimised (AdamW, default lr 3e-2).
 Fine-tune mode (``model.mode == "finetune"``): the same loop with K = 1, the full labelled set (no
 bootstrap), all augmentation families chained, and every parameter optimised (default lr 1e-3).
 
-The model is moved to the training device (CUDA when present, with float16 autocast) and left there.
+The model is moved to the training device (CUDA when present, with float16 autocast) and left there. Inside a
+process group (:mod:`models.distributed`: one process per GPU) the same loop runs data-parallel: every rank draws
+its own patches and DDP averages the gradients, so a step sees ``world_size`` times the batch.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from models.augment import FAMILIES, family_name, make_sampler
 from models.device import autocast, pick_device
+from models.distributed import RANK_SEED_STRIDE, data_parallel, process_rank
 from models.errors import ModelError
 from models.cascade import CascadeConfig, label_box, locate_liver, to_working
 from models.geometry import Box, Source, affine_of, load_label, resample_to_grid, window_hu
@@ -164,6 +167,7 @@ def train_prompts(
     device = pick_device(cfg.device)
     model.to(device).train()
     rng = np.random.default_rng(cfg.seed)
+    rank = process_rank()
     k = model.num_prompts
     n = len(data)
 
@@ -175,11 +179,14 @@ def train_prompts(
     else:
         case_indices, families = [list(range(n))], [list(FAMILIES)]
     samplers = [
-        make_sampler(model.config.roi_size, model.config.num_classes, families[p], seed=cfg.seed * 1000 + p,
-                     class_ratios=cfg.class_ratios)
+        make_sampler(model.config.roi_size, model.config.num_classes, families[p],
+                     seed=cfg.seed * 1000 + p + RANK_SEED_STRIDE * rank, class_ratios=cfg.class_ratios)
         for p in range(k)
     ]
     prompt_index = torch.arange(k, device=device).repeat_interleave(cfg.batch_per_prompt)
+    if rank:  # every rank trains the same bags (drawn above) on its own patches
+        rng = np.random.default_rng([cfg.seed, rank])
+    forward = data_parallel(model, device)
 
     optimizer, scaler, loss_fn = training_parts(model, cfg, device)
     losses: list[float] = []
@@ -192,7 +199,7 @@ def train_prompts(
         ]
         images = torch.stack([image for image, _ in patches]).to(device)
         labels = torch.stack([label for _, label in patches]).to(device)
-        losses.append(training_step(model, optimizer, scaler, loss_fn, images, labels, prompt_index))
+        losses.append(training_step(forward, optimizer, scaler, loss_fn, images, labels, prompt_index))
         if progress:
             progress(step + 1, cfg.steps, losses[-1])
     return TrainResult(

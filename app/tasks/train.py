@@ -13,7 +13,8 @@ from app.scoring import score_unlabeled
 from app.settings import AppSettings
 from db.datastore import SQLDatastore
 from models.slpt import SLPTConfig, SLPTNet
-from models.training import TrainConfig, measure_prompt_disagreement, train_prompts
+from models.distributed import train_on_devices, training_gpus
+from models.training import TrainConfig, measure_prompt_disagreement
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +65,13 @@ class SLPTTrain(TrainTask):
             ),
         )
         cases = [(pair["image"], pair["label"]) for pair in pairs]
-        result = train_prompts(
+        device = None if self.settings.device == "auto" else self.settings.device
+        result = train_on_devices(
             network,
             cases,
-            TrainConfig(steps=steps, device=None if self.settings.device == "auto" else self.settings.device),
+            TrainConfig(steps=steps, device=device),
             progress=lambda done, total, loss: job(done, total, f"step {done}/{total} loss {loss:.4f}"),
+            gpus=training_gpus(device, self.settings.train_gpus),
         )
         held_out = datastore.get_unlabeled_images()[:HELD_OUT_FOR_DISAGREEMENT]
         disagreement = (
