@@ -183,6 +183,8 @@ def bench_next_sample(
     clients: Annotated[int, typer.Option(help="Concurrent annotators (one client id each)")] = 16,
     requests: Annotated[int, typer.Option(help="Sequential timed next-sample requests per annotator")] = 20,
     size: Annotated[int, typer.Option(help="Edge length of the cubic volumes in voxels")] = 8,
+    cycle: Annotated[bool, typer.Option(help="Follow each next sample with its label upload (the full annotator cycle)")] = False,
+    db: Annotated[Optional[str], typer.Option(help="Our server's SQLAlchemy URL (default: SQLite in its studies folder)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
 ) -> None:
     """Next Sample latency, throughput and duplicate assignments under concurrent annotators: ours vs stock."""
@@ -190,7 +192,7 @@ def bench_next_sample(
     from bench.next_sample import run_benchmark
 
     try:
-        report = run_benchmark(volumes, clients, requests, size, command=bench_command_line())
+        report = run_benchmark(volumes, clients, requests, size, command=bench_command_line(), cycle=cycle, db=db)
     except BenchError as exc:
         raise fail(str(exc))
     emit_report(report, out)

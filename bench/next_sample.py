@@ -14,6 +14,7 @@ Stock is MONAI Label 0.8.5 as a user would set it up: ``LocalDatastore`` over ``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -79,6 +80,7 @@ class Response:
     sent: float
     received: float
     warmup: bool
+    upload_ms: float | None = None  # --cycle: the label upload that followed (not part of the next-sample latency)
 
     @property
     def latency_ms(self) -> float:
@@ -102,6 +104,10 @@ class LoadResult:
         return [r.latency_ms for r in self.timed]
 
     @property
+    def upload_latencies_ms(self) -> list[float]:
+        return [r.upload_ms for r in self.timed if r.upload_ms is not None]
+
+    @property
     def ids_per_client(self) -> dict[int, list[str | None]]:
         """The volume ids each client received in its timed requests, in request order."""
         ids: dict[int, list[str | None]] = defaultdict(list)
@@ -118,6 +124,8 @@ class ServerStats:
     requests_per_s: float
     duplicates: int
     requests: int
+    upload_p50_ms: float | None = None
+    upload_p99_ms: float | None = None
 
 
 def client_id(client: int) -> str:
@@ -132,9 +140,13 @@ def run_load(
     warmup: int = WARMUP_REQUESTS,
     strategy: str = STRATEGY,
     progress: Callable[[], None] | None = None,
+    labels: dict[str, bytes] | None = None,
 ) -> LoadResult:
     """Load ``url`` with ``clients`` concurrent annotators, each sending ``warmup`` untimed then ``requests`` timed
-    sequential next-sample requests; ``progress`` is called after each timed response."""
+    sequential next-sample requests; ``progress`` is called after each timed response.
+
+    With ``labels`` (image id -> NIfTI bytes) every next sample is followed by ``PUT /datastore/label`` of that
+    volume's label (tag ``final``) before the client asks again: the annotators' full cycle."""
     if clients < 1 or requests < 1 or warmup < 0:
         raise BenchError(f"need clients >= 1, requests >= 1, warmup >= 0; got {clients}, {requests}, {warmup}")
     address = urlsplit(url)
@@ -147,7 +159,11 @@ def run_load(
             for index in range(warmup + requests):
                 if index == warmup:
                     start_together.wait()
-                answered.append(_next_sample(connection, strategy, client, index, warmup=index < warmup))
+                response = _next_sample(connection, strategy, client, index, warmup=index < warmup)
+                if labels is not None and response.image_id is not None:
+                    upload_ms = _upload_label(connection, response.image_id, labels[response.image_id], client)
+                    response = dataclasses.replace(response, upload_ms=upload_ms)
+                answered.append(response)
                 if index >= warmup and progress is not None:
                     progress()
         except BaseException:
@@ -206,6 +222,29 @@ def _post_json(connection: http.client.HTTPConnection, path: str, payload: dict)
         return send()
 
 
+def _upload_label(connection: http.client.HTTPConnection, image_id: str, label: bytes, client: int) -> float:
+    """``PUT /datastore/label?image=…&tag=final`` as a multipart form (the Slicer plugin's request); its ms."""
+    boundary = f"slpt-bench-{client}-{image_id}"
+    params = json.dumps({"client_id": client_id(client)})
+    body = b"".join([
+        f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{params}\r\n'.encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="label"; filename="{image_id}.nii.gz"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode(),
+        label, f"\r\n--{boundary}--\r\n".encode(),
+    ])
+    path = f"/datastore/label?image={image_id}&tag=final"
+    sent = time.perf_counter()
+    try:
+        connection.request("PUT", path, body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = connection.getresponse()
+        answer = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise BenchError(f"PUT {path} for {client_id(client)} failed: {exc!r}") from exc
+    if response.status != 200:
+        raise BenchError(f"PUT {path} for {client_id(client)} answered {response.status}: {answer[:300].decode(errors='replace')}")
+    return (time.perf_counter() - sent) * 1000.0
+
+
 def duplicates(responses: Sequence[Response]) -> int:
     """How many responses handed out a volume that another client was holding when the response arrived.
 
@@ -236,7 +275,7 @@ def duplicates(responses: Sequence[Response]) -> int:
 
 
 def summarize(name: str, result: LoadResult) -> ServerStats:
-    latencies = np.asarray(result.latencies_ms)
+    latencies, uploads = np.asarray(result.latencies_ms), result.upload_latencies_ms
     return ServerStats(
         name=name,
         p50_ms=float(np.percentile(latencies, 50)),
@@ -244,19 +283,23 @@ def summarize(name: str, result: LoadResult) -> ServerStats:
         requests_per_s=len(latencies) / result.wall_s,
         duplicates=duplicates(result.responses),
         requests=len(result.responses),
+        upload_p50_ms=float(np.percentile(uploads, 50)) if uploads else None,
+        upload_p99_ms=float(np.percentile(uploads, 99)) if uploads else None,
     )
 
 
 def format_table(ours: ServerStats, stock: ServerStats) -> str:
     """The two servers' figures as a markdown table, then the ratios ours vs stock and the targets."""
+    cycle = ours.upload_p99_ms is not None
     rows = [
-        "| server | p50 (ms) | p99 (ms) | requests/s | duplicate assignments |",
-        "|---|---:|---:|---:|---:|",
+        "| server | p50 (ms) | p99 (ms) | requests/s | duplicate assignments |" + (" upload p50 / p99 (ms) |" if cycle else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|" if cycle else ""),
     ]
     for stats in (ours, stock):
+        upload = f" {stats.upload_p50_ms:.1f} / {stats.upload_p99_ms:.1f} |" if cycle else ""
         rows.append(
             f"| {stats.name} | {stats.p50_ms:.1f} | {stats.p99_ms:.1f} | {stats.requests_per_s:.1f} "
-            f"| {stats.duplicates} of {stats.requests} |"
+            f"| {stats.duplicates} of {stats.requests} |{upload}"
         )
     p99_ratio = stock.p99_ms / ours.p99_ms
     throughput_ratio = ours.requests_per_s / stock.requests_per_s
@@ -307,15 +350,24 @@ def stock_serve_command(app_dir: Path, studies: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def run_benchmark(volumes: int, clients: int, requests: int, size: int = 8, command: str = "") -> str:
+def run_benchmark(
+    volumes: int, clients: int, requests: int, size: int = 8, command: str = "", cycle: bool = False,
+    db: str | None = None,
+) -> str:
     """Generate a ``volumes``-case cohort of ``size``³ volumes, load our server then the stock one with the same
-    clients, and return the markdown report (``command`` is quoted in it)."""
-    _check_arguments(volumes, clients, requests, size)
+    clients, and return the markdown report (``command`` is quoted in it).
+
+    ``cycle``: each next sample is followed by the volume's label upload (the annotators' full cycle). ``db``: our
+    server's database URL (default SQLite in its studies folder); stock MONAI Label keeps its JSON file either way.
+    """
+    _check_arguments(volumes, clients, requests, size, cycle)
     facts = machine_facts()  # before the servers add their own load
     with tempfile.TemporaryDirectory(prefix="slpt-bench-") as scratch:
         work = Path(scratch)
         ours_studies, stock_studies = work / "ours" / "studies", work / "stock" / "studies"
         generate_cohort(ours_studies, cases=volumes, seed=COHORT_SEED, size=size, progress=True)
+        labels = ({path.name.removesuffix(".nii.gz"): path.read_bytes() for path in (ours_studies / "labelsTr").iterdir()}
+                  if cycle else None)
         # Each server writes into its studies folder (ours .slpt/, stock datastore_v2.json): one copy each.
         shutil.copytree(ours_studies, stock_studies)
         # Startup reads every volume's header (ours also hashes it): allow for large cohorts.
@@ -326,7 +378,9 @@ def run_benchmark(volumes: int, clients: int, requests: int, size: int = 8, comm
         while stock_port == ours_port:
             stock_port = free_port()
         servers = {
-            "ours (`slpt serve`, SQLite claims)": (slpt_serve_command(ours_studies, ours_port), ours_port),
+            f"ours (`slpt serve`, {'PostgreSQL' if db and db.startswith('postgresql') else 'SQLite'} claims)": (
+                slpt_serve_command(ours_studies, ours_port, {"db": db} if db else None), ours_port,
+            ),
             f"stock MONAI Label {version('monailabel')} (LocalDatastore + Random)": (
                 stock_serve_command(stock_app, stock_studies, stock_port),
                 stock_port,
@@ -334,13 +388,17 @@ def run_benchmark(volumes: int, clients: int, requests: int, size: int = 8, comm
         }
         with contextlib.ExitStack() as running:
             urls = _start_together(running, servers, work, startup_timeout)
-            ours, stock = [_measure(name, url, clients, requests) for name, url in urls.items()]
-    return format_report(ours, stock, volumes, clients, requests, size, command, facts)
+            ours, stock = [_measure(name, url, clients, requests, labels) for name, url in urls.items()]
+    return format_report(ours, stock, volumes, clients, requests, size, command, facts, cycle)
 
 
-def _check_arguments(volumes: int, clients: int, requests: int, size: int) -> None:
+def _check_arguments(volumes: int, clients: int, requests: int, size: int, cycle: bool = False) -> None:
     if clients < 1 or requests < 1:
         raise BenchError(f"clients and requests must be >= 1, got {clients} and {requests}")
+    if cycle and volumes < clients * (WARMUP_REQUESTS + requests):
+        needed = clients * (WARMUP_REQUESTS + requests)
+        raise BenchError(f"--cycle labels one volume per request: volumes must be at least clients × (requests + "
+                         f"{WARMUP_REQUESTS} warm-up) = {needed}, got {volumes}")
     if volumes < 2 * clients:
         # Every client holds one volume and skips it on its next request: leave room for that.
         raise BenchError(f"volumes must be at least 2 × clients = {2 * clients}, got {volumes}")
@@ -367,10 +425,10 @@ def _start_together(
     return {name: future.result() for name, future in futures.items()}
 
 
-def _measure(name: str, url: str, clients: int, requests: int) -> ServerStats:
+def _measure(name: str, url: str, clients: int, requests: int, labels: dict[str, bytes] | None) -> ServerStats:
     """Load one server (the others sit idle) and summarise it."""
     with tqdm(total=clients * requests, desc=f"load {name.split(' (')[0]}", unit="req") as bar:
-        result = run_load(url, clients, requests, progress=lambda: bar.update(1))
+        result = run_load(url, clients, requests, progress=lambda: bar.update(1), labels=labels)
     return summarize(name, result)
 
 
@@ -402,7 +460,11 @@ def format_report(
     size: int,
     command: str,
     facts: dict[str, str],
+    cycle: bool = False,
 ) -> str:
+    cycle_note = (", each followed by `PUT /datastore/label` of that volume's label (tag `final`, multipart, as "
+                  "the Slicer plugin sends it): the full annotator cycle; latencies are next-sample only"
+                  if cycle else "")
     header = textwrap.dedent(
         f"""\
         # Next Sample under concurrent annotators: ours vs stock MONAI Label
@@ -413,7 +475,7 @@ def format_report(
 monailabel {facts["monailabel"]}; 1-min load average at the start {facts["load"]} (cores shared with other work)
         - Load: {volumes} volumes of {size}³ voxels; {clients} concurrent clients × {requests} sequential \
 `POST /activelearning/{STRATEGY}` each (`{{"client_id": "annotator-<n>"}}`), after {WARMUP_REQUESTS} untimed \
-warm-up requests per client; both servers were started together, each over its own copy of the cohort, and loaded \
+warm-up requests per client{cycle_note}; both servers were started together, each over its own copy of the cohort, and loaded \
 one after the other (the other one idle)
         """
     )

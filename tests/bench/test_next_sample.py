@@ -154,3 +154,39 @@ def test_bench_next_sample_refuses_too_few_volumes():
     assert result.returncode != 0
     assert "volumes must be at least" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_next_sample_cycle_uploads_every_label_on_postgresql(tmp_path: Path):
+    """--cycle --db: each next sample is followed by its label upload, against our server on PostgreSQL."""
+    from sqlalchemy import create_engine, func, select
+
+    from db.schema import Label
+    from tests.pg import postgres_unavailable_reason, temporary_database
+
+    if reason := postgres_unavailable_reason():
+        pytest.fail(reason)
+    with temporary_database() as url:
+        result = subprocess.run(
+            [sys.executable, "-m", "app", "bench", "next-sample", "--volumes", "30", "--clients", "3",
+             "--requests", "4", "--cycle", "--db", url],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            labeled = connection.execute(select(func.count()).select_from(Label).where(Label.tag == "final")).scalar()
+        engine.dispose()
+    report = result.stdout
+    assert "PostgreSQL claims" in report and "full annotator cycle" in report
+    assert labeled == 3 * (4 + WARMUP_REQUESTS)  # every answered next sample was labeled, on our server's database
+    row = next(line for line in report.splitlines() if line.startswith("| ours"))
+    upload_p50, upload_p99 = (float(x) for x in re.search(r"\| ([\d.]+) / ([\d.]+) \|$", row).groups())
+    assert 0 < upload_p50 <= upload_p99
+
+
+def test_bench_next_sample_cycle_needs_a_volume_per_request():
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "bench", "next-sample", "--volumes", "20", "--clients", "4", "--requests", "5",
+         "--cycle"], capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and "--cycle labels one volume per request" in result.stderr
