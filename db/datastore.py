@@ -37,7 +37,7 @@ from db.volumes import (
     volume_facts,
     volume_suffix,
 )
-from storage.atomic import atomic_copy
+from storage.atomic import atomic_copy, staged_copy
 
 logger = logging.getLogger(__name__)
 
@@ -209,14 +209,18 @@ class SQLDatastore(Datastore):
         suffix = volume_suffix(source.name) or ".nii.gz"
         checksum = file_checksum(source)
 
-        def write_version(version: int) -> str:
-            target = self.labels_dir / tag / f"{image_id}.v{version}{suffix}"
-            atomic_copy(source, target)
-            return str(target)
+        folder = self.labels_dir / tag
+        # Copied and fsynced before the write transaction: inside it, where every claim waits on SQLite, only a rename.
+        with staged_copy(source, folder) as place:
 
-        with write_session(self.sessions) as session:
-            annotator = label_info.get("annotator")
-            labels.record_label(session, image_id, tag, write_version, annotator, checksum, meta=dict(label_info))
+            def write_version(version: int) -> str:
+                target = folder / f"{image_id}.v{version}{suffix}"
+                place(target)
+                return str(target)
+
+            with write_session(self.sessions) as session:
+                annotator = label_info.get("annotator")
+                labels.record_label(session, image_id, tag, write_version, annotator, checksum, meta=dict(label_info))
         return image_id
 
     def _latest_label(self, session: Session, label_id: str, tag: str) -> Label | None:

@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PARTIAL_PREFIX = ".partial-"  # temporary names start with this (hidden files: folder scans skip them)
@@ -43,6 +43,28 @@ def atomic_copy(source: Path | str, target: Path | str) -> None:
     """Copy the file ``source`` to ``target`` atomically."""
     with atomic_path(target) as temp, open(source, "rb") as src, open(temp, "wb") as out:
         shutil.copyfileobj(src, out)
+
+
+@contextlib.contextmanager
+def staged_copy(source: Path | str, folder: Path | str) -> Iterator[Callable[[Path | str], None]]:
+    """Copy ``source`` into ``folder`` under a temporary name and fsync it now; yield ``place(target)``, which renames
+    it onto ``target`` (in ``folder``'s file system). The slow part (copy and fsync) happens before the caller needs
+    the final name, so a caller that learns the name inside a database transaction only renames inside it. A copy
+    never placed is removed when the block ends; one left by a killed process has the partial prefix
+    (:func:`remove_partial_files`)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}-{Path(source).name}"
+    try:
+        shutil.copyfile(source, temp)
+        _fsync(temp)
+
+        def place(target: Path | str) -> None:
+            os.replace(temp, target)
+
+        yield place
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(target: Path | str, data: bytes) -> None:

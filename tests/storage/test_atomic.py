@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage.atomic import atomic_copy, atomic_path, write_bytes_atomic, write_text_atomic
+from storage.atomic import PARTIAL_PREFIX, atomic_copy, atomic_path, staged_copy, write_bytes_atomic, write_text_atomic
 
 
 def test_a_write_appears_complete_under_the_target_name_only(tmp_path: Path):
@@ -58,3 +58,27 @@ def test_copy(tmp_path: Path):
     source.write_bytes(b"\x1f\x8b volume bytes")
     atomic_copy(source, tmp_path / "labels" / "final" / "case.v1.nii.gz")
     assert (tmp_path / "labels" / "final" / "case.v1.nii.gz").read_bytes() == source.read_bytes()
+
+
+def test_staged_copy_is_complete_before_it_is_placed(tmp_path):
+    source = tmp_path / "upload.nii.gz"
+    source.write_bytes(b"label bytes" * 1000)
+    folder = tmp_path / "labels"
+    with staged_copy(source, folder) as place:
+        (staged,) = folder.iterdir()  # the full copy already sits under a partial name, before any final name exists
+        assert staged.name.startswith(PARTIAL_PREFIX) and staged.read_bytes() == source.read_bytes()
+        place(folder / "case.v1.nii.gz")
+    assert [p.name for p in folder.iterdir()] == ["case.v1.nii.gz"]
+    assert (folder / "case.v1.nii.gz").read_bytes() == source.read_bytes()
+
+
+def test_staged_copy_never_placed_leaves_nothing(tmp_path):
+    source = tmp_path / "upload.nii.gz"
+    source.write_bytes(b"x")
+    folder = tmp_path / "labels"
+    with pytest.raises(RuntimeError):
+        with staged_copy(source, folder):
+            raise RuntimeError("the transaction failed")
+    with staged_copy(source, folder):
+        pass
+    assert list(folder.iterdir()) == []
