@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import bcrypt
 from sqlalchemy import select
@@ -150,8 +150,19 @@ def issue_api_token(
     return row, token
 
 
+#: ``last_used_at`` is kept to the minute: a request with an API token then writes at most once a minute per token
+#: (each write is a database write transaction, which on SQLite every Next Sample claim would wait behind).
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
 def user_for_api_token(session: Session, token: str, now: datetime | None = None) -> User | None:
-    """The enabled owner of a live (not revoked, not expired) API token, else None; notes when it was used."""
+    """The enabled owner of a live (not revoked, not expired) API token, else None. Reads only."""
+    found = live_api_token(session, token, now)
+    return found[0] if found else None
+
+
+def live_api_token(session: Session, token: str, now: datetime | None = None) -> tuple[User, ApiToken] | None:
+    """(enabled owner, token row) of a live API token, else None. Reads only (see :func:`note_api_token_use`)."""
     now = now or utcnow()
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
     if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
@@ -159,8 +170,19 @@ def user_for_api_token(session: Session, token: str, now: datetime | None = None
     user = session.get(User, row.user_id)
     if user is None or user.disabled:
         return None
-    row.last_used_at = now
-    return user
+    return user, row
+
+
+def api_token_use_due(row: ApiToken, now: datetime | None = None) -> bool:
+    """Whether ``row.last_used_at`` is older than :data:`LAST_USED_RESOLUTION` (or unset)."""
+    return row.last_used_at is None or (now or utcnow()) - row.last_used_at >= LAST_USED_RESOLUTION
+
+
+def note_api_token_use(session: Session, token_id: int, now: datetime | None = None) -> None:
+    """Set a token's ``last_used_at`` (in the caller's write transaction)."""
+    row = session.get(ApiToken, token_id)
+    if row is not None:
+        row.last_used_at = now or utcnow()
 
 
 def api_tokens_of(session: Session, username: str) -> list[ApiToken]:
