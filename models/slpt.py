@@ -57,6 +57,9 @@ class SLPTConfig:
         head_kernel: edge of the head's convolution (1 = the method's 1×1×1 head; 3 lets it see a voxel's
             neighbours at full resolution, where the UNet's decoder feature is at half resolution).
         head_reads_image: the head also reads the (windowed) input image at full resolution.
+        head_reads_stages: encoder stages whose output (prompted, in prompt mode) the head also reads, upsampled to
+            full resolution: a trainable path from the FPUs' shallow features (intensity, edges) to the head that
+            does not go through the frozen decoder, which was trained to label lesions as organ.
         coarse_spacing, roi_margin_mm: stage 1 of the cascade (:class:`models.cascade.CascadeConfig`): the
             spacing at which the backbone finds the liver, and the margin of the region around it.
     """
@@ -77,9 +80,11 @@ class SLPTConfig:
     roi_margin_mm: float = 15.0
     head_kernel: int = 1
     head_reads_image: bool = False
+    head_reads_stages: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # JSON / checkpoint round trips give lists; normalise to tuples.
+        object.__setattr__(self, "head_reads_stages", tuple(int(s) for s in self.head_reads_stages))
         if self.prompt_stages is not None:
             object.__setattr__(self, "prompt_stages", tuple(int(s) for s in self.prompt_stages))
         object.__setattr__(self, "roi_size", tuple(int(s) for s in self.roi_size))
@@ -147,8 +152,12 @@ class SLPTNet(nn.Module):
             str(s): FeaturePromptUpdater(self.adapter.channels[s], config.fpu_rank) for s in self.prompt_stages
         })
         image_channels = backbone_in_channels(backbone) if config.head_reads_image else 0
+        if any(not 0 <= s < num_stages for s in config.head_reads_stages):
+            raise ModelError(f"head_reads_stages {config.head_reads_stages} must be indices in 0..{num_stages - 1}")
+        stage_channels = sum(self.adapter.channels[s] for s in config.head_reads_stages)
         self.head = nn.Conv3d(
-            self.adapter.head_channels + image_channels, config.num_classes, kernel_size=config.head_kernel,
+            self.adapter.head_channels + image_channels + stage_channels, config.num_classes,
+            kernel_size=config.head_kernel,
             padding=config.head_kernel // 2,
         )
         if self.adapter.head_logit_channels:
@@ -209,7 +218,8 @@ class SLPTNet(nn.Module):
                 raise ModelError(f"prompt_index values must lie in 0..{self.num_prompts - 1}")
         with self._hooks(prompt_index) as captured:
             logits = self.backbone(x)
-        return self.head(self._head_input(captured["feature"], logits, x))
+        stages = [captured[f"stage{s}"] for s in self.config.head_reads_stages]
+        return self.head(self._head_input(captured["feature"], logits, x, stages))
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Run all K prompts in ONE batched pass: (B, C_in, *S) -> logits (K, B, num_classes, *S)."""
@@ -229,7 +239,15 @@ class SLPTNet(nn.Module):
         def keep_input(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             captured["feature"] = inputs[0]
 
+        def keep_stage(stage: int):
+            def hook(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+                captured[f"stage{stage}"] = output  # registered after the prompt hook: the prompted feature
+
+            return hook
+
         handles.append(self.adapter.head_source.register_forward_pre_hook(keep_input))
+        for s in self.config.head_reads_stages:
+            handles.append(self.adapter.stages[s].register_forward_hook(keep_stage(s)))
         try:
             yield captured
         finally:
@@ -246,16 +264,23 @@ class SLPTNet(nn.Module):
 
         return hook
 
-    def _head_input(self, feature: torch.Tensor, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """What the head reads: (B, head_channels [+ in_channels], *S) from the decoder feature (upsampled to the
-        output size when coarser), when the adapter says so the backbone's logits (B, out_channels, *S), and with
-        ``head_reads_image`` the input image."""
-        if feature.shape[2:] != logits.shape[2:]:
-            feature = nn.functional.interpolate(feature, size=logits.shape[2:], mode="trilinear", align_corners=False)
-        parts = [feature, logits] if self.adapter.head_logit_channels else [feature]
+    def _head_input(
+        self, feature: torch.Tensor, logits: torch.Tensor, image: torch.Tensor, stages: list[torch.Tensor] = ()
+    ) -> torch.Tensor:
+        """What the head reads: (B, head_channels [+ in_channels] [+ stage channels], *S) from the decoder feature,
+        when the adapter says so the backbone's logits (B, out_channels, *S), with ``head_reads_image`` the input
+        image, and the ``head_reads_stages`` encoder features; coarser ones are upsampled to the output size."""
+        size = logits.shape[2:]
+
+        def full_size(t: torch.Tensor) -> torch.Tensor:
+            return t if t.shape[2:] == size else nn.functional.interpolate(t, size=size, mode="trilinear",
+                                                                           align_corners=False)
+
+        parts = [full_size(feature), logits] if self.adapter.head_logit_channels else [full_size(feature)]
         if self.config.head_reads_image:
             parts.append(image.to(feature.dtype))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else feature
+        parts += [full_size(stage).to(feature.dtype) for stage in stages]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def _inherit_upstream_classes(self) -> None:
         """Head that reads logits: class c < inherit_classes copies upstream logit c; the decoder-feature weights

@@ -47,6 +47,8 @@ def sweep(
     upstream_cases: Annotated[int, typer.Option(help="Upstream cohort size of a new backbone (0: the profile's)")] = 0,
     pretrain_epochs: Annotated[int, typer.Option(help="Pre-training epochs of a new backbone (0: the profile's)")] = 0,
     tumour_ratio: Annotated[float, typer.Option(help="Tumour patch centres per liver (or background) centre")] = 1.0,
+    fpu_rank: Annotated[int, typer.Option(help="FPU width r")] = 8,
+    head_stages: Annotated[str, typer.Option(help="Comma-separated encoder stages the head also reads ('' = none)")] = "",
     out: Annotated[Path, typer.Option(help="Folder of the development cohort and backbone")] = Path("runs/dev"),
 ) -> None:
     """Train one schedule on the development cohort and print its held-out Dice, one JSON line per seed."""
@@ -54,6 +56,7 @@ def sweep(
     dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED, patch=patch,
                   batch_per_prompt=batch_per_prompt,
                   class_ratios=None if tumour_ratio == 1.0 else (1.0, 1.0, tumour_ratio),
+                  fpu_rank=fpu_rank, head_reads_stages=tuple(int(s) for s in head_stages.split(",") if s),
                   upstream_cases=upstream_cases or PROFILES[profile].upstream_cases,
                   pretrain_epochs=pretrain_epochs or PROFILES[profile].pretrain_epochs)
     cohort_dir, backbone_path = prepare_synthetic(out, dev)
@@ -69,7 +72,8 @@ def sweep(
             summary, _ = evaluate(network, cohort, held_out)  # leaves the network's train/eval mode as it was
             return json.dumps({
                 "tuning": tuning, "steps": done, "lr": lr, "patch": patch, "batch_per_prompt": batch_per_prompt,
-                "labels": len(picks), "seed": seed, "tumour_ratio": tumour_ratio, "tumour_dice": round(summary["tumour_dice"], 3),
+                "labels": len(picks), "seed": seed, "tumour_ratio": tumour_ratio,
+                "fpu_rank": fpu_rank, "head_stages": head_stages, "tumour_dice": round(summary["tumour_dice"], 3),
                 "tumour_dice_global": round(summary["tumour_dice_global"], 3),
                 "liver_dice": round(summary["liver_dice"], 3), "train_s": round(seconds, 1),
                 "roi_holds_liver": f"{int(cohort.roi_holds_liver[held_out].sum())}/{len(held_out)}",

@@ -59,6 +59,8 @@ class SimProfile:
         patch: edge of the class-balanced training patches and of the sliding inference window (<= size).
         batch_per_prompt: patches per prompt per training step (fine-tuning: patches per step).
         class_ratios: relative frequency of background, liver and tumour as training patch centres (None: equal).
+        fpu_rank, head_reads_stages: the SLPT network's FPU width and the encoder stages its head also reads
+            (:class:`models.slpt.SLPTConfig`).
         cases: downstream synthetic cohort size (``--synthetic`` only).
         test_fraction: share of the cohort held out as the test set (stratified by group and tumour).
         strategies, budget, rounds, seeds, tunings: the default study design.
@@ -108,6 +110,8 @@ class SimProfile:
     split_seed: int = 2
     workers: int = 2
     class_ratios: tuple[float, ...] | None = None
+    fpu_rank: int = 8
+    head_reads_stages: tuple[int, ...] = ()
 
 
 PROFILES: dict[str, SimProfile] = {

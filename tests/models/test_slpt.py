@@ -152,3 +152,21 @@ def test_bad_prompt_arguments_are_explained():
         tiny_slpt(prompt_stages=(5,))
     with pytest.raises(ModelError, match="multiples of 4"):
         tiny_slpt(roi_size=(18, 16, 16))
+
+
+def test_head_reading_a_prompted_stage_starts_as_the_backbone_and_trains_that_stages_fpu():
+    plain = tiny_slpt().eval()
+    model = tiny_slpt(head_reads_stages=(0,)).eval()
+    assert model.head.in_channels == plain.head.in_channels + TINY.channels[0]
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, torch.zeros(2, dtype=torch.long)), plain(x, torch.zeros(2, dtype=torch.long)))
+    # The stage's prompted feature reaches the head: the tumour logit's gradient reaches stage 0's FPU.
+    model.train()
+    randomise_fpus(model)
+    with torch.no_grad():
+        model.head.weight.normal_(0.0, 0.1)
+    model(x, torch.tensor([0, 1]))[:, 2].sum().backward()
+    assert model.fpus["0"].gate.grad is not None and model.fpus["0"].gate.grad.abs().sum() > 0
+    with pytest.raises(ModelError, match="head_reads_stages"):
+        tiny_slpt(head_reads_stages=(7,))
