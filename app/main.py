@@ -81,6 +81,9 @@ class SLPTApp(MONAILabelApp):
         if self.settings.import_labels and self.layout.is_msd:
             _import_ground_truth(datastore, self.layout)
         self.infer_queue = InferenceQueue(self.settings.infer_workers, self.settings.infer_queue)
+        # Uploads queue among themselves: on a busy server their validation and writes would otherwise share the CPU
+        # (and SQLite's write lock) with every Next Sample claim (docs/design.md, "Faults, load and replicas").
+        self.label_lane = threading.BoundedSemaphore(self.settings.label_writers)
         self.authenticator = Authenticator(datastore.sessions, self.settings.secret_key, self.settings.token_minutes)
         bootstrap_admin(datastore.sessions, self.settings)
         self.model_store = ModelStore(

@@ -33,6 +33,9 @@ class AppSettings(BaseSettings):
     roi_margin_mm: float = Field(15.0, ge=0, description="Margin around the found liver of the region the model segments")
     roi_size: int = Field(48, ge=16, description="Edge of the training patch / sliding window (multiple of 16)")
     max_upload_mb: int = Field(512, gt=0, description="Largest accepted image or label upload")
+    label_writers: int = Field(
+        1, gt=0, description="Label uploads validated and stored at once; more wait their turn (Next Sample never does)"
+    )
     infer_workers: int = Field(1, gt=0, description="Segmentations that run at once")
     infer_queue: int = Field(4, ge=0, description="Segmentations that may wait; more get 503 with Retry-After")
     auth: bool = Field(False, description="Require a login (database users) for every route but /info/, /auth, /health, docs")

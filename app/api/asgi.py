@@ -28,7 +28,6 @@ from monailabel.endpoints import (
     session,
     train,
 )
-from monailabel.endpoints.user.auth import get_current_user
 from monailabel.interfaces.utils.app import app_instance
 
 from app.api.policy import stock_route_policy
@@ -42,7 +41,7 @@ from app.api.routes import logs as our_logs
 from app.api.routes import models as our_models
 from app.api.routes import sessions as our_sessions
 from app.api.routes import users as our_users
-from app.api.security import current_user
+from app.api.security import adopt_stock_routes
 from app.settings import AppSettings
 from db.errors import DBError, NotFoundError
 from db.claims import LeaseConflictError
@@ -69,10 +68,10 @@ app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True
 app.mount("/static", StaticFiles(directory=os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")))
 
 # Our accounts (app.api.security): stock routes check roles only while MONAI Label's auth flag is set, and take their
-# user from the dependency overridden here.
+# user from our current_user.
 if AppSettings.from_conf(settings.MONAI_LABEL_APP_CONF).auth:
     settings.MONAI_LABEL_AUTH_ENABLE = True
-app.dependency_overrides[get_current_user] = current_user
+adopt_stock_routes()
 
 prefix = settings.MONAI_LABEL_API_STR
 ours = (our_info, our_auth, our_users, our_admin, our_activelearning, our_datastore, our_models, our_jobs, our_logs,

@@ -11,10 +11,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from monailabel.config import settings
-from monailabel.endpoints.user.auth import RBAC, User, get_current_user
+from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 from sqlalchemy.orm import Session
 
+from app.api.security import current_user
 from app.main import SLPTApp
 from db.audit import audit
 
@@ -33,8 +34,7 @@ def get_session(app: Annotated[SLPTApp, Depends(get_app)]) -> Iterator[Session]:
 
 AppDep = Annotated[SLPTApp, Depends(get_app)]
 SessionDep = Annotated[Session, Depends(get_session)]
-# get_current_user is stock MONAI Label's; the ASGI app overrides it with app.api.security.current_user.
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[User, Depends(current_user)]
 AnyUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))]
 AnnotatorUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))]
 AdminUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))]

@@ -8,9 +8,9 @@ route (added where the stock routers are mounted) and looks the matched route up
 from __future__ import annotations
 
 from fastapi import Depends, HTTPException, Request
-from monailabel.endpoints.user.auth import User, get_current_user
+from monailabel.endpoints.user.auth import User
 
-from app.api.security import auth_on, role_of
+from app.api.security import auth_on, current_user, role_of
 
 ADMIN_ONLY = {
     ("PUT", "/datastore/"),
@@ -31,7 +31,7 @@ ADMIN_ONLY = {
 }
 
 
-def stock_route_policy(request: Request, user: User = Depends(get_current_user)) -> None:
+def stock_route_policy(request: Request, user: User = Depends(current_user)) -> None:
     route = request.scope.get("route")
     path = getattr(route, "path", "")
     if auth_on() and (request.method, path) in ADMIN_ONLY and role_of(user) != "admin":

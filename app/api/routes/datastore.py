@@ -70,7 +70,8 @@ def save_label(
     with tempfile.TemporaryDirectory() as folder:
         upload = _receive(label, Path(folder), app.settings.max_upload_mb * CHUNK)
         try:
-            label_id = app.datastore().save_label(image, str(upload), tag, info)
+            with app.label_lane:
+                label_id = app.datastore().save_label(image, str(upload), tag, info)
         except InvalidIdError as exc:
             raise HTTPException(400, str(exc)) from None
         except InvalidLabelError as exc:
