@@ -536,3 +536,12 @@ def test_export_streams_the_final_labels_as_an_msd_archive(server, admin, pat, l
     events = export_events(studies)
     assert len(events) == before + 1
     assert (events[-1].actor, events[-1].detail.get("volumes")) == ("admin", len(labels.saved))
+
+
+def test_server_log_tail_is_admin_only_and_bounded(server, admin: Api):
+    tail = admin("GET", "/logs/", params={"lines": 5, "text": "true"})
+    assert tail.status_code == 200 and 0 < len(tail.text.splitlines()) <= 5
+    assert "lines" in admin.refused("GET", "/logs/", 422, params={"lines": str(10**30)})
+    assert "refresh" in admin.refused("GET", "/logs/", 422, params={"refresh": -1})
+    annotator = new_user(server, admin, "log-reader")
+    assert annotator("GET", "/logs/").status_code == 403
