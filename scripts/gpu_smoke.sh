@@ -2,7 +2,8 @@
 # GPU smoke run, for a machine with an NVIDIA GPU and its driver: installs from requirements.lock into a venv, runs the
 # CUDA-marked tests, then the `slpt bench` commands on the GPU, and prints their figures (also kept under OUT).
 # About 6-8 minutes. Usage: scripts/gpu_smoke.sh [OUT]   (default runs/gpu_smoke)
-# SLPT_SMOKE_PYTHON=/path/python uses an interpreter that already has the lock installed instead of a new venv.
+# SLPT_SMOKE_PYTHON=/path/python uses an interpreter that already has the lock installed instead of a new venv;
+# PYTHON (default python3.11) makes the venv otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu_smoke}
@@ -11,7 +12,7 @@ mkdir -p "$out"
 if [ -n "${SLPT_SMOKE_PYTHON:-}" ]; then
   python=$SLPT_SMOKE_PYTHON
 else
-  [ -x .venv-gpu/bin/python ] || python3.11 -m venv .venv-gpu
+  [ -x .venv-gpu/bin/python ] || "${PYTHON:-python3.11}" -m venv .venv-gpu
   .venv-gpu/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
   .venv-gpu/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   python=.venv-gpu/bin/python
