@@ -155,12 +155,6 @@ def issue_api_token(
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def user_for_api_token(session: Session, token: str, now: datetime | None = None) -> User | None:
-    """The enabled owner of a live (not revoked, not expired) API token, else None. Reads only."""
-    found = live_api_token(session, token, now)
-    return found[0] if found else None
-
-
 def live_api_token(session: Session, token: str, now: datetime | None = None) -> tuple[User, ApiToken] | None:
     """(enabled owner, token row) of a live API token, else None. Reads only (see :func:`note_api_token_use`)."""
     now = now or utcnow()

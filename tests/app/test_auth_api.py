@@ -221,7 +221,10 @@ def test_unknown_ids_and_methods_on_stock_routes_answer_404_and_change_nothing(s
 
 
 def test_deleting_an_image_archives_it_keeps_every_file_and_can_be_undone(server, admin, studies):
-    image_id = "case_0020"
+    # A volume nobody has claimed yet (earlier tests' random Next Samples lease some), and not the next test's.
+    free = httpx.get(f"{server.url}/admin/volumes", params={"status": "unlabeled", "sort": "-ingested"},
+                     headers=admin, timeout=30).json()["items"]
+    image_id = next(v["id"] for v in free if v["id"] != "case_0021")
     original = studies / "imagesTr" / f"{image_id}.nii.gz"
     content = original.read_bytes()
     total = httpx.get(f"{server.url}/admin/progress", headers=admin, timeout=30).json()["totals"]["total"]

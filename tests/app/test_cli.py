@@ -135,7 +135,7 @@ def test_admin_create_user_migrates_a_new_database_and_prints_a_working_token(tm
 
     from db.engine import create_db_engine, session_factory
     from db.schema import User
-    from db.users import authenticate, user_for_api_token
+    from db.users import authenticate, live_api_token
     from tests.pg import temporary_database
 
     with temporary_database() as pg_url:
@@ -147,7 +147,7 @@ def test_admin_create_user_migrates_a_new_database_and_prints_a_working_token(tm
             engine = create_db_engine(url)
             with session_factory(engine)() as session:
                 assert session.scalar(select(User.role).where(User.username == "carol")) == "reviewer"
-                assert user_for_api_token(session, token).username == "carol"
+                assert live_api_token(session, token)[0].username == "carol"
                 assert authenticate(session, "carol", "carolpass1") is not None
                 assert token not in str(session.scalars(select(User.password_hash)).all())
             engine.dispose()

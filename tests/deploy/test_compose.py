@@ -25,12 +25,17 @@ def env_example() -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
-def compose_config(tmp_path: Path, **overrides: str) -> dict:
+def run_compose_config(tmp_path: Path, values: dict[str, str]) -> subprocess.CompletedProcess:
+    """`docker-compose config` with an .env file holding ``values``."""
     require(None if shutil.which("docker-compose") else "docker-compose is not installed")
     env = tmp_path / ".env"
-    env.write_text("".join(f"{k}={v}\n" for k, v in {**env_example(), **SECRETS, **overrides}.items()))
-    done = subprocess.run(["docker-compose", "--file", str(ROOT / "docker-compose.yml"), "--env-file", str(env),
+    env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return subprocess.run(["docker-compose", "--file", str(ROOT / "docker-compose.yml"), "--env-file", str(env),
                            "config"], capture_output=True, text=True, timeout=60)
+
+
+def compose_config(tmp_path: Path, **overrides: str) -> dict:
+    done = run_compose_config(tmp_path, {**env_example(), **SECRETS, **overrides})
     assert done.returncode == 0, done.stderr
     return yaml.safe_load(done.stdout)
 
@@ -83,11 +88,7 @@ def test_no_secret_is_written_in_the_files():
 
 
 def test_missing_secrets_are_refused(tmp_path: Path):
-    require(None if shutil.which("docker-compose") else "docker-compose is not installed")
-    env = tmp_path / ".env"
-    env.write_text("".join(f"{k}={v}\n" for k, v in env_example().items()))  # passwords left empty
-    done = subprocess.run(["docker-compose", "--file", str(ROOT / "docker-compose.yml"), "--env-file", str(env),
-                           "config"], capture_output=True, text=True, timeout=60)
+    done = run_compose_config(tmp_path, env_example())  # passwords left empty, as in .env.example
     assert done.returncode != 0 and "POSTGRES_PASSWORD" in done.stderr
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from bench.serverproc import free_port
 from db.migrate import head_revision
 from tests.app.conftest import TINY_GEOMETRY
-from tests.deploy.docker import build_test_image, docker, docker_unavailable_reason, require
+from tests.deploy.docker import TEST_IMAGE, build_test_image, docker, docker_unavailable_reason, require
 from tests.pg import postgres_unavailable_reason, temporary_database
 
 pytestmark = pytest.mark.timeout(1800)
@@ -112,7 +112,7 @@ def admin_headers(running: Running) -> dict[str, str]:
 
 
 def test_runs_as_the_non_root_user(running: Running):
-    assert docker("image", "inspect", "--format", "{{.Config.User}}", "slpt-label:test").stdout.strip() == "slpt"
+    assert docker("image", "inspect", "--format", "{{.Config.User}}", TEST_IMAGE).stdout.strip() == "slpt"
     assert docker("exec", running.container, "id", "-u").stdout.strip() == str(CONTAINER_UID)
     # The server process itself (PID 1 runs `slpt serve` directly, no root wrapper).
     status = docker("exec", running.container, "cat", "/proc/1/status").stdout
@@ -120,8 +120,8 @@ def test_runs_as_the_non_root_user(running: Running):
 
 
 def test_nothing_secret_in_the_image(running: Running):
-    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", "slpt-label:test").stdout
-    config = docker("image", "inspect", "--format", "{{json .Config}}", "slpt-label:test").stdout
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", TEST_IMAGE).stdout
+    config = docker("image", "inspect", "--format", "{{json .Config}}", TEST_IMAGE).stdout
     for text in (history, config):
         assert running.admin_password not in text and running.secret_key not in text
     env_names = {item.split("=", 1)[0] for item in json.loads(config)["Env"]}
