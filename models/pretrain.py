@@ -25,7 +25,10 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
+from torch import nn
+from torch.nn import functional as F
 
+from models.adapters import adapt_backbone
 from models.augment import PRETRAIN_FAMILIES, make_sampler
 from models.backbone import BackboneConfig, build_backbone, save_backbone
 from models.device import autocast, pick_device
@@ -48,6 +51,10 @@ class PretrainConfig:
         seed: seeds patch sampling, augmentation and weight initialisation.
         device: None = CUDA when available.
         hu_window: intensity window (:func:`models.geometry.window_hu`).
+        denoise_weight: weight of the self-supervised denoising term (0 = organ loss only; see
+            :class:`DenoisingHead`).
+        denoise_sigma: largest standard deviation of the noise added for that term (windowed units, per patch
+            drawn uniformly in [0, sigma]).
     """
 
     patch_size: tuple[int, int, int] = (48, 48, 48)
@@ -59,6 +66,42 @@ class PretrainConfig:
     seed: int = 0
     device: str | None = None
     hu_window: tuple[float, float] = HU_WINDOW
+    denoise_weight: float = 0.0
+    denoise_sigma: float = 0.1
+
+
+class DenoisingHead(nn.Module):
+    """Self-supervised auxiliary of pre-training: the image, predicted from the decoder feature of a noised input.
+
+    The organ task labels a lesion as the organ around it, so it teaches the frozen features to ignore lesions;
+    downstream prompt tuning then has little to find tumours with. Predicting the patch as stored from a copy
+    with extra noise added (Noise2Noise: no clean image is needed) makes the decoder feature carry a denoised
+    intensity map, lesions included. The head is a 1×1×1 convolution on the
+    feature the downstream head reads (:mod:`models.adapters`), compared at that feature's resolution with the
+    average-pooled image; it is dropped after pre-training, so the checkpoint stays a plain backbone.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        adapter = adapt_backbone(backbone)
+        self.conv = nn.Conv3d(adapter.head_channels - adapter.head_logit_channels, 1, kernel_size=1)
+        self._feature: torch.Tensor | None = None
+        self._hook = adapter.head_source.register_forward_pre_hook(self._keep_feature)
+
+    def _keep_feature(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self._feature = args[0]
+
+    def loss(self, image: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the backbone's last forward pass, read through this head, against ``image``
+        (B, 1, *S) average-pooled to the feature's grid."""
+        feature, self._feature = self._feature, None
+        if feature is None:
+            raise ModelError("DenoisingHead.loss needs a forward pass of the backbone first")
+        target = F.adaptive_avg_pool3d(image, feature.shape[2:])
+        return F.mse_loss(self.conv(feature.float()), target)
+
+    def remove(self) -> None:
+        self._hook.remove()
 
 
 def read_msd_dataset(data_dir: str | Path) -> tuple[dict[int, str], list[tuple[Path, Path]]]:
@@ -121,7 +164,9 @@ def pretrain_backbone(
     model = build_backbone(cfg).to(device).train()
     sampler = make_sampler(schedule.patch_size, len(labels), list(PRETRAIN_FAMILIES), seed=schedule.seed)
     rng = np.random.default_rng(schedule.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=1e-4)
+    denoiser = DenoisingHead(model).to(device) if schedule.denoise_weight > 0 else None
+    parameters = list(model.parameters()) + (list(denoiser.parameters()) if denoiser else [])
+    optimizer = torch.optim.AdamW(parameters, lr=schedule.lr, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     # Batch Dice: a class absent from one patch does not make that patch's loss jump (see models.training).
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
@@ -132,10 +177,15 @@ def pretrain_backbone(
         patches = [sampler(*train[i]) for i in rng.integers(len(train), size=schedule.batch_size)]
         images = torch.stack([p[0] for p in patches]).to(device)
         targets = torch.stack([p[1] for p in patches]).to(device)
-        loss_value = training_step(model, optimizer, scaler, loss_fn, images, targets, prompt_index=None)
+        if denoiser is None:
+            loss_value = training_step(model, optimizer, scaler, loss_fn, images, targets, prompt_index=None)
+        else:
+            loss_value = _denoising_step(model, denoiser, optimizer, scaler, loss_fn, images, targets, schedule)
         if progress:
             progress(step + 1, steps, loss_value)
     train_time = time.perf_counter() - start
+    if denoiser:
+        denoiser.remove()
 
     model.eval()
     val_dice = [
@@ -162,9 +212,29 @@ def pretrain_backbone(
         "coarse_spacing": None if schedule.coarse_spacing is None else list(schedule.coarse_spacing),
         "hu_window": list(schedule.hu_window),
         "device": str(device),
+        "denoise_weight": schedule.denoise_weight,
+        "denoise_sigma": schedule.denoise_sigma,
     }
     save_backbone(model.cpu(), cfg, out, metrics)
     return metrics
+
+
+def _denoising_step(
+    model: nn.Module, denoiser: DenoisingHead, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    loss_fn: DiceCELoss, images: torch.Tensor, targets: torch.Tensor, schedule: PretrainConfig,
+) -> float:
+    """One step on a noised copy of ``images`` (B, 1, *S): organ Dice + CE against ``targets`` plus
+    ``denoise_weight`` × the denoising error against the images as they were. The organ term thus also sees
+    noise augmentation, and the step costs one forward pass. -> the total loss."""
+    sigma = torch.rand(images.shape[0], 1, 1, 1, 1, device=images.device) * schedule.denoise_sigma
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(images.device):
+        logits = model(images + sigma * torch.randn_like(images))
+    loss = loss_fn(logits.float(), targets) + schedule.denoise_weight * denoiser.loss(images)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach())
 
 
 def resample_cases(pairs: list[tuple[Path, Path]], spacing: tuple[float, float, float]) -> list[tuple[np.ndarray, np.ndarray]]:

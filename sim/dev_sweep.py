@@ -22,6 +22,7 @@ import torch
 import typer
 
 from models.backbone import load_backbone
+from models.checkpoint import save_slpt
 from cohort.msd import load_msd
 from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule
 from models.training import progress_bar
@@ -30,6 +31,7 @@ from sim.simulate import build_network, prepare_synthetic, prepared_cohort, spli
 
 DEV_CASES = 60
 DEV_SPLIT_SEED = 11
+GLOBAL_KEYS = ("tumour_dice", "tumour_dice_global", "liver_dice")
 
 
 def sweep(
@@ -46,10 +48,12 @@ def sweep(
     eval_every: Annotated[int, typer.Option(help="Also evaluate every N steps (0: only at the end)")] = 0,
     upstream_cases: Annotated[int, typer.Option(help="Upstream cohort size of a new backbone (0: the profile's)")] = 0,
     pretrain_epochs: Annotated[int, typer.Option(help="Pre-training epochs of a new backbone (0: the profile's)")] = 0,
+    denoise: Annotated[float, typer.Option(help="Denoising weight of a new backbone's pre-training")] = 0.0,
     tumour_ratio: Annotated[float, typer.Option(help="Tumour patch centres per liver (or background) centre")] = 1.0,
     fpu_rank: Annotated[int, typer.Option(help="FPU width r")] = 8,
     head_stages: Annotated[str, typer.Option(help="Comma-separated encoder stages the head also reads ('' = none)")] = "",
     out: Annotated[Path, typer.Option(help="Folder of the development cohort and backbone")] = Path("runs/dev"),
+    save: Annotated[Path | None, typer.Option(help="Write each seed's trained network to SAVE/seed<N>.pt")] = None,
 ) -> None:
     """Train one schedule on the development cohort and print its held-out Dice, one JSON line per seed."""
     torch.set_num_threads(threads)
@@ -58,10 +62,11 @@ def sweep(
                   class_ratios=None if tumour_ratio == 1.0 else (1.0, 1.0, tumour_ratio),
                   fpu_rank=fpu_rank, head_reads_stages=tuple(int(s) for s in head_stages.split(",") if s),
                   upstream_cases=upstream_cases or PROFILES[profile].upstream_cases,
-                  pretrain_epochs=pretrain_epochs or PROFILES[profile].pretrain_epochs)
+                  pretrain_epochs=pretrain_epochs or PROFILES[profile].pretrain_epochs,
+                  pretrain_denoise=denoise)
     cohort_dir, backbone_path = prepare_synthetic(out, dev)
     cohort, _cache = prepared_cohort(load_msd(cohort_dir), backbone_path, out, dev)
-    backbone, _ = load_backbone(backbone_path)
+    backbone, backbone_config = load_backbone(backbone_path)
     pool, held_out = split_pool_test(cohort, 0.25, DEV_SPLIT_SEED)
     for seed in (int(s) for s in seeds.split(",")):
         rng = np.random.default_rng(100 + seed)
@@ -77,6 +82,7 @@ def sweep(
                 "tumour_dice_global": round(summary["tumour_dice_global"], 3),
                 "liver_dice": round(summary["liver_dice"], 3), "train_s": round(seconds, 1),
                 "roi_holds_liver": f"{int(cohort.roi_holds_liver[held_out].sum())}/{len(held_out)}",
+                "groups": {k: round(v, 3) for k, v in summary.items() if k not in GLOBAL_KEYS},
             })
 
         with progress_bar(f"{tuning} seed {seed}") as report:
@@ -92,6 +98,8 @@ def sweep(
                 Schedule(steps, lr), dev, seed, progress=step_done, network=network,
             )
         print(line(steps, seconds), flush=True)
+        if save:
+            save_slpt(network, save / f"seed{seed}.pt", backbone_config, {"steps": steps, "lr": lr, "labels": len(picks)})
 
 
 if __name__ == "__main__":

@@ -22,11 +22,23 @@ def dice(overlap: int, predicted: int, truth: int) -> float:
 
 def evaluate(network: SLPTNet, cohort: PreparedCohort, test: list[int]) -> tuple[dict[str, float], list[dict]]:
     """-> (summary {tumour_dice, tumour_dice_global, liver_dice, group -> tumour Dice}, per-case rows)."""
+    return score_predictions(cohort, test, [mean_probabilities(network, cohort, i).argmax(axis=0) for i in test])
+
+
+def mean_probabilities(network: SLPTNet, cohort: PreparedCohort, case: int) -> np.ndarray:
+    """The mean of the K prompts' softmax maps over a case's inference ROI: (C, *roi) float32."""
+    return prompt_probabilities(network, cohort.roi_image(case)).mean(dim=0).numpy()
+
+
+def score_predictions(
+    cohort: PreparedCohort, test: list[int], predictions: list[np.ndarray]
+) -> tuple[dict[str, float], list[dict]]:
+    """Dice of label maps (one (*roi) class map per test case, in order) -> (summary, per-case rows) as
+    :func:`evaluate` returns them."""
     per_case = []
     pooled = np.zeros(3, dtype=np.int64)  # tumour overlap, predicted, truth over all test cases
     has_tumour = cohort.has_tumour()
-    for i in test:
-        prediction = prompt_probabilities(network, cohort.roi_image(i)).mean(dim=0).argmax(dim=0).numpy()
+    for i, prediction in zip(test, predictions, strict=True):
         label = cohort.roi_label(i)
         tumour = _counts(prediction == TUMOUR, label == TUMOUR, int(cohort.outside_tumour[i]))
         liver = _counts(prediction >= LIVER, label >= LIVER, int(cohort.outside_liver[i]))

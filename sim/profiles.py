@@ -73,6 +73,8 @@ class SimProfile:
             pool, so only the training seed varies, and the report uses their mean.
         upstream_cases, pretrain_epochs, pretrain_patch, pretrain_batch, backbone: the upstream backbone made for
             ``--synthetic`` runs (pre-trained at ``spacing`` and ``coarse_spacing``).
+        pretrain_denoise: weight of the self-supervised denoising term of that pre-training
+            (:class:`models.pretrain.DenoisingHead`; 0 = the organ task only).
         cohort_seed, upstream_seed, split_seed: seeds of the downstream cohort, the upstream cohort and the
             pool/test split.
         workers: parallel processes (one torch thread each) at most.
@@ -112,6 +114,7 @@ class SimProfile:
     class_ratios: tuple[float, ...] | None = None
     fpu_rank: int = 8
     head_reads_stages: tuple[int, ...] = ()
+    pretrain_denoise: float = 0.0
 
 
 PROFILES: dict[str, SimProfile] = {

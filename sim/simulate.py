@@ -423,6 +423,7 @@ def prepare_synthetic(out: Path, profile: SimProfile) -> tuple[Path, Path]:
                 schedule=PretrainConfig(
                     patch_size=(profile.pretrain_patch,) * 3, spacing=profile.spacing,
                     coarse_spacing=profile.coarse_spacing, batch_size=profile.pretrain_batch,
+                    denoise_weight=profile.pretrain_denoise,
                 ),
             )
     return cohort_dir, backbone

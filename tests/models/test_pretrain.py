@@ -63,3 +63,44 @@ def test_bad_cohorts_are_explained(tmp_path):
     (tmp_path / "up" / "imagesTr" / "case_1.nii.gz").unlink()
     with pytest.raises(ModelError, match="1 listed files are missing"):
         pretrain_backbone(tmp_path / "up", tmp_path / "b.pt", epochs=1)
+
+
+def test_the_denoising_head_learns_the_image_from_the_decoder_feature():
+    from models.backbone import build_backbone
+    from models.pretrain import DenoisingHead
+
+    torch.manual_seed(0)
+    backbone = build_backbone(BackboneConfig(channels=(8, 16), strides=(2,), num_res_units=1, out_channels=2))
+    head = DenoisingHead(backbone)
+    with pytest.raises(ModelError, match="forward pass"):
+        head.loss(torch.zeros(1, 1, 16, 16, 16))
+    image = torch.from_numpy(make_case(0)[0][None, None] / 100.0).float()
+    optimizer = torch.optim.Adam(list(backbone.parameters()) + list(head.parameters()), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        backbone(image)
+        loss = head.loss(image)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.2 * losses[0]
+    # Gradients reach the backbone (the point of the term), not only the head's own convolution.
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters())
+    head.remove()
+    backbone(image)
+    assert head._feature is None  # the hook is gone once pre-training ends
+
+
+def test_denoising_pretraining_changes_the_weights_and_saves_a_plain_backbone(tmp_path):
+    write_msd(tmp_path / "up", cases=3)
+    cfg = BackboneConfig(channels=(8, 16), strides=(2,), num_res_units=1)
+    common = dict(patch_size=(16, 16, 16), batch_size=2, lr=1e-2, spacing=(1.0, 1.0, 1.0), coarse_spacing=None)
+    weights = {}
+    for weight in (0.0, 5.0):
+        metrics = pretrain_backbone(tmp_path / "up", tmp_path / f"b{weight}.pt", cfg, epochs=2,
+                                    schedule=PretrainConfig(**common, denoise_weight=weight))
+        assert metrics["denoise_weight"] == weight
+        weights[weight] = load_backbone(tmp_path / f"b{weight}.pt")[0].state_dict()
+    assert weights[0.0].keys() == weights[5.0].keys()  # no auxiliary head in the checkpoint
+    assert any(not torch.equal(weights[0.0][k], weights[5.0][k]) for k in weights[0.0])

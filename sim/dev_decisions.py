@@ -1,0 +1,96 @@
+"""How a trained network's mean softmax map becomes a label map, compared on the development cohort.
+
+``python -m sim.dev_decisions --network runs/dev160/nets/seed0.pt --cases 160 --out runs/dev160`` loads a network
+that :mod:`sim.dev_sweep` saved (``--save``), computes its mean prompt probabilities once per held-out
+development case, and scores every decision rule on them, one JSON line per rule. Like the schedules, a rule is
+chosen here and never on a study's test set (docs/design.md, "Measuring label efficiency honestly").
+
+Rules:
+- ``argmax``: the class of highest mean probability (what the server and the study do by default).
+- ``tumour>t``: foreground where background is not the most likely class, and tumour there wherever its
+  probability passes ``t`` (a lower bar than the argmax's for a class that is under 1 % of the ROI's voxels).
+- ``…+liver``: keep only the largest connected foreground component (liver and tumour together), dropping
+  tumour calls outside the liver.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+from scipy import ndimage
+
+from cohort.msd import load_msd
+from models.backbone import load_backbone
+from models.checkpoint import load_slpt
+from sim.dev_sweep import DEV_CASES, DEV_SPLIT_SEED
+from sim.evaluation import mean_probabilities, score_predictions
+from sim.prepared import LIVER, TUMOUR
+from sim.profiles import DEV_COHORT_SEED, PROFILES
+from sim.simulate import prepared_cohort, split_pool_test
+
+Decision = Callable[[np.ndarray], np.ndarray]
+
+
+def tumour_above(threshold: float) -> Decision:
+    """(C, *S) mean probabilities -> (*S) labels: foreground by argmax of background vs the rest, tumour where its
+    probability exceeds ``threshold`` inside the foreground."""
+
+    def decide(probs: np.ndarray) -> np.ndarray:
+        foreground = probs[0] < probs[1:].sum(axis=0)
+        label = np.where(foreground, LIVER, 0).astype(np.int64)
+        label[foreground & (probs[TUMOUR] > threshold)] = TUMOUR
+        return label
+
+    return decide
+
+
+def in_largest_component(decide: Decision) -> Decision:
+    """``decide``, then everything outside the largest connected foreground component set to background."""
+
+    def restricted(probs: np.ndarray) -> np.ndarray:
+        label = decide(probs)
+        components, count = ndimage.label(label >= LIVER)
+        if count > 1:
+            largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(components), components, range(1, count + 1))))
+            label[components != largest] = 0
+        return label
+
+    return restricted
+
+
+def decision_rules(thresholds: list[float]) -> dict[str, Decision]:
+    """Every rule of the module docstring, by name."""
+    base: dict[str, Decision] = {"argmax": lambda probs: probs.argmax(axis=0)}
+    base.update({f"tumour>{t:g}": tumour_above(t) for t in thresholds})
+    return base | {f"{name}+liver": in_largest_component(rule) for name, rule in base.items()}
+
+
+def compare(
+    network: Annotated[Path, typer.Option(help="A network saved by sim.dev_sweep --save")],
+    out: Annotated[Path, typer.Option(help="The development folder it was trained in")] = Path("runs/dev"),
+    cases: Annotated[int, typer.Option(help="Development cohort size")] = DEV_CASES,
+    thresholds: Annotated[str, typer.Option(help="Comma-separated tumour thresholds")] = "0.2,0.3,0.4",
+    profile: Annotated[str, typer.Option(help="Profile whose geometry was tuned")] = "full",
+    threads: Annotated[int, typer.Option(help="Torch threads")] = 1,
+) -> None:
+    """Score every decision rule on the held-out development cases, one JSON line per rule."""
+    torch.set_num_threads(threads)
+    dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED)
+    cohort, _cache = prepared_cohort(load_msd(out / "cohort"), out / "backbone.pt", out, dev)
+    _pool, held_out = split_pool_test(cohort, 0.25, DEV_SPLIT_SEED)
+    model = load_slpt(network, load_backbone(out / "backbone.pt")[0])
+    probabilities = [mean_probabilities(model, cohort, i) for i in held_out]
+    for name, decide in decision_rules([float(t) for t in thresholds.split(",")]).items():
+        summary, _ = score_predictions(cohort, held_out, [decide(p) for p in probabilities])
+        print(json.dumps({"rule": name, **{k: round(v, 3) for k, v in summary.items()}}), flush=True)
+
+
+if __name__ == "__main__":
+    typer.run(compare)
