@@ -52,6 +52,8 @@ def sweep(
     tumour_ratio: Annotated[float, typer.Option(help="Tumour patch centres per liver (or background) centre")] = 1.0,
     fpu_rank: Annotated[int, typer.Option(help="FPU width r")] = 8,
     head_stages: Annotated[str, typer.Option(help="Comma-separated encoder stages the head also reads ('' = none)")] = "",
+    head_kernel: Annotated[int, typer.Option(help="Edge of the head's convolution")] = 1,
+    head_image: Annotated[bool, typer.Option(help="The head also reads the image at full resolution")] = False,
     out: Annotated[Path, typer.Option(help="Folder of the development cohort and backbone")] = Path("runs/dev"),
     save: Annotated[Path | None, typer.Option(help="Write each seed's trained network to SAVE/seed<N>.pt")] = None,
 ) -> None:
@@ -61,6 +63,7 @@ def sweep(
                   batch_per_prompt=batch_per_prompt,
                   class_ratios=None if tumour_ratio == 1.0 else (1.0, 1.0, tumour_ratio),
                   fpu_rank=fpu_rank, head_reads_stages=tuple(int(s) for s in head_stages.split(",") if s),
+                  head_kernel=head_kernel, head_reads_image=head_image,
                   upstream_cases=upstream_cases or PROFILES[profile].upstream_cases,
                   pretrain_epochs=pretrain_epochs or PROFILES[profile].pretrain_epochs,
                   pretrain_denoise=denoise)
@@ -78,7 +81,7 @@ def sweep(
             return json.dumps({
                 "tuning": tuning, "steps": done, "lr": lr, "patch": patch, "batch_per_prompt": batch_per_prompt,
                 "labels": len(picks), "seed": seed, "tumour_ratio": tumour_ratio,
-                "fpu_rank": fpu_rank, "head_stages": head_stages, "tumour_dice": round(summary["tumour_dice"], 3),
+                "fpu_rank": fpu_rank, "head_stages": head_stages, "head_kernel": head_kernel, "head_image": head_image, "tumour_dice": round(summary["tumour_dice"], 3),
                 "tumour_dice_global": round(summary["tumour_dice_global"], 3),
                 "liver_dice": round(summary["liver_dice"], 3), "train_s": round(seconds, 1),
                 "roi_holds_liver": f"{int(cohort.roi_holds_liver[held_out].sum())}/{len(held_out)}",

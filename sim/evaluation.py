@@ -25,9 +25,9 @@ def evaluate(network: SLPTNet, cohort: PreparedCohort, test: list[int]) -> tuple
     return score_predictions(cohort, test, [mean_probabilities(network, cohort, i).argmax(axis=0) for i in test])
 
 
-def mean_probabilities(network: SLPTNet, cohort: PreparedCohort, case: int) -> np.ndarray:
+def mean_probabilities(network: SLPTNet, cohort: PreparedCohort, case: int, overlap: float = 0.25) -> np.ndarray:
     """The mean of the K prompts' softmax maps over a case's inference ROI: (C, *roi) float32."""
-    return prompt_probabilities(network, cohort.roi_image(case)).mean(dim=0).numpy()
+    return prompt_probabilities(network, cohort.roi_image(case), overlap=overlap).mean(dim=0).numpy()
 
 
 def score_predictions(

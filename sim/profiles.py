@@ -59,7 +59,8 @@ class SimProfile:
         patch: edge of the class-balanced training patches and of the sliding inference window (<= size).
         batch_per_prompt: patches per prompt per training step (fine-tuning: patches per step).
         class_ratios: relative frequency of background, liver and tumour as training patch centres (None: equal).
-        fpu_rank, head_reads_stages: the SLPT network's FPU width and the encoder stages its head also reads
+        fpu_rank, head_reads_stages, head_kernel, head_reads_image: the SLPT network's FPU width, the encoder
+            stages its head also reads, its head's kernel and whether it also reads the image
             (:class:`models.slpt.SLPTConfig`).
         cases: downstream synthetic cohort size (``--synthetic`` only).
         test_fraction: share of the cohort held out as the test set (stratified by group and tumour).
@@ -114,6 +115,8 @@ class SimProfile:
     class_ratios: tuple[float, ...] | None = None
     fpu_rank: int = 8
     head_reads_stages: tuple[int, ...] = ()
+    head_kernel: int = 1
+    head_reads_image: bool = False
     pretrain_denoise: float = 0.0
 
 

@@ -11,7 +11,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from sim.dev_decisions import compare, in_largest_component, tumour_above
+from sim.dev_decisions import compare, in_largest_component, tumour_above, without_small_tumours
 from sim.dev_sweep import DEV_CASES, sweep
 from sim.profiles import DEV_COHORT_SEED, PROFILES
 
@@ -44,10 +44,10 @@ def test_decision_rules_are_scored_on_a_saved_network(tmp_path: Path):
     app = typer.Typer()
     app.command()(compare)
     result = CliRunner().invoke(app, ["--network", str(tmp_path / "nets" / "seed0.pt"), "--out", str(tmp_path),
-                                      "--profile", "smoke", "--thresholds", "0.3"])
+                                      "--profile", "smoke", "--thresholds", "0.3", "--min-sizes", "5"])
     assert result.exit_code == 0, result.output
     rows = {row["rule"]: row for row in map(json.loads, re.findall(r'^\{"rule".*\}$', result.output, re.MULTILINE))}
-    assert set(rows) == {"argmax", "tumour>0.3", "argmax+liver", "tumour>0.3+liver"}
+    assert set(rows) == {"argmax", "tumour>0.3", "argmax+liver", "tumour>0.3+liver", "argmax+min5", "tumour>0.3+min5"}
     assert all(0.0 <= row["liver_dice"] <= 1.0 for row in rows.values())
 
 
@@ -61,3 +61,5 @@ def test_a_low_tumour_threshold_adds_tumour_and_the_component_rule_drops_islands
     assert (low[:3, :3, :3] == 2).all() and low[5, 5, 5] == 2 and (low == 0).sum() == 216 - 28
     kept = in_largest_component(tumour_above(0.25))(probs)
     assert (kept[:3, :3, :3] == 2).all() and kept[5, 5, 5] == 0
+    pruned = without_small_tumours(tumour_above(0.25), 2)(probs)
+    assert (pruned[:3, :3, :3] == 2).all() and pruned[5, 5, 5] == 1  # the one-voxel island becomes liver
