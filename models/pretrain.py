@@ -180,7 +180,12 @@ def pretrain_backbone(
         if denoiser is None:
             loss_value = training_step(model, optimizer, scaler, loss_fn, images, targets, prompt_index=None)
         else:
-            loss_value = _denoising_step(model, denoiser, optimizer, scaler, loss_fn, images, targets, schedule)
+            # The organ term sees the noised copy too (noise augmentation), so the step stays one forward pass.
+            sigma = torch.rand(len(images), 1, 1, 1, 1, device=device) * schedule.denoise_sigma
+            loss_value = training_step(
+                model, optimizer, scaler, loss_fn, images + sigma * torch.randn_like(images), targets,
+                prompt_index=None, extra_loss=lambda: schedule.denoise_weight * denoiser.loss(images),
+            )
         if progress:
             progress(step + 1, steps, loss_value)
     train_time = time.perf_counter() - start
@@ -217,24 +222,6 @@ def pretrain_backbone(
     }
     save_backbone(model.cpu(), cfg, out, metrics)
     return metrics
-
-
-def _denoising_step(
-    model: nn.Module, denoiser: DenoisingHead, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-    loss_fn: DiceCELoss, images: torch.Tensor, targets: torch.Tensor, schedule: PretrainConfig,
-) -> float:
-    """One step on a noised copy of ``images`` (B, 1, *S): organ Dice + CE against ``targets`` plus
-    ``denoise_weight`` × the denoising error against the images as they were. The organ term thus also sees
-    noise augmentation, and the step costs one forward pass. -> the total loss."""
-    sigma = torch.rand(images.shape[0], 1, 1, 1, 1, device=images.device) * schedule.denoise_sigma
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(images.device):
-        logits = model(images + sigma * torch.randn_like(images))
-    loss = loss_fn(logits.float(), targets) + schedule.denoise_weight * denoiser.loss(images)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return float(loss.detach())
 
 
 def resample_cases(pairs: list[tuple[Path, Path]], spacing: tuple[float, float, float]) -> list[tuple[np.ndarray, np.ndarray]]:

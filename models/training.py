@@ -233,6 +233,7 @@ def training_step(
     images: torch.Tensor,
     labels: torch.Tensor,
     prompt_index: torch.Tensor | None,
+    extra_loss: Callable[[], torch.Tensor] | None = None,
 ) -> float:
     """One optimisation step: forward (float16 autocast on CUDA), Dice + CE, backward, optimiser step.
 
@@ -241,6 +242,8 @@ def training_step(
         labels: (B, 1, *roi) long class indices.
         prompt_index: (B,) long prompt of each item (ignored in fine-tune mode); None for a plain network that
             takes images only (the backbone during pre-training).
+        extra_loss: called after the forward pass, its result is added to the loss (pre-training's denoising term,
+            which reads what the forward pass left in its hook).
 
     Returns:
         The batch loss (reading it waits for the step to finish on the device).
@@ -249,6 +252,8 @@ def training_step(
     with autocast(images.device):
         logits = model(images) if prompt_index is None else model(images, prompt_index)
     loss = loss_fn(logits.float(), labels)
+    if extra_loss is not None:
+        loss = loss + extra_loss()
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()

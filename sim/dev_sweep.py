@@ -81,7 +81,8 @@ def sweep(
             return json.dumps({
                 "tuning": tuning, "steps": done, "lr": lr, "patch": patch, "batch_per_prompt": batch_per_prompt,
                 "labels": len(picks), "seed": seed, "tumour_ratio": tumour_ratio,
-                "fpu_rank": fpu_rank, "head_stages": head_stages, "head_kernel": head_kernel, "head_image": head_image, "tumour_dice": round(summary["tumour_dice"], 3),
+                "fpu_rank": fpu_rank, "head_stages": head_stages, "head_kernel": head_kernel, "head_image": head_image,
+                "tumour_dice": round(summary["tumour_dice"], 3),
                 "tumour_dice_global": round(summary["tumour_dice_global"], 3),
                 "liver_dice": round(summary["liver_dice"], 3), "train_s": round(seconds, 1),
                 "roi_holds_liver": f"{int(cohort.roi_holds_liver[held_out].sum())}/{len(held_out)}",

@@ -8,6 +8,8 @@ averaged over the test cases that have tumour; global tumour Dice pools all test
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from models.inference import prompt_probabilities
@@ -22,7 +24,7 @@ def dice(overlap: int, predicted: int, truth: int) -> float:
 
 def evaluate(network: SLPTNet, cohort: PreparedCohort, test: list[int]) -> tuple[dict[str, float], list[dict]]:
     """-> (summary {tumour_dice, tumour_dice_global, liver_dice, group -> tumour Dice}, per-case rows)."""
-    return score_predictions(cohort, test, [mean_probabilities(network, cohort, i).argmax(axis=0) for i in test])
+    return score_predictions(cohort, test, (mean_probabilities(network, cohort, i).argmax(axis=0) for i in test))
 
 
 def mean_probabilities(network: SLPTNet, cohort: PreparedCohort, case: int, overlap: float = 0.25) -> np.ndarray:
@@ -31,10 +33,10 @@ def mean_probabilities(network: SLPTNet, cohort: PreparedCohort, case: int, over
 
 
 def score_predictions(
-    cohort: PreparedCohort, test: list[int], predictions: list[np.ndarray]
+    cohort: PreparedCohort, test: list[int], predictions: Iterable[np.ndarray]
 ) -> tuple[dict[str, float], list[dict]]:
-    """Dice of label maps (one (*roi) class map per test case, in order) -> (summary, per-case rows) as
-    :func:`evaluate` returns them."""
+    """Dice of label maps (one (*roi) class map per test case, in order; consumed one at a time) -> (summary,
+    per-case rows) as :func:`evaluate` returns them."""
     per_case = []
     pooled = np.zeros(3, dtype=np.int64)  # tumour overlap, predicted, truth over all test cases
     has_tumour = cohort.has_tumour()
