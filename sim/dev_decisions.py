@@ -31,11 +31,11 @@ from scipy import ndimage
 from cohort.msd import load_msd
 from models.backbone import load_backbone
 from models.checkpoint import load_slpt
-from sim.dev_sweep import DEV_CASES, DEV_SPLIT_SEED
+from sim.dev_sweep import DEV_CASES, development_split
 from sim.evaluation import mean_probabilities, score_predictions
 from sim.prepared import LIVER, TUMOUR
 from sim.profiles import DEV_COHORT_SEED, PROFILES
-from sim.simulate import prepared_cohort, split_pool_test
+from sim.simulate import prepared_cohort
 
 Decision = Callable[[np.ndarray], np.ndarray]
 
@@ -53,6 +53,11 @@ def tumour_above(threshold: float) -> Decision:
     return decide
 
 
+def component_sizes(components: np.ndarray) -> np.ndarray:
+    """Voxel counts of components 1..N of an ``ndimage.label`` map: (N,)."""
+    return np.bincount(components.ravel())[1:]
+
+
 def in_largest_component(decide: Decision) -> Decision:
     """``decide``, then everything outside the largest connected foreground component set to background."""
 
@@ -60,7 +65,7 @@ def in_largest_component(decide: Decision) -> Decision:
         label = decide(probs)
         components, count = ndimage.label(label >= LIVER)
         if count > 1:
-            largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(components), components, range(1, count + 1))))
+            largest = 1 + int(np.argmax(component_sizes(components)))
             label[components != largest] = 0
         return label
 
@@ -74,8 +79,7 @@ def without_small_tumours(decide: Decision, min_voxels: int) -> Decision:
         label = decide(probs)
         components, count = ndimage.label(label == TUMOUR)
         if count:
-            sizes = ndimage.sum_labels(np.ones_like(components), components, range(1, count + 1))
-            small = np.flatnonzero(sizes < min_voxels) + 1
+            small = np.flatnonzero(component_sizes(components) < min_voxels) + 1
             label[np.isin(components, small)] = LIVER
         return label
 
@@ -104,7 +108,7 @@ def compare(
     torch.set_num_threads(threads)
     dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED)
     cohort, _cache = prepared_cohort(load_msd(out / "cohort"), out / "backbone.pt", out, dev)
-    _pool, held_out = split_pool_test(cohort, 0.25, DEV_SPLIT_SEED)
+    _pool, held_out = development_split(cohort)
     model = load_slpt(network, load_backbone(out / "backbone.pt")[0])
     probabilities = [mean_probabilities(model, cohort, i, overlap) for i in held_out]
     rules = decision_rules([float(t) for t in thresholds.split(",") if t], [int(n) for n in min_sizes.split(",") if n])

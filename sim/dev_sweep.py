@@ -27,11 +27,17 @@ from cohort.msd import load_msd
 from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule
 from models.training import progress_bar
 from sim.evaluation import evaluate
+from sim.prepared import PreparedCohort
 from sim.simulate import build_network, prepare_synthetic, prepared_cohort, split_pool_test, train_network
 
 DEV_CASES = 60
 DEV_SPLIT_SEED = 11
 GLOBAL_KEYS = ("tumour_dice", "tumour_dice_global", "liver_dice")
+
+
+def development_split(cohort: PreparedCohort) -> tuple[list[int], list[int]]:
+    """(volumes to label from, held-out volumes) of the development cohort: a fixed quarter held out."""
+    return split_pool_test(cohort, 0.25, DEV_SPLIT_SEED)
 
 
 def sweep(
@@ -70,7 +76,7 @@ def sweep(
     cohort_dir, backbone_path = prepare_synthetic(out, dev)
     cohort, _cache = prepared_cohort(load_msd(cohort_dir), backbone_path, out, dev)
     backbone, backbone_config = load_backbone(backbone_path)
-    pool, held_out = split_pool_test(cohort, 0.25, DEV_SPLIT_SEED)
+    pool, held_out = development_split(cohort)
     for seed in (int(s) for s in seeds.split(",")):
         rng = np.random.default_rng(100 + seed)
         picks = pool if labels >= len(pool) else sorted(rng.choice(pool, labels, replace=False).tolist())
