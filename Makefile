@@ -9,7 +9,7 @@ DEMO := demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test serve demo clean
+.PHONY: install test serve demo study clean
 
 install: $(STAMP)
 
@@ -28,6 +28,13 @@ demo: install
 
 serve: demo
 	$(BIN)/slpt serve --studies $(DEMO)/studies --host $(HOST) --port $(PORT)
+
+# The label-efficiency study spans sessions: its records are kept in git under docs/results/simulation/full, the
+# cohort and backbone are re-made in runs/full (they must come out identical, see run.json); commit the records after.
+STUDY_MINUTES ?= 120
+study: install
+	$(BIN)/slpt simulate --synthetic --profile full --out runs/full --records docs/results/simulation/full \
+		--stop-after $(STUDY_MINUTES)
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -294,7 +294,7 @@ def bench_infer(
 
 @cli.command()
 def simulate(
-    out: Annotated[Path, typer.Option(help="Run folder: split.json, results.csv, learning_curves.png, report.md")],
+    out: Annotated[Path, typer.Option(help="Run folder: the generated cohort and backbone, caches, and (without --records) the records and report")],
     data: Annotated[Optional[Path], typer.Option(help="Labeled MSD-layout folder (e.g. MSD Task03 Liver / LiTS); needs --backbone")] = None,
     synthetic: Annotated[bool, typer.Option(help="Generate the cohort (and, without --backbone, pre-train a backbone) in the run folder")] = False,
     strategies: Annotated[Optional[str], typer.Option(help="Comma-separated strategies, e.g. tesla,random,entropy,coreset,epistemic")] = None,
@@ -305,9 +305,12 @@ def simulate(
     profile: Annotated[str, typer.Option(help="quick, full or smoke (sizes and fixed schedules: sim/profiles.py)")] = "quick",
     backbone: Annotated[Optional[Path], typer.Option(help="Frozen backbone checkpoint (its .json beside it)")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes, one thread each (default: the profile's, at most the CPUs)")] = None,
+    records: Annotated[Optional[Path], typer.Option(help="Folder of the measured rows, round state, report and run.json (default: --out); keep it in git to resume in another session")] = None,
+    stop_after: Annotated[Optional[float], typer.Option(help="Start no new model after this many minutes (the run resumes later)")] = None,
 ) -> None:
     """Label-efficiency study: strategies × seeds × rounds against full-data references (resumes an interrupted run)."""
     import os
+    import time
 
     from models.errors import ModelError
     from cohort.msd import CohortError, load_msd
@@ -340,6 +343,7 @@ def simulate(
         # The learning curve belongs to the profile's default design; a custom strategy list runs without it.
         curve_strategies=chosen.curve_strategies if strategies is None else (),
         curve_budgets=chosen.curve_budgets if strategies is None else (),
+        finetune_budget_only=chosen.finetune_budget_only,
     )
     n_workers = workers or min(chosen.workers, os.cpu_count() or 1)
     try:
@@ -347,11 +351,16 @@ def simulate(
         if synthetic:
             data, made_backbone = prepare_synthetic(out, chosen)
             backbone = backbone or made_backbone
-        results = run_simulation(load_msd(data), backbone, out, chosen, study, workers=n_workers)
-        report = write_report(out, command=bench_command_line())
+        deadline = None if stop_after is None else time.time() + 60 * stop_after
+        results, complete = run_simulation(
+            load_msd(data), backbone, out, chosen, study, workers=n_workers, records=records, deadline=deadline
+        )
+        report = write_report(records or out, command=bench_command_line()) if results.is_file() else None
     except (SimulationError, CohortError, ModelError, SelectionError) as exc:
         raise fail(str(exc))
-    typer.echo(f"results: {results}\nreport: {report}")
+    typer.echo(f"results: {results}\nreport: {report or '(no rows yet)'}")
+    if not complete:
+        typer.echo("stopped before the end (--stop-after): the same command resumes the study", err=True)
 
 
 db_cli = typer.Typer(help="Database administration.", no_args_is_help=True)

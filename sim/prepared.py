@@ -18,6 +18,8 @@ The cache is one ``.npz`` per run and profile; crops have different shapes, so e
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +72,17 @@ class PreparedCohort:
 
     def roi_label(self, i: int) -> np.ndarray:
         return self.labels[i][self.rois[i].slices()]
+
+    def digest(self) -> str:
+        """SHA-256 over names, groups, labels, ROIs and embeddings (rounded to 1e-4, so that the digest names the
+        data, not the last bits of a float sum): equal digests mean the same prepared cohort."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps([self.names, self.groups]).encode())
+        for label, roi in zip(self.labels, self.rois):
+            digest.update(str((label.shape, roi.start, roi.stop)).encode())
+            digest.update(np.ascontiguousarray(label).tobytes())
+        digest.update(np.round(self.embeddings.astype(np.float64), 4).tobytes())
+        return digest.hexdigest()
 
     def has_tumour(self) -> np.ndarray:
         """(N,) bool: the case has tumour voxels (inside the crop or outside the ROI)."""

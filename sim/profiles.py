@@ -27,7 +27,9 @@ long (1,600 steps at 2e-2). That is past the 0.35 below which the issue says not
 Profiles:
 - ``quick``: a demonstration at a coarse 4 mm (96³ volumes, 16³ patches, few steps, 2 seeds), minutes on 2 cores.
 - ``full``: the study — 280 synthetic volumes at 160³, 2.5 mm working spacing, 5 % budget in 2 rounds, 5 seeds,
-  tesla/random/fg_random/entropy/coreset, and the tesla/random learning curve on to 10 % and 20 % of the pool.
+  tesla/random/fg_random/entropy/coreset, and the tesla/random learning curve on to 10 % and 20 % of the pool;
+  fine-tuning at the 5 % round only, one full-data reference per tuning. About 97 models: many hours on 2 cores, so
+  it runs across sessions with its records in git (``make study``; docs/design.md, "A study that spans sessions").
 - ``smoke``: the smallest meaningful run (24³ volumes at 16 mm, a handful of steps), for tests and CI only.
 """
 
@@ -69,6 +71,8 @@ class SimProfile:
         strategies, budget, rounds, seeds, tunings: the default study design.
         curve_strategies, curve_budgets: strategies that go on past ``budget`` to each cumulative fraction of
             ``curve_budgets`` (the learning curve).
+        finetune_budget_only: fine-tune (an evaluation arm) only in the budget round, not in the earlier rounds
+            or the learning curve's (:meth:`sim.simulate.Study.trains`).
         num_prompts: K of prompt tuning.
         prompt, finetune: schedules of the budget rounds; reference_prompt, reference_finetune: schedules
             of the full-data references.
@@ -120,6 +124,7 @@ class SimProfile:
     head_kernel: int = 1
     head_reads_image: bool = False
     pretrain_denoise: float = 0.0
+    finetune_budget_only: bool = False
 
 
 PROFILES: dict[str, SimProfile] = {
@@ -170,7 +175,7 @@ PROFILES: dict[str, SimProfile] = {
         finetune=Schedule(steps=600, lr=1e-3),
         reference_prompt=Schedule(steps=1600, lr=2e-2),
         reference_finetune=Schedule(steps=1500, lr=1e-3),
-        reference_seeds=3,
+        reference_seeds=1,
         upstream_cases=40,
         pretrain_epochs=188,
         pretrain_patch=48,
@@ -179,6 +184,7 @@ PROFILES: dict[str, SimProfile] = {
         curve_strategies=("tesla", "random"),
         curve_budgets=(0.10, 0.20),
         pretrain_denoise=10.0,
+        finetune_budget_only=True,
     ),
     "smoke": SimProfile(
         name="smoke",

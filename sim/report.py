@@ -267,9 +267,12 @@ def _comparisons(results: pd.DataFrame, per_case: pd.DataFrame, metric: str = "t
     strategies = set(results["strategy"])
     lines: list[str] = []
 
-    def rounds_of(*names: str) -> list[int]:
-        """Rounds that every strategy of ``names`` has (curve strategies have more)."""
+    def rounds_of(*names: str, tunings: tuple[str, ...] = ()) -> list[int]:
+        """Rounds that every strategy of ``names`` has (curve strategies have more), in each of ``tunings``
+        (fine-tuning may train in the budget round only)."""
         have = [set(results[results["strategy"] == n]["round"]) for n in names]
+        have += [set(results[(results["strategy"] == n) & (results["tuning"] == t)]["round"])
+                 for n in names for t in tunings]
         return sorted(set.intersection(*have)) if have else []
 
     def row(label: str, tuning: str, rnd: int, a: dict, b: dict) -> str:
@@ -281,7 +284,7 @@ def _comparisons(results: pd.DataFrame, per_case: pd.DataFrame, metric: str = "t
         lines += [f"### TESLA − baselines, {name} (paired by seed, same test set)", "", header, rule]
         for baseline in _baselines(results):
             for tuning in sorted(results["tuning"].unique()):
-                for rnd in rounds_of("tesla", baseline):
+                for rnd in rounds_of("tesla", baseline, tunings=(tuning,)):
                     lines.append(row(f"tesla − {baseline}", tuning, rnd,
                                      {"strategy": "tesla", "tuning": tuning, "round": rnd},
                                      {"strategy": baseline, "tuning": tuning, "round": rnd}))
@@ -289,7 +292,7 @@ def _comparisons(results: pd.DataFrame, per_case: pd.DataFrame, metric: str = "t
     if {"prompt", "finetune"} <= set(results["tuning"]):
         lines += [f"### Prompt tuning − fine-tuning, {name} (same seed, same labels)", "", header, rule]
         for strategy in sorted(strategies):
-            for rnd in ([0] if strategy == FULL_DATA else rounds_of(strategy)):
+            for rnd in ([0] if strategy == FULL_DATA else rounds_of(strategy, tunings=("prompt", "finetune"))):
                 lines.append(row(f"{strategy}: prompt − finetune", "both", rnd,
                                  {"strategy": strategy, "tuning": "prompt", "round": rnd},
                                  {"strategy": strategy, "tuning": "finetune", "round": rnd}))

@@ -74,6 +74,26 @@ def write_state(path: Path, seed: int, strategy: str, rounds: list[dict]) -> Non
     write_text_atomic(path, json.dumps({"seed": seed, "strategy": strategy, "rounds": rounds}))
 
 
+def check_identity(records: Path, identity: dict) -> None:
+    """Write ``run.json`` (what the rows depend on: design, backbone, cohort); an existing one must match, so rows
+    of another design, backbone or cohort are never mixed with this run's."""
+    path = records / "run.json"
+    if not path.is_file():
+        write_text_atomic(path, json.dumps(identity, indent=2) + "\n")
+        return
+    existing = json.loads(path.read_text())
+    differ = [key for key in identity if existing.get(key) != identity[key]]
+    if "design" in differ:
+        old, new = existing.get("design", {}), identity["design"]
+        fields = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        raise RunFolderError(f"{path} records another design (differs in {', '.join(fields)}): use a fresh folder")
+    if differ:
+        raise RunFolderError(
+            f"{path} records another {' and '.join(differ)} ({', '.join(existing.get(k, '?')[:12] for k in differ)}, "
+            f"this run has {', '.join(identity[k][:12] for k in differ)}): its rows cannot be resumed with this one"
+        )
+
+
 def write_split(out: Path, pool_names: list[str], test_names: list[str], seed: int) -> None:
     """Write ``split.json``; an existing one must hold the same split (the run folder belongs to this data)."""
     split = {"seed": seed, "pool": pool_names, "test": test_names}

@@ -21,18 +21,21 @@ Our choices, named here because they change the numbers:
   (cumulative fractions of the pool), continuing their own rounds.
 - Dice is computed on the working grid (:mod:`sim.evaluation`); labelled voxels outside the ROI count as missed.
 
-Outputs in the run folder: ``split.json``, ``results.csv`` (one row per seed × strategy × tuning × round),
-``per_case.csv`` (one row per test case of each of those), and ``state/`` (per seed × strategy: the picks
-and scores of every finished round), from which an interrupted run resumes.
+Records (``--records``, default the run folder): ``split.json``, ``results.csv`` (one row per seed × strategy ×
+tuning × round), ``per_case.csv`` (one row per test case of each of those), ``state/`` (per seed × strategy: the
+picks and scores of every finished round) and ``run.json`` (design, backbone and cohort the rows belong to), from
+which an interrupted run resumes, in another session too (docs/design.md, "A study that spans sessions").
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import queue
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing import Manager
 from pathlib import Path
 
@@ -81,27 +84,41 @@ class Study:
     tunings: tuple[str, ...]
     curve_strategies: tuple[str, ...] = ()
     curve_budgets: tuple[float, ...] = ()
+    finetune_budget_only: bool = False
+
+    def trains(self, tuning: str, round_index: int) -> bool:
+        """Whether ``tuning`` is trained and evaluated in round ``round_index``. Selection follows prompt tuning,
+        which trains every round; fine-tuning is an evaluation arm, which ``finetune_budget_only`` limits to the
+        budget round (the targets compare the two there; a fine-tuned model costs the most to train)."""
+        return tuning == "prompt" or not self.finetune_budget_only or round_index == self.rounds - 1
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One independent piece of work: one seed × strategy (all rounds), or one seed's full-data reference."""
+    """One independent piece of work: one seed × strategy (all rounds), or one seed's full-data reference of one
+    tuning."""
 
     seed: int
     strategy: str
+    tuning: str | None = None
 
 
 @dataclass
 class RunContext:
     """What every worker process needs; built once from the run folder."""
 
-    out: Path
+    records: Path
     profile: SimProfile
     study: Study
     backbone_path: Path
     pool: list[int]
     test: list[int]
     group_columns: dict[str, str] = field(default_factory=dict)  # group -> CSV column
+    deadline: float | None = None  # time.time() after which no new model starts
+
+
+def past_deadline(ctx: RunContext) -> bool:
+    return ctx.deadline is not None and time.time() >= ctx.deadline
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -212,10 +229,10 @@ def run_unit(ctx: RunContext, unit: Unit) -> int:
 
 
 def _run_reference(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, report) -> int:
-    done = files.done_keys(ctx.out)
+    done = files.done_keys(ctx.records)
     written = 0
-    for tuning in ctx.study.tunings:
-        if (unit.seed, FULL_DATA, tuning, 0) in done:
+    for tuning in [unit.tuning] if unit.tuning else ctx.study.tunings:
+        if (unit.seed, FULL_DATA, tuning, 0) in done or past_deadline(ctx):
             continue
         schedule = ctx.profile.reference_prompt if tuning == "prompt" else ctx.profile.reference_finetune
         network, seconds = train_network(
@@ -235,22 +252,24 @@ def unit_budgets(ctx: RunContext, strategy: str) -> list[int]:
 def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, report) -> int:
     """All rounds of one seed × strategy. Rounds recorded in the state file replay their stored picks and
     scores, and only train the tunings whose rows are missing from results.csv."""
-    state_path = ctx.out / "state" / f"seed{unit.seed}_{unit.strategy}.json"
+    state_path = ctx.records / "state" / f"seed{unit.seed}_{unit.strategy}.json"
     finished = files.read_state(state_path)
     budgets = unit_budgets(ctx, unit.strategy)
     score_name = STRATEGIES[unit.strategy].score
-    done = files.done_keys(ctx.out)
+    done = files.done_keys(ctx.records)
     labeled: list[int] = []
     scores: dict[str, float] | None = None
     blocks = embedding_blocks(backbone)
     written = 0
     for r, budget in enumerate(budgets):
+        if past_deadline(ctx):
+            return written  # finished rounds are in the state file; the next run goes on from here
         replay = r < len(finished)
         picks = finished[r]["selected"] if replay else _select(ctx, unit, cohort, labeled, scores, budget, r, blocks)
         labeled = labeled + picks
         prompt_network = None
         for tuning in ctx.study.tunings:
-            if (unit.seed, unit.strategy, tuning, r) in done:
+            if (unit.seed, unit.strategy, tuning, r) in done or not ctx.study.trains(tuning, r):
                 continue
             network, seconds = _train_round(ctx, cohort, backbone, labeled, tuning, unit.seed, r)
             written += _write_result(ctx, unit, tuning, r, labeled, network, seconds, cohort)
@@ -317,8 +336,8 @@ def _write_result(
         "labeled": ";".join(cohort.names[i] for i in labeled),
     }
     # Per-case rows first: a results row present means its per-case rows are present too.
-    files.append_rows(ctx.out / "per_case.csv", files.PER_CASE_COLUMNS, [{**key, **case} for case in per_case])
-    files.append_rows(ctx.out / "results.csv", files.result_columns(ctx.group_columns), [row])
+    files.append_rows(ctx.records / "per_case.csv", files.PER_CASE_COLUMNS, [{**key, **case} for case in per_case])
+    files.append_rows(ctx.records / "results.csv", files.result_columns(ctx.group_columns), [row])
     return 1
 
 
@@ -347,34 +366,46 @@ def prepared_cohort(dataset: MSDDataset, backbone_path: Path, out: Path, profile
 
 def run_simulation(
     dataset: MSDDataset, backbone_path: Path, out: Path, profile: SimProfile, study: Study, workers: int = 1,
-) -> Path:
-    """Run (or resume) the whole study in ``out``; returns the path of ``results.csv``.
+    records: Path | None = None, deadline: float | None = None,
+) -> tuple[Path, bool]:
+    """Run (or resume) the whole study; returns (the path of ``results.csv``, whether every row is there).
 
-    Work units (seed × strategy, and each seed's full-data reference) run in ``workers`` processes with one
-    torch thread each; rows already in ``results.csv`` are not computed again.
+    ``out`` holds what the run makes and can make again (the prepared cohort's cache); ``records`` (default
+    ``out``) holds what it measured: the split, the result and per-case rows, the round state and ``run.json``,
+    the identity of the design, backbone and cohort those rows belong to. A long study keeps its records under
+    version control and resumes them in another session with a re-made cohort and backbone, which must be
+    identical (docs/design.md, "A study that spans sessions"). No new model starts after ``deadline``
+    (``time.time()``).
+
+    Work units (seed × strategy, and each seed's full-data reference of each tuning) run in ``workers`` processes
+    with one torch thread each; rows already in ``results.csv`` are not computed again.
     """
     check_study(study)
+    records = records or out
     out.mkdir(parents=True, exist_ok=True)
+    records.mkdir(parents=True, exist_ok=True)
     cohort, cache = prepared_cohort(dataset, backbone_path, out, profile)
     pool, test = split_pool_test(cohort, profile.test_fraction, profile.split_seed)
     round_budgets(len(pool), study.budget, study.rounds)  # fail before any training
     try:
-        files.write_split(out, [cohort.names[i] for i in pool], [cohort.names[i] for i in test], profile.split_seed)
+        files.check_identity(records, run_identity(profile, study, backbone_path, cohort))
+        files.write_split(records, [cohort.names[i] for i in pool], [cohort.names[i] for i in test], profile.split_seed)
         ctx = RunContext(
-            out=out, profile=profile, study=study, backbone_path=backbone_path, pool=pool, test=test,
-            group_columns=files.group_column_names([cohort.groups[i] for i in test]),
+            records=records, profile=profile, study=study, backbone_path=backbone_path, pool=pool, test=test,
+            group_columns=files.group_column_names([cohort.groups[i] for i in test]), deadline=deadline,
         )
-        files.check_existing_header(out / "results.csv", files.result_columns(ctx.group_columns))
+        files.check_existing_header(records / "results.csv", files.result_columns(ctx.group_columns))
     except files.RunFolderError as exc:
         raise SimulationError(str(exc)) from exc
 
     reference_seeds = min(study.seeds, profile.reference_seeds)
-    units = [Unit(seed, FULL_DATA) for seed in range(reference_seeds)]
+    units = [Unit(seed, FULL_DATA, tuning) for seed in range(reference_seeds) for tuning in study.tunings]
     units += [Unit(seed, strategy) for seed in range(study.seeds) for strategy in study.strategies]
-    total_rows = len(study.tunings) * (
-        reference_seeds + study.seeds * sum(len(unit_budgets(ctx, s)) for s in study.strategies)
+    total_rows = len(study.tunings) * reference_seeds + study.seeds * sum(
+        study.trains(tuning, r) for s in study.strategies for r in range(len(unit_budgets(ctx, s)))
+        for tuning in study.tunings
     )
-    already = len(files.done_keys(out))
+    already = len(files.done_keys(records))
     with tqdm(total=total_rows, initial=min(already, total_rows), desc="simulate", unit="run") as bar:
         if workers <= 1:
             _init_worker(cache, backbone_path, None)
@@ -382,7 +413,18 @@ def run_simulation(
                 bar.update(run_unit(ctx, unit))
         else:
             _run_parallel(ctx, units, cache, backbone_path, workers, bar)
-    return out / "results.csv"
+    return records / "results.csv", len(files.done_keys(records)) >= total_rows
+
+
+def run_identity(profile: SimProfile, study: Study, backbone_path: Path, cohort: PreparedCohort) -> dict:
+    """What a study's rows depend on: the design (profile without its worker count, and the study), the frozen
+    backbone's fingerprint and the prepared cohort's digest. JSON-ready."""
+    design = {k: v for k, v in asdict(profile).items() if k != "workers"} | {"study": asdict(study)}
+    return {
+        "design": json.loads(json.dumps(design)),
+        "backbone": backbone_fingerprint(load_backbone(backbone_path)[0]),
+        "cohort": cohort.digest(),
+    }
 
 
 def _run_parallel(ctx: RunContext, units: list[Unit], cache: Path, backbone_path: Path, workers: int, bar: tqdm) -> None:
@@ -418,15 +460,22 @@ def prepare_synthetic(out: Path, profile: SimProfile) -> tuple[Path, Path]:
             upstream_dir,
             lambda d: generate_cohort(d, profile.upstream_cases, profile.upstream_seed, profile.size, upstream=True),
         )
-        with progress_bar("pre-training the backbone") as report:
-            pretrain_backbone(
-                upstream_dir, backbone, profile.backbone, epochs=profile.pretrain_epochs, progress=report,
-                schedule=PretrainConfig(
-                    patch_size=(profile.pretrain_patch,) * 3, spacing=profile.spacing,
-                    coarse_spacing=profile.coarse_spacing, batch_size=profile.pretrain_batch,
-                    denoise_weight=profile.pretrain_denoise,
-                ),
-            )
+        # One thread: a study's records resume in later sessions only with a bit-identical backbone (run.json),
+        # and a fixed single-threaded run is what re-makes it exactly.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with progress_bar("pre-training the backbone") as report:
+                pretrain_backbone(
+                    upstream_dir, backbone, profile.backbone, epochs=profile.pretrain_epochs, progress=report,
+                    schedule=PretrainConfig(
+                        patch_size=(profile.pretrain_patch,) * 3, spacing=profile.spacing,
+                        coarse_spacing=profile.coarse_spacing, batch_size=profile.pretrain_batch,
+                        denoise_weight=profile.pretrain_denoise,
+                    ),
+                )
+        finally:
+            torch.set_num_threads(threads)
     return cohort_dir, backbone
 
 

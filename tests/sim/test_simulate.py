@@ -171,3 +171,89 @@ def test_a_budget_too_small_for_the_rounds_fails_clearly(inputs, tmp_path: Path)
     assert result.exit_code != 0
     assert "fewer than the 5 rounds" in result.stderr
     assert not (tmp_path / "out" / "results.csv").exists()
+
+
+# ---------------------------------------------------------------- a study that spans sessions (--records)
+
+def test_records_live_apart_and_resume_from_a_fresh_run_folder(inputs, tmp_path: Path):
+    """The records folder (what a long study keeps in git) is enough to resume: a new run folder re-makes the
+    cache, and no row already recorded is trained again."""
+    records = tmp_path / "records"
+    first = simulate(*run_args(inputs, tmp_path / "work1"), "--records", str(records))
+    assert first.exit_code == 0, first.output
+    assert {p.name for p in records.iterdir()} >= {"results.csv", "per_case.csv", "split.json", "run.json", "report.md"}
+    assert not (tmp_path / "work1" / "results.csv").exists()
+    assert list((tmp_path / "work1" / "cache").glob("prepared_*.npz"))  # the re-makeable part stays in --out
+    identity = json.loads((records / "run.json").read_text())
+    assert identity["design"]["name"] == "smoke" and len(identity["backbone"]) == 64 and len(identity["cohort"]) == 64
+
+    _, rows = read_rows(records / "results.csv")
+    again = simulate(*run_args(inputs, tmp_path / "work2"), "--records", str(records))
+    assert again.exit_code == 0, again.output
+    assert read_rows(records / "results.csv")[1] == rows
+    assert list((tmp_path / "work2" / "cache").glob("prepared_*.npz"))
+
+
+def test_records_of_another_backbone_are_not_resumed(inputs, tmp_path: Path):
+    records = tmp_path / "records"
+    assert simulate(*run_args(inputs, tmp_path / "work"), "--records", str(records)).exit_code == 0
+    before = (records / "results.csv").read_bytes()
+    torch.manual_seed(1)  # same architecture, other weights
+    config = BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+    other = tmp_path / "other.pt"
+    save_backbone(build_backbone(config), config, other)
+    args = run_args(inputs, tmp_path / "work_other", )
+    args[args.index("--backbone") + 1] = str(other)
+    result = simulate(*args, "--records", str(records))
+    assert result.exit_code != 0
+    assert "records another backbone" in result.stderr and "Traceback" not in result.stderr
+    assert (records / "results.csv").read_bytes() == before
+
+
+def test_records_of_another_design_are_not_resumed(inputs, tmp_path: Path):
+    records = tmp_path / "records"
+    assert simulate(*run_args(inputs, tmp_path / "work"), "--records", str(records)).exit_code == 0
+    before = (records / "results.csv").read_bytes()
+    args = run_args(inputs, tmp_path / "work")
+    args[args.index("--tuning") + 1] = "prompt"
+    result = simulate(*args, "--records", str(records))
+    assert result.exit_code != 0
+    assert "records another design (differs in study)" in result.stderr
+    assert (records / "results.csv").read_bytes() == before
+
+
+def test_stop_after_starts_no_model_past_the_deadline_and_the_rerun_finishes(inputs, tmp_path: Path):
+    out = tmp_path / "out"
+    stopped = simulate(*run_args(inputs, out), "--stop-after", "0")
+    assert stopped.exit_code == 0, stopped.output
+    assert "the same command resumes the study" in stopped.stderr
+    assert not (out / "results.csv").exists() or len(read_rows(out / "results.csv")[1]) == 0
+    finished = simulate(*run_args(inputs, out))
+    assert finished.exit_code == 0, finished.output
+    assert "resumes" not in finished.stderr
+    assert len(read_rows(out / "results.csv")[1]) == 6  # 2 references + 2 strategies × 1 round, × 2 tunings
+
+
+def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, tmp_path: Path):
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+    from sim.simulate import Study, run_simulation
+
+    data, backbone = inputs
+    study = Study(strategies=("random",), budget=0.3, rounds=2, seeds=1, tunings=("prompt", "finetune"),
+                  curve_strategies=("random",), curve_budgets=(0.5,), finetune_budget_only=True)
+    assert [study.trains("finetune", r) for r in range(3)] == [False, True, False]
+    assert all(study.trains("prompt", r) for r in range(3))
+    results, complete = run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
+    assert complete
+    _, rows = read_rows(results)
+    assert sorted((r["strategy"], r["tuning"], int(r["round"])) for r in rows) == sorted([
+        ("full", "prompt", 0), ("full", "finetune", 0),
+        ("random", "prompt", 0), ("random", "prompt", 1), ("random", "prompt", 2), ("random", "finetune", 1),
+    ])
+    from sim.report import write_report
+
+    report = write_report(tmp_path / "out").read_text()
+    comparisons = report.split("Prompt tuning − fine-tuning, tumour Dice")[1].split("###")[0]
+    assert "| random: prompt − finetune | both | 1 |" in comparisons
+    assert "| random: prompt − finetune | both | 0 |" not in comparisons
