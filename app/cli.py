@@ -330,6 +330,8 @@ def simulate(
         raise fail("--data needs --backbone FILE (the frozen pre-trained backbone)")
     if backbone is not None and not backbone.is_file():
         raise fail(f"--backbone {backbone} does not exist")
+    if stop_after is not None and stop_after < 0:
+        raise fail(f"--stop-after is minutes from now and must be >= 0, got {stop_after:g}")
 
     def names(text: Optional[str], default: tuple[str, ...]) -> tuple[str, ...]:
         return default if text is None else tuple(s.strip() for s in text.split(",") if s.strip())

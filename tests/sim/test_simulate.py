@@ -202,7 +202,7 @@ def test_records_of_another_backbone_are_not_resumed(inputs, tmp_path: Path):
     config = BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0)
     other = tmp_path / "other.pt"
     save_backbone(build_backbone(config), config, other)
-    args = run_args(inputs, tmp_path / "work_other", )
+    args = run_args(inputs, tmp_path / "work_other")
     args[args.index("--backbone") + 1] = str(other)
     result = simulate(*args, "--records", str(records))
     assert result.exit_code != 0
@@ -232,6 +232,13 @@ def test_stop_after_starts_no_model_past_the_deadline_and_the_rerun_finishes(inp
     assert finished.exit_code == 0, finished.output
     assert "resumes" not in finished.stderr
     assert len(read_rows(out / "results.csv")[1]) == 6  # 2 references + 2 strategies × 1 round, × 2 tunings
+
+
+def test_a_negative_stop_after_fails_clearly(inputs, tmp_path: Path):
+    result = simulate(*run_args(inputs, tmp_path / "out"), "--stop-after", "-5")
+    assert result.exit_code != 0
+    assert "--stop-after is minutes from now and must be >= 0, got -5" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, tmp_path: Path):
