@@ -354,14 +354,16 @@ def simulate(
             data, made_backbone = prepare_synthetic(out, chosen)
             backbone = backbone or made_backbone
         deadline = None if stop_after is None else time.time() + 60 * stop_after
-        results, complete = run_simulation(
+        outcome = run_simulation(
             load_msd(data), backbone, out, chosen, study, workers=n_workers, records=records, deadline=deadline
         )
-        report = write_report(records or out, command=bench_command_line()) if results.is_file() else None
+        report = write_report(
+            records or out, command=bench_command_line(), expected_runs=outcome.total
+        ) if outcome.done else None
     except (SimulationError, CohortError, ModelError, SelectionError) as exc:
         raise fail(str(exc))
-    typer.echo(f"results: {results}\nreport: {report or '(no rows yet)'}")
-    if not complete:
+    typer.echo(f"results: {outcome.results} ({outcome.done} of {outcome.total} runs)\nreport: {report or '(no rows yet)'}")
+    if not outcome.complete:
         typer.echo("stopped before the end (--stop-after): the same command resumes the study", err=True)
 
 

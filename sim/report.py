@@ -170,8 +170,10 @@ def _markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def write_report(out: Path, command: str = "") -> Path:
-    """Write ``learning_curves.png`` and ``report.md`` from the CSV files in ``out``; returns report.md's path."""
+def write_report(out: Path, command: str = "", expected_runs: int | None = None) -> Path:
+    """Write ``learning_curves.png`` and ``report.md`` from the CSV files in ``out``; returns report.md's path.
+
+    With fewer result rows than ``expected_runs`` (a study still under way) the report says it is partial."""
     results, per_case = load(out)
     plot_learning_curves(results, out / "learning_curves.png")
     summary = summary_table(results)
@@ -186,6 +188,9 @@ def write_report(out: Path, command: str = "") -> Path:
     lines = ["# Label-efficiency study (`slpt simulate`)", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
+    if expected_runs is not None and len(results) < expected_runs:
+        lines += [f"**Partial: {len(results)} of {expected_runs} runs are in.** Every table and verdict below covers "
+                  "only those; the same command resumes the study.", ""]
     lines += [
         "Mean ± std over seeds; tumour Dice is the mean over test cases with tumour, global tumour Dice pools all",
         "test voxels, liver Dice covers liver + tumour. Full-data rows (`full`) train on 100 % of the pool.",

@@ -94,6 +94,19 @@ class Study:
 
 
 @dataclass(frozen=True)
+class RunOutcome:
+    """Where a run stopped: its ``results.csv``, the result rows recorded and the rows the study has in all."""
+
+    results: Path
+    done: int
+    total: int
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.total
+
+
+@dataclass(frozen=True)
 class Unit:
     """One independent piece of work: one seed × strategy (all rounds), or one seed's full-data reference of one
     tuning."""
@@ -367,8 +380,8 @@ def prepared_cohort(dataset: MSDDataset, backbone_path: Path, out: Path, profile
 def run_simulation(
     dataset: MSDDataset, backbone_path: Path, out: Path, profile: SimProfile, study: Study, workers: int = 1,
     records: Path | None = None, deadline: float | None = None,
-) -> tuple[Path, bool]:
-    """Run (or resume) the whole study; returns (the path of ``results.csv``, whether every row is there).
+) -> RunOutcome:
+    """Run (or resume) the whole study; returns how far it got.
 
     ``out`` holds what the run makes and can make again (the prepared cohort's cache); ``records`` (default
     ``out``) holds what it measured: the split, the result and per-case rows, the round state and ``run.json``,
@@ -413,7 +426,7 @@ def run_simulation(
                 bar.update(run_unit(ctx, unit))
         else:
             _run_parallel(ctx, units, cache, backbone_path, workers, bar)
-    return records / "results.csv", len(files.done_keys(records)) >= total_rows
+    return RunOutcome(records / "results.csv", len(files.done_keys(records)), total_rows)
 
 
 def run_identity(profile: SimProfile, study: Study, backbone_path: Path, cohort: PreparedCohort) -> dict:

@@ -227,11 +227,21 @@ def test_stop_after_starts_no_model_past_the_deadline_and_the_rerun_finishes(inp
     stopped = simulate(*run_args(inputs, out), "--stop-after", "0")
     assert stopped.exit_code == 0, stopped.output
     assert "the same command resumes the study" in stopped.stderr
-    assert not (out / "results.csv").exists() or len(read_rows(out / "results.csv")[1]) == 0
+    assert "(0 of 6 runs)" in stopped.output and "(no rows yet)" in stopped.output
+    assert not (out / "results.csv").exists()
     finished = simulate(*run_args(inputs, out))
     assert finished.exit_code == 0, finished.output
     assert "resumes" not in finished.stderr
     assert len(read_rows(out / "results.csv")[1]) == 6  # 2 references + 2 strategies × 1 round, × 2 tunings
+    assert "Partial" not in (out / "report.md").read_text()
+
+
+def test_a_partial_study_says_so_in_its_report(finished_run: Path):
+    from sim.report import write_report
+
+    report = write_report(finished_run, expected_runs=10).read_text()
+    assert "**Partial: 6 of 10 runs are in.**" in report
+    assert "Partial" not in write_report(finished_run, expected_runs=6).read_text()
 
 
 def test_a_negative_stop_after_fails_clearly(inputs, tmp_path: Path):
@@ -251,9 +261,9 @@ def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, t
                   curve_strategies=("random",), curve_budgets=(0.5,), finetune_budget_only=True)
     assert [study.trains("finetune", r) for r in range(3)] == [False, True, False]
     assert all(study.trains("prompt", r) for r in range(3))
-    results, complete = run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
-    assert complete
-    _, rows = read_rows(results)
+    outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
+    assert outcome.complete and outcome.done == outcome.total == 6
+    _, rows = read_rows(outcome.results)
     assert sorted((r["strategy"], r["tuning"], int(r["round"])) for r in rows) == sorted([
         ("full", "prompt", 0), ("full", "finetune", 0),
         ("random", "prompt", 0), ("random", "prompt", 1), ("random", "prompt", 2), ("random", "finetune", 1),
