@@ -274,27 +274,36 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
     scores: dict[str, float] | None = None
     blocks = embedding_blocks(backbone)
     written = 0
+    # Past the deadline no new model starts. A round whose prompt model is in hand is still scored and recorded
+    # (its missing fine-tuning row is trained on replay); an unfinished round is selected again next time, with
+    # the same picks (they depend on the seed and the stored scores only).
     for r, budget in enumerate(budgets):
-        if past_deadline(ctx):
-            return written  # finished rounds are in the state file; the next run goes on from here
         replay = r < len(finished)
         picks = finished[r]["selected"] if replay else _select(ctx, unit, cohort, labeled, scores, budget, r, blocks)
         labeled = labeled + picks
         prompt_network = None
+        stopping = False
         for tuning in ctx.study.tunings:
             if (unit.seed, unit.strategy, tuning, r) in done or not ctx.study.trains(tuning, r):
                 continue
+            if past_deadline(ctx):
+                stopping = True
+                break
             network, seconds = _train_round(ctx, cohort, backbone, labeled, tuning, unit.seed, r)
             written += _write_result(ctx, unit, tuning, r, labeled, network, seconds, cohort)
             report(1)
             if tuning == "prompt":
                 prompt_network = network
         if replay:
+            if stopping:
+                return written
             scores = finished[r]["scores"]
             continue
         scores = None
         if score_name and r + 1 < len(budgets):
             if prompt_network is None:  # rows of this round existed, or only fine-tuning is evaluated
+                if stopping or past_deadline(ctx):
+                    return written
                 prompt_network, _ = _train_round(ctx, cohort, backbone, labeled, "prompt", unit.seed, r)
             scores = {
                 str(i): volume_scores(prompt_probabilities(prompt_network, cohort.roi_image(i)).numpy())[score_name]
@@ -302,6 +311,8 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
             }
         finished.append({"round": r, "selected": picks, "scores": scores})
         files.write_state(state_path, unit.seed, unit.strategy, finished)
+        if stopping:
+            return written
     return written
 
 

@@ -222,7 +222,7 @@ def test_records_of_another_design_are_not_resumed(inputs, tmp_path: Path):
     assert (records / "results.csv").read_bytes() == before
 
 
-def test_stop_after_starts_no_model_past_the_deadline_and_the_rerun_finishes(inputs, tmp_path: Path):
+def test_stop_after_starts_no_model_past_the_deadline_and_the_rerun_finishes(inputs, finished_run: Path, tmp_path: Path):
     out = tmp_path / "out"
     stopped = simulate(*run_args(inputs, out), "--stop-after", "0")
     assert stopped.exit_code == 0, stopped.output
@@ -234,6 +234,12 @@ def test_stop_after_starts_no_model_past_the_deadline_and_the_rerun_finishes(inp
     assert "resumes" not in finished.stderr
     assert len(read_rows(out / "results.csv")[1]) == 6  # 2 references + 2 strategies × 1 round, × 2 tunings
     assert "Partial" not in (out / "report.md").read_text()
+
+    # Stopped and resumed, the study measures what an uninterrupted run measured: same picks, same Dice.
+    def measured(folder: Path) -> dict:
+        return {(r["seed"], r["strategy"], r["tuning"], r["round"]): (r["labeled"], r["tumour_dice"], r["liver_dice"])
+                for r in read_rows(folder / "results.csv")[1]}
+    assert measured(out) == measured(finished_run)
 
 
 def test_a_partial_study_says_so_in_its_report(finished_run: Path):
@@ -274,3 +280,39 @@ def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, t
     comparisons = report.split("Prompt tuning − fine-tuning, tumour Dice")[1].split("###")[0]
     assert "| random: prompt − finetune | both | 1 |" in comparisons
     assert "| random: prompt − finetune | both | 0 |" not in comparisons
+
+
+@pytest.mark.parametrize("models_before_deadline", [1, 3, 4])
+def test_a_study_stopped_between_models_resumes_to_the_same_measurements(
+    inputs, tmp_path: Path, monkeypatch, models_before_deadline: int
+):
+    """The deadline passes after a few models (prompt, fine-tuning, scoring of a two-round TESLA unit); the resumed
+    run picks the same volumes and measures the same Dice as a run that was never stopped."""
+    import sim.simulate as simulate_module
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+
+    data, backbone = inputs
+    study = simulate_module.Study(strategies=("tesla",), budget=0.5, rounds=2, seeds=1, tunings=("prompt", "finetune"))
+    dataset = load_msd(data)
+    whole = simulate_module.run_simulation(dataset, backbone, tmp_path / "whole", PROFILES["smoke"], study)
+
+    checks = {"n": 0}
+
+    def deadline_after_some_models(ctx) -> bool:
+        checks["n"] += 1
+        return checks["n"] > models_before_deadline
+
+    monkeypatch.setattr(simulate_module, "past_deadline", deadline_after_some_models)
+    stopped = simulate_module.run_simulation(dataset, backbone, tmp_path / "split", PROFILES["smoke"], study)
+    assert 0 < stopped.done < stopped.total
+    monkeypatch.undo()
+    resumed = simulate_module.run_simulation(dataset, backbone, tmp_path / "split", PROFILES["smoke"], study)
+    assert resumed.complete
+
+    def measured(path: Path) -> dict:
+        return {(r["strategy"], r["tuning"], r["round"]): (r["labeled"], r["tumour_dice"], r["liver_dice"])
+                for r in read_rows(path)[1]}
+    assert measured(resumed.results) == measured(whole.results)
+    assert json.loads((tmp_path / "split" / "state" / "seed0_tesla.json").read_text()) == json.loads(
+        (tmp_path / "whole" / "state" / "seed0_tesla.json").read_text())
