@@ -316,3 +316,16 @@ def test_a_study_stopped_between_models_resumes_to_the_same_measurements(
     assert measured(resumed.results) == measured(whole.results)
     assert json.loads((tmp_path / "split" / "state" / "seed0_tesla.json").read_text()) == json.loads(
         (tmp_path / "whole" / "state" / "seed0_tesla.json").read_text())
+
+
+def test_records_of_another_cohort_are_not_resumed(inputs, tmp_path: Path):
+    records = tmp_path / "records"
+    assert simulate(*run_args(inputs, tmp_path / "work"), "--records", str(records)).exit_code == 0
+    before = (records / "results.csv").read_bytes()
+    other = generate_cohort(tmp_path / "other", cases=12, seed=4, size=16, progress=False).parent  # same names
+    args = run_args(inputs, tmp_path / "work_other")
+    args[args.index("--data") + 1] = str(other)
+    result = simulate(*args, "--records", str(records))
+    assert result.exit_code != 0
+    assert "records another cohort" in result.stderr
+    assert (records / "results.csv").read_bytes() == before
