@@ -55,6 +55,7 @@ from models.training import Progress, TrainConfig, progress_bar, train_prompts
 from sim import results as files
 from storage.atomic import atomic_path
 from sim.evaluation import evaluate
+from sim.model_store import ModelStore
 from sim.prepared import PreparationError, PreparedCohort, load_prepared, prepare_cohort, save_prepared
 from sim.profiles import Schedule, SimProfile
 from strategies import STRATEGIES
@@ -116,6 +117,15 @@ class Unit:
     tuning: str | None = None
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A trained network, its training seconds (of the run that trained it) and its :class:`ModelStore` key."""
+
+    network: SLPTNet
+    seconds: float
+    key: str
+
+
 @dataclass
 class RunContext:
     """What every worker process needs; built once from the run folder."""
@@ -126,6 +136,7 @@ class RunContext:
     backbone_path: Path
     pool: list[int]
     test: list[int]
+    models: ModelStore
     group_columns: dict[str, str] = field(default_factory=dict)  # group -> CSV column
     deadline: float | None = None  # time.time() after which no new model starts
 
@@ -248,11 +259,8 @@ def _run_reference(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone
         if (unit.seed, FULL_DATA, tuning, 0) in done or past_deadline(ctx):
             continue
         schedule = ctx.profile.reference_prompt if tuning == "prompt" else ctx.profile.reference_finetune
-        network, seconds = train_network(
-            backbone, [cohort.images[i] for i in ctx.pool], [cohort.labels[i] for i in ctx.pool], tuning, schedule,
-            ctx.profile, seed=_train_seed(unit.seed, 0),
-        )
-        written += _write_result(ctx, unit, tuning, 0, ctx.pool, network, seconds, cohort)
+        trained = _trained(ctx, cohort, backbone, ctx.pool, tuning, schedule, _train_seed(unit.seed, 0))
+        written += _write_result(ctx, unit, tuning, 0, ctx.pool, trained, cohort)
         report(1)
     return written
 
@@ -281,7 +289,7 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
         replay = r < len(finished)
         picks = finished[r]["selected"] if replay else _select(ctx, unit, cohort, labeled, scores, budget, r, blocks)
         labeled = labeled + picks
-        prompt_network = None
+        prompt_model: Trained | None = None
         stopping = False
         for tuning in ctx.study.tunings:
             if (unit.seed, unit.strategy, tuning, r) in done or not ctx.study.trains(tuning, r):
@@ -289,11 +297,11 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
             if past_deadline(ctx):
                 stopping = True
                 break
-            network, seconds = _train_round(ctx, cohort, backbone, labeled, tuning, unit.seed, r)
-            written += _write_result(ctx, unit, tuning, r, labeled, network, seconds, cohort)
+            trained = _train_round(ctx, cohort, backbone, labeled, tuning, unit.seed, r)
+            written += _write_result(ctx, unit, tuning, r, labeled, trained, cohort)
             report(1)
             if tuning == "prompt":
-                prompt_network = network
+                prompt_model = trained
         if replay:
             if stopping:
                 return written
@@ -301,14 +309,11 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
             continue
         scores = None
         if score_name and r + 1 < len(budgets):
-            if prompt_network is None:  # rows of this round existed, or only fine-tuning is evaluated
+            if prompt_model is None:  # rows of this round existed, or only fine-tuning is evaluated
                 if stopping or past_deadline(ctx):
                     return written
-                prompt_network, _ = _train_round(ctx, cohort, backbone, labeled, "prompt", unit.seed, r)
-            scores = {
-                str(i): volume_scores(prompt_probabilities(prompt_network, cohort.roi_image(i)).numpy())[score_name]
-                for i in ctx.pool if i not in labeled
-            }
+                prompt_model = _train_round(ctx, cohort, backbone, labeled, "prompt", unit.seed, r)
+            scores = {i: every[score_name] for i, every in _pool_scores(ctx, cohort, prompt_model, labeled).items()}
         finished.append({"round": r, "selected": picks, "scores": scores})
         files.write_state(state_path, unit.seed, unit.strategy, finished)
         if stopping:
@@ -331,12 +336,39 @@ def _select(
     return [unlabeled[p] for p in selection.picks]
 
 
-def _train_round(ctx, cohort: PreparedCohort, backbone, labeled: list[int], tuning: str, seed: int, r: int):
+def _train_round(ctx, cohort: PreparedCohort, backbone, labeled: list[int], tuning: str, seed: int, r: int) -> Trained:
     schedule = ctx.profile.prompt if tuning == "prompt" else ctx.profile.finetune
-    return train_network(
+    return _trained(ctx, cohort, backbone, labeled, tuning, schedule, _train_seed(seed, r))
+
+
+def _trained(
+    ctx: RunContext, cohort: PreparedCohort, backbone, labeled: list[int], tuning: str, schedule: Schedule, seed: int,
+) -> Trained:
+    """The network trained on ``labeled`` (in that order): from the run's model store if an identical one was
+    trained before (another strategy picked the same volumes at the same seed), else trained now and stored."""
+    key = ctx.models.key(tuning, schedule.steps, schedule.lr, seed, [cohort.names[i] for i in labeled])
+    stored = ctx.models.load_network(key, backbone)
+    if stored is not None:
+        return Trained(*stored, key)
+    network, seconds = train_network(
         backbone, [cohort.images[i] for i in labeled], [cohort.labels[i] for i in labeled], tuning, schedule,
-        ctx.profile, _train_seed(seed, r),
+        ctx.profile, seed,
     )
+    ctx.models.save_network(key, network, seconds)
+    return Trained(network, seconds, key)
+
+
+def _pool_scores(ctx: RunContext, cohort: PreparedCohort, model: Trained, labeled: list[int]) -> dict[str, dict]:
+    """{pool index (str): every score of :func:`volume_scores`} of the unlabelled pool under ``model`` (stored per
+    model, so strategies ranking by different scores of the same model score the pool once)."""
+    scores = ctx.models.scores(model.key)
+    if scores is None:
+        scores = {
+            str(i): volume_scores(prompt_probabilities(model.network, cohort.roi_image(i)).numpy())
+            for i in ctx.pool if i not in labeled
+        }
+        ctx.models.save_scores(model.key, scores)
+    return scores
 
 
 def _train_seed(seed: int, round_index: int) -> int:
@@ -344,18 +376,22 @@ def _train_seed(seed: int, round_index: int) -> int:
 
 
 def _write_result(
-    ctx: RunContext, unit: Unit, tuning: str, round_index: int, labeled: list[int], network: SLPTNet,
-    seconds: float, cohort: PreparedCohort,
+    ctx: RunContext, unit: Unit, tuning: str, round_index: int, labeled: list[int], model: Trained,
+    cohort: PreparedCohort,
 ) -> int:
-    summary, per_case = evaluate(network, cohort, ctx.test)
+    evaluation = ctx.models.evaluation(model.key)
+    if evaluation is None:
+        evaluation = evaluate(model.network, cohort, ctx.test)
+        ctx.models.save_evaluation(model.key, evaluation)
+    summary, per_case = evaluation
     key = {"seed": unit.seed, "strategy": unit.strategy, "tuning": tuning, "round": round_index}
-    counts = network.parameter_counts()
+    counts = model.network.parameter_counts()
     row = {
         **key, "n_labeled": len(labeled),
         "tumour_dice": summary["tumour_dice"], "tumour_dice_global": summary["tumour_dice_global"],
         "liver_dice": summary["liver_dice"],
         **{column: summary.get(group, float("nan")) for group, column in ctx.group_columns.items()},
-        "train_time_s": round(seconds, 3), "tunable_params": counts["tunable_params"],
+        "train_time_s": round(model.seconds, 3), "tunable_params": counts["tunable_params"],
         "total_params": counts["total_params"],
         "labeled": ";".join(cohort.names[i] for i in labeled),
     }
@@ -411,11 +447,13 @@ def run_simulation(
     cohort, cache = prepared_cohort(dataset, backbone_path, out, profile)
     pool, test = split_pool_test(cohort, profile.test_fraction, profile.split_seed)
     round_budgets(len(pool), study.budget, study.rounds)  # fail before any training
+    identity = run_identity(profile, study, backbone_path, cohort)
     try:
-        files.check_identity(records, run_identity(profile, study, backbone_path, cohort))
+        files.check_identity(records, identity)
         files.write_split(records, [cohort.names[i] for i in pool], [cohort.names[i] for i in test], profile.split_seed)
         ctx = RunContext(
             records=records, profile=profile, study=study, backbone_path=backbone_path, pool=pool, test=test,
+            models=ModelStore(out / "models", identity, load_backbone(backbone_path)[1]),
             group_columns=files.group_column_names([cohort.groups[i] for i in test]), deadline=deadline,
         )
         files.check_existing_header(records / "results.csv", files.result_columns(ctx.group_columns))

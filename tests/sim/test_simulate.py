@@ -329,3 +329,72 @@ def test_records_of_another_cohort_are_not_resumed(inputs, tmp_path: Path):
     assert result.exit_code != 0
     assert "records another cohort" in result.stderr
     assert (records / "results.csv").read_bytes() == before
+
+
+def test_strategies_that_pick_the_same_volumes_share_one_trained_model(inputs, tmp_path: Path, monkeypatch):
+    """Entropy's cold start is random's seeded draw, so both label the same volumes in round 0 and the run trains
+    that model once (the second row carries the first's training time); what the store hands back measures and
+    scores exactly what training again would (entropy alone, in a fresh run folder, gives the same rows)."""
+    import sim.simulate as simulate_module
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+    from sim.simulate import Study, run_simulation
+
+    data, backbone = inputs
+    dataset = load_msd(data)
+    trainings = []
+    train_network = simulate_module.train_network
+
+    def counted(*args, **kwargs):  # the real training, counted
+        trainings.append(args[3])
+        return train_network(*args, **kwargs)
+
+    monkeypatch.setattr(simulate_module, "train_network", counted)
+
+    def study(*strategies: str) -> Study:
+        return Study(strategies=strategies, budget=0.5, rounds=2, seeds=1, tunings=("prompt",))
+
+    both = run_simulation(dataset, backbone, tmp_path / "both", PROFILES["smoke"], study("random", "entropy"))
+    rows = {(r["strategy"], int(r["round"])): r for r in read_rows(both.results)[1]}
+    random0, entropy0 = rows[("random", 0)], rows[("entropy", 0)]
+    assert entropy0["labeled"] == random0["labeled"]
+    assert entropy0["train_time_s"] == random0["train_time_s"]  # not trained again: a new training takes its own time
+    assert entropy0["tumour_dice"] == random0["tumour_dice"] and entropy0["liver_dice"] == random0["liver_dice"]
+    trained = {(r["tuning"], int(r["round"]), r["labeled"]) for r in rows.values()}
+    assert len(trainings) == len(list((tmp_path / "both" / "models").glob("*.pt"))) == len(trained) < len(rows)
+
+    alone = run_simulation(dataset, backbone, tmp_path / "alone", PROFILES["smoke"], study("entropy"))
+
+    def measured(path: Path, strategy: str) -> dict:
+        return {r["round"]: (r["labeled"], r["tumour_dice"], r["liver_dice"])
+                for r in read_rows(path)[1] if r["strategy"] == strategy}
+    assert measured(alone.results, "entropy") == measured(both.results, "entropy")
+    assert json.loads((tmp_path / "alone" / "state" / "seed0_entropy.json").read_text()) == json.loads(
+        (tmp_path / "both" / "state" / "seed0_entropy.json").read_text())
+
+
+def test_a_run_folder_s_stored_models_are_neither_trained_evaluated_nor_scored_again(inputs, tmp_path: Path, monkeypatch):
+    """New records over the same run folder (a study re-run in a session that still has its models): every network,
+    test evaluation and pool scoring comes from the store, and the rows are what the first run measured."""
+    import sim.simulate as simulate_module
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+
+    data, backbone = inputs
+    dataset = load_msd(data)
+    study = simulate_module.Study(strategies=("tesla", "entropy"), budget=0.5, rounds=2, seeds=1, tunings=("prompt",))
+    first = simulate_module.run_simulation(dataset, backbone, tmp_path / "out", PROFILES["smoke"], study,
+                                           records=tmp_path / "first")
+    assert first.complete
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    for name in ("train_network", "evaluate", "volume_scores"):
+        monkeypatch.setattr(simulate_module, name, refuse)
+    second = simulate_module.run_simulation(dataset, backbone, tmp_path / "out", PROFILES["smoke"], study,
+                                            records=tmp_path / "second")
+    assert second.complete
+    assert read_rows(second.results) == read_rows(first.results)
+    for state in ("seed0_tesla.json", "seed0_entropy.json"):
+        assert (tmp_path / "second" / "state" / state).read_text() == (tmp_path / "first" / "state" / state).read_text()
