@@ -15,7 +15,7 @@ exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -219,7 +219,7 @@ class SLPTNet(nn.Module):
         with self._hooks(prompt_index) as captured:
             logits = self.backbone(x)
         stages = [captured[f"stage{s}"] for s in self.config.head_reads_stages]
-        return self.head(self._head_input(captured["feature"], logits, x, stages))
+        return self._apply_head(self._head_parts(captured["feature"], logits, x, stages), logits.shape[2:])
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Run all K prompts in ONE batched pass: (B, C_in, *S) -> logits (K, B, num_classes, *S)."""
@@ -264,23 +264,39 @@ class SLPTNet(nn.Module):
 
         return hook
 
-    def _head_input(
-        self, feature: torch.Tensor, logits: torch.Tensor, image: torch.Tensor, stages: list[torch.Tensor] = ()
-    ) -> torch.Tensor:
-        """What the head reads: (B, head_channels [+ in_channels] [+ stage channels], *S) from the decoder feature,
-        when the adapter says so the backbone's logits (B, out_channels, *S), with ``head_reads_image`` the input
-        image, and the ``head_reads_stages`` encoder features; coarser ones are upsampled to the output size."""
-        size = logits.shape[2:]
-
-        def full_size(t: torch.Tensor) -> torch.Tensor:
-            return t if t.shape[2:] == size else nn.functional.interpolate(t, size=size, mode="trilinear",
-                                                                           align_corners=False)
-
-        parts = [full_size(feature), logits] if self.adapter.head_logit_channels else [full_size(feature)]
+    def _head_parts(
+        self, feature: torch.Tensor, logits: torch.Tensor, image: torch.Tensor, stages: Sequence[torch.Tensor] = ()
+    ) -> list[torch.Tensor]:
+        """What the head reads, in the order of its input channels, each at its own resolution: the decoder feature
+        (B, head_channels - head_logit_channels, *s), when the adapter says so the backbone's logits
+        (B, out_channels, *S), with ``head_reads_image`` the input image and the ``head_reads_stages`` encoder
+        features."""
+        parts = [feature, logits] if self.adapter.head_logit_channels else [feature]
         if self.config.head_reads_image:
             parts.append(image.to(feature.dtype))
-        parts += [full_size(stage).to(feature.dtype) for stage in stages]
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return parts + [stage.to(feature.dtype) for stage in stages]
+
+    def _apply_head(self, parts: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+        """The head over ``parts`` (:meth:`_head_parts`) at the output size ``size``: (B, num_classes, *size).
+
+        A 1×1×1 head is a per-voxel linear map and trilinear upsampling a per-channel one, so they commute: each
+        coarser part goes through its slice of the head's weights at its own resolution and only the num_classes
+        result is upsampled. For a UNet that upsamples 3 channels instead of 2·C_0 (a quarter of a prompt-tuning
+        step on the CPU otherwise: docs/design.md, "Prompts and FPU"). A wider head upsamples its inputs first.
+        """
+        def full_size(t: torch.Tensor) -> torch.Tensor:
+            return t if t.shape[2:] == tuple(size) else nn.functional.interpolate(
+                t, size=tuple(size), mode="trilinear", align_corners=False)
+
+        if self.config.head_kernel != 1:
+            return self.head(torch.cat([full_size(p) for p in parts], dim=1))
+        out, first = None, 0
+        for part in parts:
+            weight = self.head.weight[:, first:first + part.shape[1]]
+            first += part.shape[1]
+            term = full_size(nn.functional.conv3d(part, weight))
+            out = term if out is None else out + term
+        return out + self.head.bias.to(out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
 
     def _inherit_upstream_classes(self) -> None:
         """Head that reads logits: class c < inherit_classes copies upstream logit c; the decoder-feature weights

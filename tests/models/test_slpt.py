@@ -75,6 +75,37 @@ def test_unet_head_learns_from_the_decoder_feature():
     assert model.head.weight.grad[2, :feature_channels].abs().sum() > 0
 
 
+@pytest.mark.parametrize("overrides", [{}, {"head_reads_image": True, "head_reads_stages": (1,)}])
+def test_a_one_voxel_head_at_the_decoder_resolution_equals_the_head_over_the_upsampled_feature(overrides):
+    """The head is applied to each coarse part before it is upsampled (they commute): same logits and the same
+    head gradients, within float rounding, as upsampling the decoder feature first."""
+    model = tiny_slpt(**overrides).train()
+    randomise_fpus(model)
+    with torch.no_grad():
+        model.head.weight.normal_(0.0, 0.5)
+        model.head.bias.normal_(0.0, 0.5)
+    x, index = torch.randn(2, 1, 16, 16, 16), torch.tensor([0, 2])
+    captured = {}
+    original_head = model._apply_head
+
+    def upsample_first(parts, size):
+        captured["parts"] = parts
+        return original_head(parts, size)
+
+    model._apply_head = upsample_first
+    commuted = model(x, index)
+    parts = captured["parts"]
+    assert parts[0].shape[2:] != x.shape[2:]  # the UNet decoder feature is coarser: the commuted path is taken
+    full = [nn.functional.interpolate(p, size=x.shape[2:], mode="trilinear", align_corners=False) for p in parts]
+    reference = model.head(torch.cat(full, dim=1))
+    torch.testing.assert_close(commuted, reference, rtol=1e-5, atol=1e-5)
+
+    weights = torch.randn_like(commuted)
+    grads = [torch.autograd.grad((out * weights).sum(), model.head.weight, retain_graph=True)[0]
+             for out in (commuted, reference)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("name, decoder_feature_of", [
     ("segresnet", lambda net: net.conv_final[2]),
     ("dynunet", lambda net: net.output_block),
