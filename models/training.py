@@ -26,7 +26,7 @@ from monai.losses import DiceCELoss
 from tqdm import tqdm
 
 from models.augment import FAMILIES, family_name, make_sampler
-from models.device import autocast, pick_device
+from models.device import autocast, cpu_fast_layout, pick_device
 from models.distributed import RANK_SEED_STRIDE, data_parallel, process_rank
 from models.errors import ModelError
 from models.cascade import CascadeConfig, label_box, locate_liver, to_working
@@ -165,7 +165,7 @@ def train_prompts(
     """
     data = load_cases(prepare_cases(model, cases), model.config.num_classes, model.config.hu_window)
     device = pick_device(cfg.device)
-    model.to(device).train()
+    cpu_fast_layout(model.to(device)).train()
     rng = np.random.default_rng(cfg.seed)
     rank = process_rank()
     k = model.num_prompts

@@ -24,6 +24,7 @@ from torch import nn
 
 from models.backbone import BackboneConfig
 from models.checkpoint import load_slpt, read_slpt_payload, save_slpt
+from models.device import cpu_fast_layout
 from models.slpt import SLPTNet
 from storage.atomic import atomic_path, write_text_atomic
 
@@ -53,7 +54,7 @@ class ModelStore:
         path = self.root / f"{key}.pt"
         if not path.is_file():
             return None
-        network = load_slpt(path, copy.deepcopy(backbone))
+        network = cpu_fast_layout(load_slpt(path, copy.deepcopy(backbone)))  # the layout training left it in
         return network, float(read_slpt_payload(path)["extra"]["train_seconds"])
 
     def save_network(self, key: str, network: SLPTNet, seconds: float) -> None:

@@ -47,6 +47,14 @@ def test_frozen_backbone_gets_no_gradient_and_does_not_change(trained):
     assert all(float(fpu.gate.detach().abs().max()) > 0 for fpu in model.fpus.values())
 
 
+def test_a_network_trained_on_the_cpu_keeps_its_convolutions_channels_last(trained):
+    """oneDNN's fast layout for 3D convolutions (models.device.cpu_fast_layout); the values stay what they were."""
+    model = trained[0]
+    convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convolutions
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last_3d) for c in convolutions)
+
+
 def test_each_prompt_has_its_family_and_bootstrap(trained, tiny_cases):
     _, _, result, _ = trained
     assert result.families == [["intensity"], ["spatial"], ["noise"]]
