@@ -254,13 +254,20 @@ def _targets(results: pd.DataFrame, per_case: pd.DataFrame) -> list[str]:
         met = learned and c["mean_diff"] >= 0 and fraction <= TARGET_TUNABLE_FRACTION
         lines.append(f"- prompt tuning ≥ fine-tuning at the same labels (TESLA) with ≤ {TARGET_TUNABLE_FRACTION:.0%} "
                      f"tuned: {mark(met)} (difference {_fmt(c['mean_diff'])}, 95 % CI [{_fmt(c['ci_low'])}, "
-                     f"{_fmt(c['ci_high'])}]; {fraction:.2%} of the parameters tuned)")
+                     f"{_fmt(c['ci_high'])}]; {fraction:.2%} of the parameters tuned){_spans_zero(c)}")
     for baseline in _baselines(results):
         c = paired_comparison(per_case, results, tesla_prompt, {**tesla_prompt, "strategy": baseline})
         lines.append(f"- TESLA > {baseline} (prompt tuning; 95 % CI of the paired difference above 0): "
                      f"{mark(learned and c['ci_low'] > 0)} (difference {_fmt(c['mean_diff'])}, CI [{_fmt(c['ci_low'])}, "
                      f"{_fmt(c['ci_high'])}])")
     return [*lines, ""]
+
+
+def _spans_zero(comparison: dict) -> str:
+    """What a "≥" verdict met on its mean difference does not show, when its interval includes 0."""
+    if comparison["mean_diff"] >= 0 and comparison["ci_low"] <= 0:
+        return "; met on the mean difference only: the interval includes 0, so neither is shown to be better"
+    return ""
 
 
 def _comparisons(results: pd.DataFrame, per_case: pd.DataFrame, metric: str = "tumour_dice") -> list[str]:
