@@ -363,7 +363,14 @@ def simulate(
     except (SimulationError, CohortError, ModelError, SelectionError) as exc:
         raise fail(str(exc))
     typer.echo(f"results: {outcome.results} ({outcome.done} of {outcome.total} runs)\nreport: {report or '(no rows yet)'}")
-    if not outcome.complete:
+    if outcome.elsewhere:
+        by_backbone: dict[str, list[int]] = {}
+        for seed, other in sorted(outcome.elsewhere.items()):
+            by_backbone.setdefault(other, []).append(seed)
+        for other, seeds_there in by_backbone.items():
+            typer.echo(f"seeds {', '.join(map(str, seeds_there))} are recorded on backbone {other} (another realization "
+                       "of the same recipe): a machine that re-makes it resumes them", err=True)
+    if not outcome.complete and stop_after is not None:
         typer.echo("stopped before the end (--stop-after): the same command resumes the study", err=True)
 
 

@@ -10,6 +10,7 @@ plus a paired t-test and a Wilcoxon signed-rank test over the per-seed differenc
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -22,15 +23,33 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from sim.results import realization_folders  # noqa: E402
 from sim.simulate import FULL_DATA  # noqa: E402
 
 BOOTSTRAP_SAMPLES = 2000
 METRICS = ("tumour_dice", "tumour_dice_global", "liver_dice")
 
 
+#: Seeds of the k-th backbone realization's full-data references are offset by k times this in the merged tables, so
+#: that each realization's reference is its own unit in paired statistics (strategy seeds never span realizations).
+REFERENCE_SEED_OFFSET = 1000
+
+
 def load(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, per-case) tables of a run folder."""
-    return pd.read_csv(out / "results.csv"), pd.read_csv(out / "per_case.csv")
+    """(results, per-case) tables of a study folder, every backbone realization's rows together
+    (:func:`sim.results.realization_folders`), with a ``backbone`` column naming each row's realization."""
+    folders = [f for f in realization_folders(out) if (f / "results.csv").is_file()] or [out]
+    tables = []
+    for k, folder in enumerate(folders):
+        run = folder / "run.json"
+        backbone = json.loads(run.read_text())["backbone"][:12] if run.is_file() else ""
+        results, per_case = pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "per_case.csv")
+        for table in (results, per_case):
+            table.loc[table["strategy"] == FULL_DATA, "seed"] += k * REFERENCE_SEED_OFFSET
+            table.insert(0, "backbone", backbone)
+        tables.append((results, per_case))
+    return (pd.concat([r for r, _ in tables], ignore_index=True),
+            pd.concat([p for _, p in tables], ignore_index=True))
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -51,11 +70,15 @@ def budget_round(results: pd.DataFrame) -> int:
 
 def budget_ratios(results: pd.DataFrame, metric: str = "tumour_dice") -> pd.DataFrame:
     """Per tuning × strategy: mean ``metric`` at the budget round / mean full-data ``metric``."""
+    if "backbone" not in results.columns:
+        results = results.assign(backbone="")
     last = results[results["strategy"] != FULL_DATA]
     last = last[last["round"] == budget_round(results)]
-    full = results[results["strategy"] == FULL_DATA].groupby("tuning")[metric].mean()
-    at_budget = last.groupby(["tuning", "strategy"]).agg(n_labeled=("n_labeled", "mean"), dice=(metric, "mean"))
-    at_budget["full_data_dice"] = [full.get(t, math.nan) for t, _ in at_budget.index]
+    # Each seed is measured against the reference of its own backbone realization.
+    full = results[results["strategy"] == FULL_DATA].groupby(["tuning", "backbone"])[metric].mean()
+    last = last.assign(full_data_dice=[full.get((t, b), math.nan) for t, b in zip(last["tuning"], last["backbone"])])
+    at_budget = last.groupby(["tuning", "strategy"]).agg(
+        n_labeled=("n_labeled", "mean"), dice=(metric, "mean"), full_data_dice=("full_data_dice", "mean"))
     at_budget["ratio"] = at_budget["dice"] / at_budget["full_data_dice"]
     return at_budget.reset_index()
 

@@ -94,6 +94,37 @@ def check_identity(records: Path, identity: dict) -> None:
         )
 
 
+#: Folder, inside a study's records, of the rows made on another backbone realization than the records' own.
+REALIZATION_PREFIX = "backbone-"
+
+
+def realization_folder(study: Path, backbone: str) -> Path:
+    """Where a run on ``backbone`` (its SHA-256) records its rows: the study folder itself when it is new or was
+    started on that backbone, else ``backbone-<first 12 hex digits>/`` inside it (docs/design.md, "A study that spans
+    sessions": a machine that re-makes the backbone with other float rounding makes another realization of it)."""
+    own = study / "run.json"
+    if not own.is_file() or json.loads(own.read_text()).get("backbone") == backbone:
+        return study
+    return study / f"{REALIZATION_PREFIX}{backbone[:12]}"
+
+
+def realization_folders(study: Path) -> list[Path]:
+    """Every folder of ``study`` that holds a realization's records (the study folder first)."""
+    nested = sorted(p.parent for p in study.glob(f"{REALIZATION_PREFIX}*/run.json"))
+    return ([study] if (study / "run.json").is_file() else []) + nested
+
+
+def check_same_design(folders: Sequence[Path], design: dict) -> None:
+    """Every realization of one study has one design; a folder that records another is an error naming it."""
+    for folder in folders:
+        old = json.loads((folder / "run.json").read_text()).get("design", {})
+        if old != design:
+            fields = sorted(k for k in old.keys() | design.keys() if old.get(k) != design.get(k))
+            raise RunFolderError(
+                f"{folder / 'run.json'} records another design (differs in {', '.join(fields)}): use a fresh folder"
+            )
+
+
 def write_split(out: Path, pool_names: list[str], test_names: list[str], seed: int) -> None:
     """Write ``split.json``; an existing one must hold the same split (the run folder belongs to this data)."""
     split = {"seed": seed, "pool": pool_names, "test": test_names}

@@ -96,11 +96,13 @@ class Study:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """Where a run stopped: its ``results.csv``, the result rows recorded and the rows the study has in all."""
+    """Where a run stopped: its ``results.csv``, the result rows recorded and the rows the study has in all (over
+    every backbone realization), and the seeds recorded on other realizations than this run's ({seed: backbone})."""
 
     results: Path
     done: int
     total: int
+    elsewhere: dict[int, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -266,8 +268,23 @@ def _run_reference(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone
 
 
 def unit_budgets(ctx: RunContext, strategy: str) -> list[int]:
-    curve = ctx.study.curve_budgets if strategy in ctx.study.curve_strategies else ()
-    return round_budgets(len(ctx.pool), ctx.study.budget, ctx.study.rounds, curve)
+    return strategy_budgets(ctx.study, len(ctx.pool), strategy)
+
+
+def strategy_budgets(study: Study, pool_size: int, strategy: str) -> list[int]:
+    """Volumes ``strategy`` labels in each of its rounds (learning-curve strategies go on past the budget)."""
+    curve = study.curve_budgets if strategy in study.curve_strategies else ()
+    return round_budgets(pool_size, study.budget, study.rounds, curve)
+
+
+def study_rows(study: Study, pool_size: int, references: int, realizations: int) -> int:
+    """Result rows of the whole study: every seed's rounds of every tuning it trains, and ``references`` rows per
+    backbone realization."""
+    per_seed = sum(
+        study.trains(tuning, r) for s in study.strategies for r in range(len(strategy_budgets(study, pool_size, s)))
+        for tuning in study.tunings
+    )
+    return references * max(realizations, 1) + study.seeds * per_seed
 
 
 def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, report) -> int:
@@ -433,22 +450,35 @@ def run_simulation(
     ``out`` holds what the run makes and can make again (the prepared cohort's cache); ``records`` (default
     ``out``) holds what it measured: the split, the result and per-case rows, the round state and ``run.json``,
     the identity of the design, backbone and cohort those rows belong to. A long study keeps its records under
-    version control and resumes them in another session with a re-made cohort and backbone, which must be
-    identical (docs/design.md, "A study that spans sessions"). No new model starts after ``deadline``
-    (``time.time()``).
+    version control and resumes them in another session with a re-made cohort and backbone. A backbone that comes
+    out different is another realization: it records in ``records/backbone-<fingerprint>/`` and runs only the seeds
+    no other realization has rows for (docs/design.md, "A study that spans sessions"). No new model starts after
+    ``deadline`` (``time.time()``).
 
     Work units (seed × strategy, and each seed's full-data reference of each tuning) run in ``workers`` processes
     with one torch thread each; rows already in ``results.csv`` are not computed again.
     """
     check_study(study)
-    records = records or out
+    study_folder = records or out
     out.mkdir(parents=True, exist_ok=True)
-    records.mkdir(parents=True, exist_ok=True)
     cohort, cache = prepared_cohort(dataset, backbone_path, out, profile)
     pool, test = split_pool_test(cohort, profile.test_fraction, profile.split_seed)
     round_budgets(len(pool), study.budget, study.rounds)  # fail before any training
     identity = run_identity(profile, study, backbone_path, cohort)
+    # Another backbone realization (the same recipe re-made with other float rounding) records apart, and runs only
+    # the seeds no other realization has rows for: a seed's comparisons are all on one backbone.
+    records = files.realization_folder(study_folder, identity["backbone"])
+    others = [folder for folder in files.realization_folders(study_folder) if folder != records]
+    held = {seed: backbone for folder in others for seed, backbone in _seeds_recorded(folder).items()}
+    own_seeds = [seed for seed in range(study.seeds) if seed not in held]
+    reference_seeds = min(study.seeds, profile.reference_seeds)
+    references = len(study.tunings) * reference_seeds
     try:
+        files.check_same_design(others, identity["design"])
+        if not own_seeds:  # nothing left for this realization: it records nothing, not even its references
+            total = study_rows(study, len(pool), references, len(others))
+            return RunOutcome(records / "results.csv", _rows_recorded(others), total, held)
+        records.mkdir(parents=True, exist_ok=True)
         files.check_identity(records, identity)
         files.write_split(records, [cohort.names[i] for i in pool], [cohort.names[i] for i in test], profile.split_seed)
         ctx = RunContext(
@@ -460,14 +490,11 @@ def run_simulation(
     except files.RunFolderError as exc:
         raise SimulationError(str(exc)) from exc
 
-    reference_seeds = min(study.seeds, profile.reference_seeds)
+    # Every realization trains its own references: its seeds are compared with them.
     units = [Unit(seed, FULL_DATA, tuning) for seed in range(reference_seeds) for tuning in study.tunings]
-    units += [Unit(seed, strategy) for seed in range(study.seeds) for strategy in study.strategies]
-    total_rows = len(study.tunings) * reference_seeds + study.seeds * sum(
-        study.trains(tuning, r) for s in study.strategies for r in range(len(unit_budgets(ctx, s)))
-        for tuning in study.tunings
-    )
-    already = len(files.done_keys(records))
+    units += [Unit(seed, strategy) for seed in own_seeds for strategy in study.strategies]
+    total_rows = study_rows(study, len(pool), references, len(others) + 1)
+    already = _rows_recorded([*others, records])
     with tqdm(total=total_rows, initial=min(already, total_rows), desc="simulate", unit="run") as bar:
         if workers <= 1:
             _init_worker(cache, backbone_path, None)
@@ -475,7 +502,17 @@ def run_simulation(
                 bar.update(run_unit(ctx, unit))
         else:
             _run_parallel(ctx, units, cache, backbone_path, workers, bar)
-    return RunOutcome(records / "results.csv", len(files.done_keys(records)), total_rows)
+    return RunOutcome(records / "results.csv", _rows_recorded([*others, records]), total_rows, held)
+
+
+def _seeds_recorded(folder: Path) -> dict[int, str]:
+    """{seed: the realization's backbone (first 12 hex digits)} of the seeds with strategy rows in ``folder``."""
+    backbone = json.loads((folder / "run.json").read_text())["backbone"][:12]
+    return {seed: backbone for seed, strategy, _tuning, _round in files.done_keys(folder) if strategy != FULL_DATA}
+
+
+def _rows_recorded(folders: Sequence[Path]) -> int:
+    return sum(len(files.done_keys(folder)) for folder in folders)
 
 
 def run_identity(profile: SimProfile, study: Study, backbone_path: Path, cohort: PreparedCohort) -> dict:
@@ -522,8 +559,8 @@ def prepare_synthetic(out: Path, profile: SimProfile) -> tuple[Path, Path]:
             upstream_dir,
             lambda d: generate_cohort(d, profile.upstream_cases, profile.upstream_seed, profile.size, upstream=True),
         )
-        # One thread: a study's records resume in later sessions only with a bit-identical backbone (run.json),
-        # and a fixed single-threaded run is what re-makes it exactly.
+        # One thread: a study's seeds resume in later sessions only on a bit-identical backbone (run.json), and a
+        # single-threaded run re-makes it exactly on the same kind of CPU (docs/design.md, "Backbone realizations").
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

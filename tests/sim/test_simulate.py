@@ -194,20 +194,76 @@ def test_records_live_apart_and_resume_from_a_fresh_run_folder(inputs, tmp_path:
     assert list((tmp_path / "work2" / "cache").glob("prepared_*.npz"))
 
 
-def test_records_of_another_backbone_are_not_resumed(inputs, tmp_path: Path):
+def other_backbone(path: Path, seed: int) -> Path:
+    """The tiny backbone's architecture with other weights (as a re-make with other float rounding would give)."""
+    torch.manual_seed(seed)
+    config = BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+    save_backbone(build_backbone(config), config, path)
+    return path
+
+
+def test_another_backbone_realization_records_apart_and_takes_only_the_seeds_nobody_has(
+    inputs, tmp_path: Path, monkeypatch
+):
+    """A backbone re-made on another machine may differ in its last bits: its rows go to ``backbone-<fingerprint>/``
+    with references of its own, it runs only the seeds no other realization has rows for, the first realization's
+    records stay as they were, and the report covers both, each seed against its own realization's reference."""
+    import sim.simulate as simulate_module
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+    from sim.report import load, write_report
+
+    data, backbone = inputs
+    dataset = load_msd(data)
+    study = simulate_module.Study(strategies=("random",), budget=0.3, rounds=1, seeds=2, tunings=("prompt",))
+    records = tmp_path / "records"
+    checks = {"n": 0}
+
+    def after_two_models(ctx) -> bool:  # the first machine's session ends after its reference and seed 0
+        checks["n"] += 1
+        return checks["n"] > 2
+
+    monkeypatch.setattr(simulate_module, "past_deadline", after_two_models)
+    first = simulate_module.run_simulation(dataset, backbone, tmp_path / "work", PROFILES["smoke"], study, records=records)
+    monkeypatch.undo()
+    assert (first.done, first.total) == (2, 3)
+    before = {name: (records / name).read_bytes() for name in ("results.csv", "per_case.csv", "run.json")}
+    first_backbone = json.loads((records / "run.json").read_text())["backbone"][:12]
+
+    other = other_backbone(tmp_path / "other.pt", seed=1)
+    second = simulate_module.run_simulation(dataset, other, tmp_path / "work2", PROFILES["smoke"], study, records=records)
+    assert {name: (records / name).read_bytes() for name in before} == before
+    [realization] = list(records.glob("backbone-*"))
+    identity = json.loads((realization / "run.json").read_text())
+    assert realization.name == "backbone-" + identity["backbone"][:12] != "backbone-" + first_backbone
+    assert sorted((r["seed"], r["strategy"]) for r in read_rows(realization / "results.csv")[1]) == [
+        ("0", "full"), ("1", "random")]
+    assert (second.done, second.total) == (4, 4) and second.complete
+    assert second.elsewhere == {0: first_backbone}
+
+    # A third realization finds every seed taken: it records nothing, not even references.
+    third = simulate_module.run_simulation(dataset, other_backbone(tmp_path / "third.pt", seed=2), tmp_path / "work3",
+                                           PROFILES["smoke"], study, records=records)
+    assert third.complete and third.elsewhere == {0: first_backbone, 1: identity["backbone"][:12]}
+    assert len(list(records.glob("backbone-*"))) == 1
+
+    results, _ = load(records)
+    assert sorted(set(results["backbone"])) == sorted({first_backbone, identity["backbone"][:12]})
+    assert sorted(results[results["strategy"] == "full"]["seed"]) == [0, 1000]  # each reference its own unit
+    report = write_report(records, expected_runs=second.total).read_text()
+    assert "Partial" not in report and "| prompt | random | 0 |" in report
+
+
+def test_another_backbone_with_another_design_is_refused(inputs, tmp_path: Path):
     records = tmp_path / "records"
     assert simulate(*run_args(inputs, tmp_path / "work"), "--records", str(records)).exit_code == 0
-    before = (records / "results.csv").read_bytes()
-    torch.manual_seed(1)  # same architecture, other weights
-    config = BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0)
-    other = tmp_path / "other.pt"
-    save_backbone(build_backbone(config), config, other)
     args = run_args(inputs, tmp_path / "work_other")
-    args[args.index("--backbone") + 1] = str(other)
+    args[args.index("--backbone") + 1] = str(other_backbone(tmp_path / "other.pt", seed=1))
+    args[args.index("--tuning") + 1] = "prompt"
     result = simulate(*args, "--records", str(records))
     assert result.exit_code != 0
-    assert "records another backbone" in result.stderr and "Traceback" not in result.stderr
-    assert (records / "results.csv").read_bytes() == before
+    assert "records another design (differs in study)" in result.stderr and "Traceback" not in result.stderr
+    assert not list(records.glob("backbone-*"))
 
 
 def test_records_of_another_design_are_not_resumed(inputs, tmp_path: Path):
