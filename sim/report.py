@@ -64,8 +64,10 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_round(results: pd.DataFrame) -> int:
-    """The study budget's round: the last round every strategy has (learning-curve strategies go on past it)."""
-    return int(results[results["strategy"] != FULL_DATA].groupby("strategy")["round"].max().min())
+    """The study budget's round: the last round every strategy has (learning-curve strategies go on past it); 0 while
+    only the full-data references are in."""
+    rounds = results[results["strategy"] != FULL_DATA].groupby("strategy")["round"].max()
+    return int(rounds.min()) if len(rounds) else 0
 
 
 def budget_ratios(results: pd.DataFrame, metric: str = "tumour_dice") -> pd.DataFrame:

@@ -454,3 +454,25 @@ def test_a_run_folder_s_stored_models_are_neither_trained_evaluated_nor_scored_a
     assert read_rows(second.results) == read_rows(first.results)
     for state in ("seed0_tesla.json", "seed0_entropy.json"):
         assert (tmp_path / "second" / "state" / state).read_text() == (tmp_path / "first" / "state" / state).read_text()
+
+
+def test_a_report_of_the_references_alone_is_written(inputs, tmp_path: Path, monkeypatch):
+    """A session that stops right after the full-data references (the first hours of a study) still gets a report."""
+    import sim.simulate as simulate_module
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+    from sim.report import write_report
+
+    data, backbone = inputs
+    study = simulate_module.Study(strategies=("tesla", "random"), budget=0.3, rounds=1, seeds=1, tunings=("prompt",))
+    checks = {"n": 0}
+
+    def after_one_model(ctx) -> bool:
+        checks["n"] += 1
+        return checks["n"] > 1
+
+    monkeypatch.setattr(simulate_module, "past_deadline", after_one_model)
+    outcome = simulate_module.run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
+    assert outcome.done == 1
+    report = write_report(tmp_path / "out", expected_runs=outcome.total).read_text()
+    assert "**Partial: 1 of 3 runs are in.**" in report and "| prompt | full | 0 |" in report
