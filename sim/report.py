@@ -10,7 +10,6 @@ plus a paired t-test and a Wilcoxon signed-rank test over the per-seed differenc
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from sim.results import realization_folders  # noqa: E402
+from sim.results import realization_folders, recorded_backbone  # noqa: E402
 from sim.simulate import FULL_DATA  # noqa: E402
 
 BOOTSTRAP_SAMPLES = 2000
@@ -41,8 +40,7 @@ def load(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     folders = [f for f in realization_folders(out) if (f / "results.csv").is_file()] or [out]
     tables = []
     for k, folder in enumerate(folders):
-        run = folder / "run.json"
-        backbone = json.loads(run.read_text())["backbone"][:12] if run.is_file() else ""
+        backbone = (recorded_backbone(folder) or "")[:12]
         results, per_case = pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "per_case.csv")
         for table in (results, per_case):
             table.loc[table["strategy"] == FULL_DATA, "seed"] += k * REFERENCE_SEED_OFFSET

@@ -102,10 +102,14 @@ def realization_folder(study: Path, backbone: str) -> Path:
     """Where a run on ``backbone`` (its SHA-256) records its rows: the study folder itself when it is new or was
     started on that backbone, else ``backbone-<first 12 hex digits>/`` inside it (docs/design.md, "A study that spans
     sessions": a machine that re-makes the backbone with other float rounding makes another realization of it)."""
-    own = study / "run.json"
-    if not own.is_file() or json.loads(own.read_text()).get("backbone") == backbone:
-        return study
-    return study / f"{REALIZATION_PREFIX}{backbone[:12]}"
+    own = recorded_backbone(study)
+    return study if own in (None, backbone) else study / f"{REALIZATION_PREFIX}{backbone[:12]}"
+
+
+def recorded_backbone(folder: Path) -> str | None:
+    """The backbone fingerprint (SHA-256) a records folder's ``run.json`` names, or None without one."""
+    path = folder / "run.json"
+    return json.loads(path.read_text()).get("backbone") if path.is_file() else None
 
 
 def realization_folders(study: Path) -> list[Path]:

@@ -507,7 +507,7 @@ def run_simulation(
 
 def _seeds_recorded(folder: Path) -> dict[int, str]:
     """{seed: the realization's backbone (first 12 hex digits)} of the seeds with strategy rows in ``folder``."""
-    backbone = json.loads((folder / "run.json").read_text())["backbone"][:12]
+    backbone = files.recorded_backbone(folder)[:12]
     return {seed: backbone for seed, strategy, _tuning, _round in files.done_keys(folder) if strategy != FULL_DATA}
 
 
