@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from sim.results import realization_folders, recorded_backbone  # noqa: E402
+from sim.results import realization_folders, recorded_backbone, recorded_design  # noqa: E402
 from sim.simulate import FULL_DATA  # noqa: E402
 
 BOOTSTRAP_SAMPLES = 2000
@@ -62,18 +62,28 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_round(results: pd.DataFrame) -> int:
-    """The study budget's round: the last round every strategy has (learning-curve strategies go on past it); 0 while
-    only the full-data references are in."""
+    """The study budget's round as the data show it: the last round every strategy has (learning-curve strategies go
+    on past it); 0 while only the full-data references are in. A partial study may miss rounds: read
+    :func:`design_budget_round` where the design is recorded."""
     rounds = results[results["strategy"] != FULL_DATA].groupby("strategy")["round"].max()
     return int(rounds.min()) if len(rounds) else 0
 
 
-def budget_ratios(results: pd.DataFrame, metric: str = "tumour_dice") -> pd.DataFrame:
-    """Per tuning × strategy: mean ``metric`` at the budget round / mean full-data ``metric``."""
+def design_budget_round(out: Path) -> int | None:
+    """The budget round the design in ``out/run.json`` fixes (its last budget round: ``rounds`` − 1), or None where no
+    design is recorded."""
+    design = recorded_design(out)
+    study = (design or {}).get("study", design)
+    return int(study["rounds"]) - 1 if study and "rounds" in study else None
+
+
+def budget_ratios(results: pd.DataFrame, metric: str = "tumour_dice", budget: int | None = None) -> pd.DataFrame:
+    """Per tuning × strategy: mean ``metric`` at the budget round (``budget``; from the data when None) / mean
+    full-data ``metric``."""
     if "backbone" not in results.columns:
         results = results.assign(backbone="")
     last = results[results["strategy"] != FULL_DATA]
-    last = last[last["round"] == budget_round(results)]
+    last = last[last["round"] == (budget_round(results) if budget is None else budget)]
     # Each seed is measured against the reference of its own backbone realization.
     full = results[results["strategy"] == FULL_DATA].groupby(["tuning", "backbone"])[metric].mean()
     last = last.assign(full_data_dice=[full.get((t, b), math.nan) for t, b in zip(last["tuning"], last["backbone"])])
@@ -141,10 +151,11 @@ def _two_level_bootstrap(matrix: np.ndarray, seed: int) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def group_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean per-group tumour Dice (columns ``dice_<group>``) per tuning × strategy at the budget round and full data."""
+def group_table(results: pd.DataFrame, budget: int | None = None) -> pd.DataFrame:
+    """Mean per-group tumour Dice (columns ``dice_<group>``) per tuning × strategy at the budget round (``budget``; from
+    the data when None) and full data."""
     columns = [c for c in results.columns if c.startswith("dice_")]
-    last_round = budget_round(results)
+    last_round = budget_round(results) if budget is None else budget
     rows = results[(results["strategy"] == FULL_DATA) | (results["round"] == last_round)]
     return rows.groupby(["tuning", "strategy"])[columns].mean().reset_index()
 
@@ -198,6 +209,7 @@ def write_report(out: Path, command: str = "", expected_runs: int | None = None)
 
     With fewer result rows than ``expected_runs`` (a study still under way) the report says it is partial."""
     results, per_case = load(out)
+    budget = design_budget_round(out)
     plot_learning_curves(results, out / "learning_curves.png")
     summary = summary_table(results)
     shown = pd.DataFrame({
@@ -218,16 +230,16 @@ def write_report(out: Path, command: str = "", expected_runs: int | None = None)
         "Mean ± std over seeds; tumour Dice is the mean over test cases with tumour, global tumour Dice pools all",
         "test voxels, liver Dice covers liver + tumour. Full-data rows (`full`) train on 100 % of the pool.",
         "", "## Results", "", _markdown(shown), "", "![learning curves](learning_curves.png)", "",
-        "## Dice at the budget / full-data Dice", "", _markdown(budget_ratios(results)), "",
+        "## Dice at the budget / full-data Dice", "", _markdown(budget_ratios(results, budget=budget)), "",
     ]
-    lines += _targets(results, per_case)
+    lines += _targets(results, per_case, budget)
     lines += ["## Paired comparisons, tumour Dice", ""]
     lines += _comparisons(results, per_case, "tumour_dice")
-    groups = group_table(results)
+    groups = group_table(results, budget)
     if len(groups.columns) > 2:
         lines += ["## Tumour Dice per acquisition group (budget round and full data)", "", _markdown(groups), ""]
     lines += ["## Liver Dice (secondary metric)", "", "Dice at the budget / full-data liver Dice:", "",
-              _markdown(budget_ratios(results, "liver_dice")), ""]
+              _markdown(budget_ratios(results, "liver_dice", budget)), ""]
     lines += _comparisons(results, per_case, "liver_dice")
     path = out / "report.md"
     path.write_text("\n".join(lines))
@@ -247,18 +259,19 @@ def _baselines(results: pd.DataFrame) -> list[str]:
     return sorted(set(results["strategy"]) - {"tesla", FULL_DATA})
 
 
-def _targets(results: pd.DataFrame, per_case: pd.DataFrame) -> list[str]:
-    """The study's targets on tumour Dice at the budget round, each marked met or missed with its figure."""
+def _targets(results: pd.DataFrame, per_case: pd.DataFrame, budget: int | None = None) -> list[str]:
+    """The study's targets on tumour Dice at the budget round (``budget``; from the data when None), each marked met or
+    missed with its figure."""
     if "tesla" not in set(results["strategy"]) or "prompt" not in set(results["tuning"]):
         return []
-    last = budget_round(results)
+    last = budget_round(results) if budget is None else budget
     tesla_prompt = {"strategy": "tesla", "tuning": "prompt", "round": last}
 
     def mark(met: bool) -> str:
         return "met" if met else "**missed**"
 
     lines = ["## Targets (tumour Dice at the budget round)", ""]
-    ratios = budget_ratios(results).set_index(["tuning", "strategy"])
+    ratios = budget_ratios(results, budget=last).set_index(["tuning", "strategy"])
     full_prompt = float(_select(results, {"strategy": FULL_DATA, "tuning": "prompt"})["tumour_dice"].mean())
     learned = full_prompt >= LEARNED_TUMOUR_DICE
     lines.append(f"- Floor: full-data prompt tuning tumour Dice ≥ {FLOOR_TUMOUR_DICE}: "
@@ -275,11 +288,17 @@ def _targets(results: pd.DataFrame, per_case: pd.DataFrame) -> list[str]:
         prompt_rows = _select(results, tesla_prompt)
         fraction = float((prompt_rows["tunable_params"] / prompt_rows["total_params"]).max())
         met = learned and c["mean_diff"] >= 0 and fraction <= TARGET_TUNABLE_FRACTION
-        lines.append(f"- prompt tuning ≥ fine-tuning at the same labels (TESLA) with ≤ {TARGET_TUNABLE_FRACTION:.0%} "
-                     f"tuned: {mark(met)} (difference {_fmt(c['mean_diff'])}, 95 % CI [{_fmt(c['ci_low'])}, "
-                     f"{_fmt(c['ci_high'])}]; {fraction:.2%} of the parameters tuned){_spans_zero(c)}")
+        lines.append(
+            "- prompt tuning ≥ fine-tuning (TESLA): not measured yet (no seed has both at the budget round)"
+            if not c["n_seeds"] else
+            f"- prompt tuning ≥ fine-tuning at the same labels (TESLA) with ≤ {TARGET_TUNABLE_FRACTION:.0%} "
+            f"tuned: {mark(met)} (difference {_fmt(c['mean_diff'])}, 95 % CI [{_fmt(c['ci_low'])}, "
+            f"{_fmt(c['ci_high'])}]; {fraction:.2%} of the parameters tuned){_spans_zero(c)}")
     for baseline in _baselines(results):
         c = paired_comparison(per_case, results, tesla_prompt, {**tesla_prompt, "strategy": baseline})
+        if not c["n_seeds"]:
+            lines.append(f"- TESLA > {baseline}: not measured yet (no seed has both at the budget round)")
+            continue
         lines.append(f"- TESLA > {baseline} (prompt tuning; 95 % CI of the paired difference above 0): "
                      f"{mark(learned and c['ci_low'] > 0)} (difference {_fmt(c['mean_diff'])}, CI [{_fmt(c['ci_low'])}, "
                      f"{_fmt(c['ci_high'])}])")

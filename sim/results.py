@@ -106,10 +106,19 @@ def realization_folder(study: Path, backbone: str) -> Path:
     return study if own in (None, backbone) else study / f"{REALIZATION_PREFIX}{backbone[:12]}"
 
 
+def _recorded(folder: Path, key: str):
+    path = folder / "run.json"
+    return json.loads(path.read_text()).get(key) if path.is_file() else None
+
+
 def recorded_backbone(folder: Path) -> str | None:
     """The backbone fingerprint (SHA-256) a records folder's ``run.json`` names, or None without one."""
-    path = folder / "run.json"
-    return json.loads(path.read_text()).get("backbone") if path.is_file() else None
+    return _recorded(folder, "backbone")
+
+
+def recorded_design(folder: Path) -> dict | None:
+    """The study design a records folder's ``run.json`` holds, or None without one."""
+    return _recorded(folder, "design")
 
 
 def realization_folders(study: Path) -> list[Path]:

@@ -77,3 +77,31 @@ def test_each_seed_is_measured_against_its_own_backbone_realizations_reference()
                              "n_labeled": 10, "tumour_dice": dice} for b, seed, strategy, dice in rows])
     ratio = budget_ratios(results).set_index("strategy").loc["tesla", "ratio"]
     assert abs(ratio - 1.0) < 1e-12  # every seed reached its own reference (a pooled reference would give 1.11)
+
+
+def test_a_partial_study_reads_its_verdicts_at_the_budget_round_its_design_fixes(tmp_path) -> None:
+    """One baseline with only its first round in must not pull the budget round down to round 0."""
+    import json
+
+    from sim.report import budget_ratios, design_budget_round
+
+    (tmp_path / "run.json").write_text(json.dumps({"design": {"rounds": 2, "study": {"rounds": 2}}}))
+    rows = [("full", 0, 0.4), ("tesla", 0, 0.1), ("tesla", 1, 0.3), ("fg_random", 0, 0.05)]
+    results = pd.DataFrame([{"seed": 0, "strategy": s, "tuning": "prompt", "round": r, "n_labeled": 5 * (r + 1),
+                             "tumour_dice": d} for s, r, d in rows])
+    budget = design_budget_round(tmp_path)
+    assert budget == 1
+    ratios = budget_ratios(results, budget=budget).set_index("strategy")
+    assert list(ratios.index) == ["tesla"] and abs(ratios.loc["tesla", "ratio"] - 0.75) < 1e-12
+    assert budget_ratios(results).set_index("strategy").loc["tesla", "ratio"] == 0.25  # what the data alone read
+    assert design_budget_round(tmp_path / "elsewhere") is None
+
+
+def test_a_baseline_without_rows_at_the_budget_round_is_not_yet_measured_rather_than_missed() -> None:
+    results, per_case = tables(full_dice=0.5, tesla_dice=0.49, random_dice=0.3)
+    results = results.assign(round=1)
+    per_case = per_case.assign(round=1)
+    late = results[results["strategy"] == "random"].assign(strategy="fg_random", round=0)
+    lines = _targets(pd.concat([results, late]), per_case, budget=1)
+    assert any(line.startswith("- TESLA > fg_random: not measured yet") for line in lines)
+    assert any(line.startswith("- TESLA > random") and "met (" in line for line in lines)
