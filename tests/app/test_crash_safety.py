@@ -18,7 +18,7 @@ from db.schema import Label
 from storage.atomic import PARTIAL_PREFIX
 from tests.app.conftest import start_server, studies_db
 
-KILLS = 20
+KILLS = 12  # each kill costs a server start (~10 s); 12 random moments cover the write path
 
 
 def test_every_acknowledged_label_survives_kill_9_and_no_row_points_to_a_partial_file(served_cohort: Path, tmp_path):
