@@ -252,6 +252,8 @@ TARGET_TUNABLE_FRACTION = 0.06
 LEARNED_TUMOUR_DICE = 0.1
 #: Below this full-data prompt-tuning tumour Dice the study says little (issue floor; nnU-Net on MSD Task03: ~0.64).
 FLOOR_TUMOUR_DICE = 0.5
+#: A paired verdict on fewer seeds has an interval over test cases only: it cannot show one strategy is better.
+MIN_SEEDS_FOR_A_VERDICT = 2
 
 
 def _baselines(results: pd.DataFrame) -> list[str]:
@@ -287,22 +289,32 @@ def _targets(results: pd.DataFrame, per_case: pd.DataFrame, budget: int | None =
         c = paired_comparison(per_case, results, tesla_prompt, {**tesla_prompt, "tuning": "finetune"})
         prompt_rows = _select(results, tesla_prompt)
         fraction = float((prompt_rows["tunable_params"] / prompt_rows["total_params"]).max())
-        met = learned and c["mean_diff"] >= 0 and fraction <= TARGET_TUNABLE_FRACTION
+        met = (learned and c["mean_diff"] >= 0 and fraction <= TARGET_TUNABLE_FRACTION
+               and c["n_seeds"] >= MIN_SEEDS_FOR_A_VERDICT)
         lines.append(
             "- prompt tuning ≥ fine-tuning (TESLA): not measured yet (no seed has both at the budget round)"
             if not c["n_seeds"] else
             f"- prompt tuning ≥ fine-tuning at the same labels (TESLA) with ≤ {TARGET_TUNABLE_FRACTION:.0%} "
             f"tuned: {mark(met)} (difference {_fmt(c['mean_diff'])}, 95 % CI [{_fmt(c['ci_low'])}, "
-            f"{_fmt(c['ci_high'])}]; {fraction:.2%} of the parameters tuned){_spans_zero(c)}")
+            f"{_fmt(c['ci_high'])}]; {fraction:.2%} of the parameters tuned; {_seeds(c)}){_spans_zero(c)}")
     for baseline in _baselines(results):
         c = paired_comparison(per_case, results, tesla_prompt, {**tesla_prompt, "strategy": baseline})
         if not c["n_seeds"]:
             lines.append(f"- TESLA > {baseline}: not measured yet (no seed has both at the budget round)")
             continue
+        shown = learned and c["ci_low"] > 0 and c["n_seeds"] >= MIN_SEEDS_FOR_A_VERDICT
         lines.append(f"- TESLA > {baseline} (prompt tuning; 95 % CI of the paired difference above 0): "
-                     f"{mark(learned and c['ci_low'] > 0)} (difference {_fmt(c['mean_diff'])}, CI [{_fmt(c['ci_low'])}, "
-                     f"{_fmt(c['ci_high'])}])")
+                     f"{mark(shown)} (difference {_fmt(c['mean_diff'])}, CI [{_fmt(c['ci_low'])}, "
+                     f"{_fmt(c['ci_high'])}]; {_seeds(c)})")
     return [*lines, ""]
+
+
+def _seeds(comparison: dict) -> str:
+    """How many seeds a paired verdict rests on; below :data:`MIN_SEEDS_FOR_A_VERDICT` it says why it is not met."""
+    n = comparison["n_seeds"]
+    if n < MIN_SEEDS_FOR_A_VERDICT:
+        return f"{n} seed: its interval covers test cases only, not training noise, so it cannot meet a target"
+    return f"{n} seeds"
 
 
 def _spans_zero(comparison: dict) -> str:

@@ -105,3 +105,12 @@ def test_a_baseline_without_rows_at_the_budget_round_is_not_yet_measured_rather_
     lines = _targets(pd.concat([results, late]), per_case, budget=1)
     assert any(line.startswith("- TESLA > fg_random: not measured yet") for line in lines)
     assert any(line.startswith("- TESLA > random") and "met (" in line for line in lines)
+
+
+def test_a_paired_verdict_on_one_seed_is_never_met() -> None:
+    results, per_case = tables(full_dice=0.5, tesla_dice=0.49, random_dice=0.3)
+    on_three = next(line for line in _targets(results, per_case) if line.startswith("- TESLA > random"))
+    assert "met (" in on_three and "3 seeds" in on_three
+    on_one = next(line for line in _targets(results[results["seed"] == 0], per_case[per_case["seed"] == 0])
+                  if line.startswith("- TESLA > random"))
+    assert "**missed**" in on_one and "1 seed: its interval covers test cases only" in on_one
