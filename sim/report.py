@@ -61,10 +61,12 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def budget_round(results: pd.DataFrame) -> int:
-    """The study budget's round as the data show it: the last round every strategy has (learning-curve strategies go
-    on past it); 0 while only the full-data references are in. A partial study may miss rounds: read
-    :func:`design_budget_round` where the design is recorded."""
+def budget_round(results: pd.DataFrame, fixed: int | None = None) -> int:
+    """The study budget's round: ``fixed`` when given (:func:`design_budget_round`, since a partial study may miss
+    rounds), else as the data show it: the last round every strategy has (learning-curve strategies go on past it);
+    0 while only the full-data references are in."""
+    if fixed is not None:
+        return fixed
     rounds = results[results["strategy"] != FULL_DATA].groupby("strategy")["round"].max()
     return int(rounds.min()) if len(rounds) else 0
 
@@ -72,9 +74,8 @@ def budget_round(results: pd.DataFrame) -> int:
 def design_budget_round(out: Path) -> int | None:
     """The budget round the design in ``out/run.json`` fixes (its last budget round: ``rounds`` − 1), or None where no
     design is recorded."""
-    design = recorded_design(out)
-    study = (design or {}).get("study", design)
-    return int(study["rounds"]) - 1 if study and "rounds" in study else None
+    rounds = ((recorded_design(out) or {}).get("study") or {}).get("rounds")
+    return None if rounds is None else int(rounds) - 1
 
 
 def budget_ratios(results: pd.DataFrame, metric: str = "tumour_dice", budget: int | None = None) -> pd.DataFrame:
@@ -83,7 +84,7 @@ def budget_ratios(results: pd.DataFrame, metric: str = "tumour_dice", budget: in
     if "backbone" not in results.columns:
         results = results.assign(backbone="")
     last = results[results["strategy"] != FULL_DATA]
-    last = last[last["round"] == (budget_round(results) if budget is None else budget)]
+    last = last[last["round"] == budget_round(results, budget)]
     # Each seed is measured against the reference of its own backbone realization.
     full = results[results["strategy"] == FULL_DATA].groupby(["tuning", "backbone"])[metric].mean()
     last = last.assign(full_data_dice=[full.get((t, b), math.nan) for t, b in zip(last["tuning"], last["backbone"])])
@@ -155,7 +156,7 @@ def group_table(results: pd.DataFrame, budget: int | None = None) -> pd.DataFram
     """Mean per-group tumour Dice (columns ``dice_<group>``) per tuning × strategy at the budget round (``budget``; from
     the data when None) and full data."""
     columns = [c for c in results.columns if c.startswith("dice_")]
-    last_round = budget_round(results) if budget is None else budget
+    last_round = budget_round(results, budget)
     rows = results[(results["strategy"] == FULL_DATA) | (results["round"] == last_round)]
     return rows.groupby(["tuning", "strategy"])[columns].mean().reset_index()
 
@@ -266,7 +267,7 @@ def _targets(results: pd.DataFrame, per_case: pd.DataFrame, budget: int | None =
     missed with its figure."""
     if "tesla" not in set(results["strategy"]) or "prompt" not in set(results["tuning"]):
         return []
-    last = budget_round(results) if budget is None else budget
+    last = budget_round(results, budget)
     tesla_prompt = {"strategy": "tesla", "tuning": "prompt", "round": last}
 
     def mark(met: bool) -> str:
@@ -296,7 +297,7 @@ def _targets(results: pd.DataFrame, per_case: pd.DataFrame, budget: int | None =
             if not c["n_seeds"] else
             f"- prompt tuning ≥ fine-tuning at the same labels (TESLA) with ≤ {TARGET_TUNABLE_FRACTION:.0%} "
             f"tuned: {mark(met)} (difference {_fmt(c['mean_diff'])}, 95 % CI [{_fmt(c['ci_low'])}, "
-            f"{_fmt(c['ci_high'])}]; {fraction:.2%} of the parameters tuned; {_seeds(c)}){_spans_zero(c)}")
+            f"{_fmt(c['ci_high'])}]; {fraction:.2%} of the parameters tuned; {_seeds(c)}){_spans_zero(c) if met else ''}")
     for baseline in _baselines(results):
         c = paired_comparison(per_case, results, tesla_prompt, {**tesla_prompt, "strategy": baseline})
         if not c["n_seeds"]:
