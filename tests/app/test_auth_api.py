@@ -66,6 +66,13 @@ def annotator(server, admin) -> dict[str, str]:
     return make_user(server, admin, "anna", "annotator")
 
 
+def unlabeled_volume_ids(server, admin) -> list[str]:
+    """Volumes with no label yet, newest first (earlier tests' random Next Samples label some)."""
+    free = httpx.get(f"{server.url}/admin/volumes", params={"status": "unlabeled", "sort": "-ingested"},
+                     headers=admin, timeout=30).json()["items"]
+    return [v["id"] for v in free]
+
+
 def audit_rows(studies: Path, action: str) -> list[AuditEvent]:
     engine = create_db_engine(default_db_url(studies))
     try:
@@ -221,10 +228,8 @@ def test_unknown_ids_and_methods_on_stock_routes_answer_404_and_change_nothing(s
 
 
 def test_deleting_an_image_archives_it_keeps_every_file_and_can_be_undone(server, admin, studies):
-    # A volume nobody has claimed yet (earlier tests' random Next Samples lease some), and not the next test's.
-    free = httpx.get(f"{server.url}/admin/volumes", params={"status": "unlabeled", "sort": "-ingested"},
-                     headers=admin, timeout=30).json()["items"]
-    image_id = next(v["id"] for v in free if v["id"] != "case_0021")
+    # A volume nobody has labelled yet; the next test takes the last one of that list.
+    image_id = unlabeled_volume_ids(server, admin)[0]
     original = studies / "imagesTr" / f"{image_id}.nii.gz"
     content = original.read_bytes()
     total = httpx.get(f"{server.url}/admin/progress", headers=admin, timeout=30).json()["totals"]["total"]
@@ -260,7 +265,8 @@ def test_deleting_an_image_archives_it_keeps_every_file_and_can_be_undone(server
 
 
 def test_deleting_a_label_archives_it_keeps_its_file_and_can_be_undone(server, admin, studies):
-    image_id = "case_0021"
+    # Not a fixed id: an earlier test's random Next Sample may have labelled any volume.
+    image_id = unlabeled_volume_ids(server, admin)[-1]
     payload = (studies / "labelsTr" / f"{image_id}.nii.gz").read_bytes()
     saved = httpx.put(f"{server.url}/datastore/label", params={"image": image_id}, headers=admin, timeout=60,
                       files={"label": ("label.nii.gz", payload)})
