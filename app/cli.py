@@ -374,6 +374,27 @@ def simulate(
         typer.echo("stopped before the end (--stop-after): the same command resumes the study", err=True)
 
 
+@cli.command("release-seed")
+def release_seed(
+    records: Annotated[Path, typer.Option(help="The study's records folder (what `slpt simulate --records` was given)")],
+    seed: Annotated[int, typer.Option(help="The unfinished seed to give up")],
+    reason: Annotated[str, typer.Option(help="Why it is given up; kept beside its rows and quoted in the report")],
+) -> None:
+    """Give up an unfinished seed whose backbone realization this machine cannot re-make: its rows move to
+    `released/`, and the next `slpt simulate` on any realization runs it from its first round."""
+    from sim.simulate import SimulationError, release_seed as release
+
+    if not (records / "run.json").is_file():
+        raise fail(f"--records {records} holds no study (no run.json)")
+    try:
+        target = release(records, seed, reason)
+    except SimulationError as exc:
+        raise fail(str(exc))
+    note = json.loads((target / "release.json").read_text())
+    typer.echo(f"seed {seed}: {note['rows']} rows of {note['rows_per_seed']} on backbone {note['backbone']} moved to "
+               f"{target}; the next `slpt simulate` runs it from its first round and rewrites the report")
+
+
 db_cli = typer.Typer(help="Database administration.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from sim.results import realization_folders, recorded_backbone, recorded_design  # noqa: E402
+from sim.results import realization_folders, recorded_backbone, recorded_design, released_seeds  # noqa: E402
 from sim.simulate import FULL_DATA  # noqa: E402
 
 BOOTSTRAP_SAMPLES = 2000
@@ -227,6 +227,10 @@ def write_report(out: Path, command: str = "", expected_runs: int | None = None)
     if expected_runs is not None and len(results) < expected_runs:
         lines += [f"**Partial: {len(results)} of {expected_runs} runs are in.** Every table and verdict below covers "
                   "only those; the same command resumes the study.", ""]
+    for note in released_seeds(out):
+        lines += [f"Seed {note['seed']} was released on backbone {note['backbone']} ({note['released_at'][:10]}, "
+                  f"{note['rows']} of its {note['rows_per_seed']} rows, kept apart and not read here): "
+                  f"{note['reason']}", ""]
     lines += [
         "Mean ± std over seeds; tumour Dice is the mean over test cases with tumour, global tumour Dice pools all",
         "test voxels, liver Dice covers liver + tumour. Full-data rows (`full`) train on 100 % of the pool.",

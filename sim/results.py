@@ -11,10 +11,11 @@ import csv
 import fcntl
 import json
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from storage.atomic import write_text_atomic
+from storage.atomic import atomic_path, write_text_atomic
 
 BASE_COLUMNS = ("seed", "strategy", "tuning", "round", "n_labeled", "tumour_dice", "tumour_dice_global", "liver_dice")
 TAIL_COLUMNS = ("train_time_s", "tunable_params", "total_params", "labeled")
@@ -55,6 +56,32 @@ def done_keys(out: Path) -> set[tuple[int, str, str, int]]:
         return set()
     with path.open(newline="") as handle:
         return {(int(r["seed"]), r["strategy"], r["tuning"], int(r["round"])) for r in csv.DictReader(handle)}
+
+
+def move_rows(source: Path, target: Path, moves: Callable[[dict], bool]) -> int:
+    """Move the rows of CSV ``source`` for which ``moves`` is true to the end of CSV ``target`` (made with the same
+    header if new); ``source`` is rewritten atomically. Returns how many rows moved."""
+    if not source.is_file():
+        return 0
+    with source.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+    moved = [row for row in rows if moves(row)]
+    if moved:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        append_rows(target, columns, moved)
+        kept = [row for row in rows if not moves(row)]
+        with atomic_path(source) as tmp, tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(kept)
+    return len(moved)
+
+
+def move_files(paths: Sequence[Path], target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        shutil.move(path, target / path.name)
 
 
 def check_existing_header(path: Path, columns: list[str]) -> None:
@@ -125,6 +152,17 @@ def realization_folders(study: Path) -> list[Path]:
     """Every folder of ``study`` that holds a realization's records (the study folder first)."""
     nested = sorted(p.parent for p in study.glob(f"{REALIZATION_PREFIX}*/run.json"))
     return ([study] if (study / "run.json").is_file() else []) + nested
+
+
+#: Folder, inside a realization's records, holding the seeds it gave up (docs/design.md, "Releasing a seed").
+RELEASED = "released"
+
+
+def released_seeds(study: Path) -> list[dict]:
+    """The ``release.json`` of every seed given up by any realization of ``study`` (oldest first)."""
+    notes = [json.loads(path.read_text()) for folder in realization_folders(study)
+             for path in folder.glob(f"{RELEASED}/*/release.json")]
+    return sorted(notes, key=lambda note: note["released_at"])
 
 
 def check_same_design(folders: Sequence[Path], design: dict) -> None:

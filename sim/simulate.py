@@ -53,7 +53,7 @@ from models.inference import prompt_probabilities
 from models.slpt import SLPTConfig, SLPTNet
 from models.training import Progress, TrainConfig, progress_bar, train_prompts
 from sim import results as files
-from storage.atomic import atomic_path
+from storage.atomic import atomic_path, write_text_atomic
 from sim.evaluation import evaluate
 from sim.model_store import ModelStore
 from sim.prepared import PreparationError, PreparedCohort, load_prepared, prepare_cohort, save_prepared
@@ -509,6 +509,48 @@ def _seeds_recorded(folder: Path) -> dict[int, str]:
     """{seed: the realization's backbone (first 12 hex digits)} of the seeds with strategy rows in ``folder``."""
     backbone = files.recorded_backbone(folder)[:12]
     return {seed: backbone for seed, strategy, _tuning, _round in files.done_keys(folder) if strategy != FULL_DATA}
+
+
+def release_seed(records: Path, seed: int, reason: str) -> Path:
+    """Give up ``seed`` on the realization that holds it unfinished: its result and per-case rows and its round state
+    move to ``released/seed<N>-<time>/`` inside that realization's folder, beside a ``release.json`` saying why, and
+    the next run on any realization takes the seed from its first round (docs/design.md, "Releasing a seed"). A
+    finished seed is never released: that would let a study drop results it does not like. Returns the folder the
+    rows moved to."""
+    if not reason.strip():
+        raise SimulationError("say why the seed is released (--reason): it is kept beside its rows and in the report")
+    holders = [folder for folder in files.realization_folders(records) if seed in _seeds_recorded(folder)]
+    if not holders:
+        raise SimulationError(f"no realization in {records} has rows for seed {seed}: nothing to release")
+    [folder] = holders  # a seed's rows are all on one realization
+    recorded = [key for key in files.done_keys(folder) if key[0] == seed and key[1] != FULL_DATA]
+    expected = _rows_per_seed(folder)
+    if len(recorded) >= expected:
+        raise SimulationError(
+            f"seed {seed} is finished on {folder} ({len(recorded)} of {expected} rows): a finished seed is not released"
+        )
+    released_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    target = folder / files.RELEASED / f"seed{seed}-{released_at.replace(':', '')}"
+
+    def of_seed(row: dict) -> bool:
+        return int(row["seed"]) == seed and row["strategy"] != FULL_DATA
+
+    # results.csv first: once its rows are gone the seed is free; per-case rows and state follow.
+    moved = files.move_rows(folder / "results.csv", target / "results.csv", of_seed)
+    files.move_rows(folder / "per_case.csv", target / "per_case.csv", of_seed)
+    files.move_files(sorted((folder / "state").glob(f"seed{seed}_*.json")), target / "state")
+    note = {"seed": seed, "backbone": (files.recorded_backbone(folder) or "")[:12], "rows": moved,
+            "rows_per_seed": expected, "released_at": released_at, "reason": reason.strip()}
+    write_text_atomic(target / "release.json", json.dumps(note, indent=2) + "\n")
+    return target
+
+
+def _rows_per_seed(folder: Path) -> int:
+    """Result rows one seed has when finished, by the design and split a realization's folder records."""
+    recorded = files.recorded_design(folder)["study"]
+    study = Study(**{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.items()})
+    pool_size = len(json.loads((folder / "split.json").read_text())["pool"])
+    return study_rows(study, pool_size, references=0, realizations=1) // study.seeds
 
 
 def _rows_recorded(folders: Sequence[Path]) -> int:

@@ -202,6 +202,32 @@ def other_backbone(path: Path, seed: int) -> Path:
     return path
 
 
+def first_session(monkeypatch, inputs, tmp_path: Path, rounds: int):
+    """A two-seed ``random`` study run on the tiny backbone by a session that ends (its deadline passes) once two
+    models have started. Returns (dataset, study, records folder, that run's outcome)."""
+    import sim.simulate as simulate_module
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+
+    data, backbone = inputs
+    dataset = load_msd(data)
+    study = simulate_module.Study(strategies=("random",), budget=0.3, rounds=rounds, seeds=2, tunings=("prompt",))
+    records = tmp_path / "records"
+    checks = {"n": 0}
+
+    def after_two_models(ctx) -> bool:
+        checks["n"] += 1
+        return checks["n"] > 2
+
+    monkeypatch.setattr(simulate_module, "past_deadline", after_two_models)
+    try:
+        first = simulate_module.run_simulation(dataset, backbone, tmp_path / "work", PROFILES["smoke"], study,
+                                               records=records)
+    finally:
+        monkeypatch.undo()
+    return dataset, study, records, first
+
+
 def test_another_backbone_realization_records_apart_and_takes_only_the_seeds_nobody_has(
     inputs, tmp_path: Path, monkeypatch
 ):
@@ -209,23 +235,11 @@ def test_another_backbone_realization_records_apart_and_takes_only_the_seeds_nob
     with references of its own, it runs only the seeds no other realization has rows for, the first realization's
     records stay as they were, and the report covers both, each seed against its own realization's reference."""
     import sim.simulate as simulate_module
-    from cohort.msd import load_msd
     from sim.profiles import PROFILES
     from sim.report import load, write_report
 
-    data, backbone = inputs
-    dataset = load_msd(data)
-    study = simulate_module.Study(strategies=("random",), budget=0.3, rounds=1, seeds=2, tunings=("prompt",))
-    records = tmp_path / "records"
-    checks = {"n": 0}
-
-    def after_two_models(ctx) -> bool:  # the first machine's session ends after its reference and seed 0
-        checks["n"] += 1
-        return checks["n"] > 2
-
-    monkeypatch.setattr(simulate_module, "past_deadline", after_two_models)
-    first = simulate_module.run_simulation(dataset, backbone, tmp_path / "work", PROFILES["smoke"], study, records=records)
-    monkeypatch.undo()
+    # The first machine's session ends after its reference and seed 0.
+    dataset, study, records, first = first_session(monkeypatch, inputs, tmp_path, rounds=1)
     assert (first.done, first.total) == (2, 3)
     before = {name: (records / name).read_bytes() for name in ("results.csv", "per_case.csv", "run.json")}
     first_backbone = json.loads((records / "run.json").read_text())["backbone"][:12]
@@ -252,6 +266,57 @@ def test_another_backbone_realization_records_apart_and_takes_only_the_seeds_nob
     assert sorted(results[results["strategy"] == "full"]["seed"]) == [0, 1000]  # each reference its own unit
     report = write_report(records, expected_runs=second.total).read_text()
     assert "Partial" not in report and "| prompt | random | 0 |" in report
+
+
+def test_an_unfinished_seed_released_on_its_realization_is_run_from_its_first_round_on_another(
+    inputs, tmp_path: Path, monkeypatch
+):
+    """A seed left unfinished on a realization that no machine at hand re-makes is released: its rows and state move
+    to ``released/`` with the reason, the next run on another realization takes the seed from round 0 (beside the
+    seeds nobody had), and the report reads the new rows and names the release. A finished seed, or one nobody holds,
+    is refused and nothing moves."""
+    import sim.simulate as simulate_module
+    from app.cli import cli
+    from sim.profiles import PROFILES
+    from sim.report import write_report
+
+    # The first machine's session ends after its reference and seed 0's round 0.
+    dataset, study, records, first = first_session(monkeypatch, inputs, tmp_path, rounds=2)
+    assert (first.done, first.total) == (2, 5)
+    assert (records / "state" / "seed0_random.json").is_file()
+
+    def release(seed: int, reason: str = "its realization's CPU was not drawn again"):
+        return CliRunner().invoke(cli, ["release-seed", "--records", str(records), "--seed", str(seed),
+                                        "--reason", reason])
+
+    for refused, message in ((release(1), "no realization"), (release(0, reason=" "), "say why")):
+        assert refused.exit_code != 0 and message in refused.stderr and "Traceback" not in refused.stderr
+    assert [r["strategy"] for r in read_rows(records / "results.csv")[1]] == ["full", "random"]
+
+    released = release(0)
+    assert released.exit_code == 0, released.output + (released.stderr or "")
+    assert [r["strategy"] for r in read_rows(records / "results.csv")[1]] == ["full"]
+    assert {r["seed"] for r in read_rows(records / "per_case.csv")[1] if r["strategy"] != "full"} == set()
+    [folder] = list((records / "released").glob("seed0-*"))
+    assert [(r["seed"], r["strategy"], r["round"]) for r in read_rows(folder / "results.csv")[1]] == [("0", "random", "0")]
+    assert read_rows(folder / "per_case.csv")[1] and (folder / "state" / "seed0_random.json").is_file()
+    assert not (records / "state" / "seed0_random.json").exists()
+    note = json.loads((folder / "release.json").read_text())
+    assert (note["seed"], note["rows"], note["rows_per_seed"]) == (0, 1, 2)
+
+    second = simulate_module.run_simulation(dataset, other_backbone(tmp_path / "other.pt", seed=1), tmp_path / "work2",
+                                            PROFILES["smoke"], study, records=records)
+    [realization] = list(records.glob("backbone-*"))
+    assert sorted((r["seed"], r["strategy"], r["round"]) for r in read_rows(realization / "results.csv")[1]) == [
+        ("0", "full", "0"), ("0", "random", "0"), ("0", "random", "1"), ("1", "random", "0"), ("1", "random", "1")]
+    assert second.complete and second.elsewhere == {}
+
+    finished = CliRunner().invoke(cli, ["release-seed", "--records", str(records), "--seed", "1", "--reason", "x"])
+    assert finished.exit_code != 0 and "is finished" in finished.stderr
+    assert len(read_rows(realization / "results.csv")[1]) == 5
+    report = write_report(records, expected_runs=second.total).read_text()
+    assert "Partial" not in report and "Seed 0 was released on backbone" in report
+    assert "its realization's CPU was not drawn again" in report
 
 
 def test_another_backbone_with_another_design_is_refused(inputs, tmp_path: Path):
