@@ -49,6 +49,8 @@ def test_the_floor_is_missed_below_half_tumour_dice() -> None:
     found = verdicts(*tables(full_dice=0.45, tesla_dice=0.44, random_dice=0.3))
     floor = [v for key, v in found.items() if "Floor" in key]
     assert floor == ["missed"]
+    assert any("read with the floor missed" in line for line in _targets(*tables(0.45, 0.44, 0.3)))
+    assert not any("floor missed" in line for line in _targets(*tables(0.5, 0.49, 0.3)))
 
 
 def test_nothing_counts_as_met_when_the_full_data_reference_learned_no_tumour() -> None:
