@@ -66,11 +66,12 @@ def move_rows(source: Path, target: Path, moves: Callable[[dict], bool]) -> int:
     with source.open(newline="") as handle:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames or []), list(reader)
-    moved = [row for row in rows if moves(row)]
+    moved, kept = [], []
+    for row in rows:
+        (moved if moves(row) else kept).append(row)
     if moved:
         target.parent.mkdir(parents=True, exist_ok=True)
         append_rows(target, columns, moved)
-        kept = [row for row in rows if not moves(row)]
         with atomic_path(source) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
             writer.writeheader()

@@ -311,7 +311,7 @@ def test_an_unfinished_seed_released_on_its_realization_is_run_from_its_first_ro
         ("0", "full", "0"), ("0", "random", "0"), ("0", "random", "1"), ("1", "random", "0"), ("1", "random", "1")]
     assert second.complete and second.elsewhere == {}
 
-    finished = CliRunner().invoke(cli, ["release-seed", "--records", str(records), "--seed", "1", "--reason", "x"])
+    finished = release(1)
     assert finished.exit_code != 0 and "is finished" in finished.stderr
     assert len(read_rows(realization / "results.csv")[1]) == 5
     report = write_report(records, expected_runs=second.total).read_text()
