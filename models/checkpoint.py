@@ -70,19 +70,21 @@ def read_slpt_payload(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_slpt(path: str | Path, backbone: nn.Module | None = None) -> SLPTNet:
+def load_slpt(path: str | Path, backbone: nn.Module | None = None, payload: dict[str, Any] | None = None) -> SLPTNet:
     """Rebuild a saved model version.
 
     Args:
         path: file written by :func:`save_slpt`.
         backbone: the frozen pre-trained backbone (required for prompt mode, must have the same weights
             as at training time); ignored for fine-tune mode, whose backbone is rebuilt from the file.
+        payload: what :func:`read_slpt_payload` read from ``path``, where the caller already has it (the file is
+            then not read again).
 
     Raises:
         CheckpointError: unreadable file, wrong format, missing backbone, different backbone weights,
             or tensors that do not fit the rebuilt network.
     """
-    payload = read_slpt_payload(path)
+    payload = read_slpt_payload(path) if payload is None else payload
     try:
         config = SLPTConfig.from_dict(payload["slpt"])
         backbone_config = BackboneConfig.from_dict(payload["backbone"])

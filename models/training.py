@@ -41,6 +41,7 @@ Progress = Callable[[int, int, float], None]
 Case = tuple[Source, Source]
 
 DEFAULT_LR = {"prompt": 3e-2, "finetune": 1e-3}
+LR_DECAYS = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class TrainConfig:
             centres three times as many patches on tumour as on liver or background).
         seed: seeds the bootstrap draws, case order and augmentations.
         device: "cpu", "cuda", …; None = CUDA when available.
+        lr_decay: "constant" keeps ``lr`` throughout; "cosine" anneals it to 0 over ``steps`` (the noise of the last
+            steps' updates then shrinks instead of staying at the full learning rate).
     """
 
     steps: int = 300
@@ -67,6 +70,11 @@ class TrainConfig:
     class_ratios: tuple[float, ...] | None = None
     seed: int = 0
     device: str | None = None
+    lr_decay: str = "constant"
+
+    def __post_init__(self) -> None:
+        if self.lr_decay not in LR_DECAYS:
+            raise ModelError(f"unknown lr_decay {self.lr_decay!r}; expected one of {', '.join(LR_DECAYS)}")
 
 
 @dataclass
@@ -189,6 +197,7 @@ def train_prompts(
     forward = data_parallel(model, device)
 
     optimizer, scaler, loss_fn = training_parts(model, cfg, device)
+    decay = learning_rate_decay(optimizer, cfg)
     losses: list[float] = []
     start = time.perf_counter()
     for step in range(cfg.steps):
@@ -200,6 +209,7 @@ def train_prompts(
         images = torch.stack([image for image, _ in patches]).to(device)
         labels = torch.stack([label for _, label in patches]).to(device)
         losses.append(training_step(forward, optimizer, scaler, loss_fn, images, labels, prompt_index))
+        decay.step()
         if progress:
             progress(step + 1, cfg.steps, losses[-1])
     return TrainResult(
@@ -223,6 +233,13 @@ def training_parts(
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     return optimizer, scaler, DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+
+
+def learning_rate_decay(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step learning-rate schedule ``cfg.lr_decay`` names, over ``cfg.steps`` steps."""
+    if cfg.lr_decay == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.steps, 1))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
 
 
 def training_step(

@@ -44,6 +44,7 @@ def sweep(
     tuning: Annotated[str, typer.Option(help="prompt or finetune")] = "prompt",
     steps: Annotated[int, typer.Option(help="Training steps")] = 200,
     lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 3e-2,
+    lr_decay: Annotated[str, typer.Option(help="constant, or cosine (annealed to 0 over --steps)")] = "constant",
     patch: Annotated[int, typer.Option(help="Training patch / inference window edge")] = 32,
     batch_per_prompt: Annotated[int, typer.Option(help="Patches per prompt per step")] = 2,
     labels: Annotated[int, typer.Option(help="Labeled development volumes (>= pool size: all)")] = 10,
@@ -85,7 +86,7 @@ def sweep(
         def line(done: int, seconds: float) -> str:
             summary, _ = evaluate(network, cohort, held_out)  # leaves the network's train/eval mode as it was
             return json.dumps({
-                "tuning": tuning, "steps": done, "lr": lr, "patch": patch, "batch_per_prompt": batch_per_prompt,
+                "tuning": tuning, "steps": done, "lr": lr, "lr_decay": lr_decay, "patch": patch, "batch_per_prompt": batch_per_prompt,
                 "labels": len(picks), "seed": seed, "tumour_ratio": tumour_ratio,
                 "fpu_rank": fpu_rank, "head_stages": head_stages, "head_kernel": head_kernel, "head_image": head_image,
                 "tumour_dice": round(summary["tumour_dice"], 3),
@@ -105,7 +106,7 @@ def sweep(
 
             network, seconds = train_network(
                 backbone, [cohort.images[i] for i in picks], [cohort.labels[i] for i in picks], tuning,
-                Schedule(steps, lr), dev, seed, progress=step_done, network=network,
+                Schedule(steps, lr), dev, seed, progress=step_done, network=network, lr_decay=lr_decay,
             )
         print(line(steps, seconds), flush=True)
         if save:

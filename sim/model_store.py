@@ -54,8 +54,9 @@ class ModelStore:
         path = self.root / f"{key}.pt"
         if not path.is_file():
             return None
-        network = cpu_fast_layout(load_slpt(path, copy.deepcopy(backbone)))  # the layout training left it in
-        return network, float(read_slpt_payload(path)["extra"]["train_seconds"])
+        payload = read_slpt_payload(path)
+        network = cpu_fast_layout(load_slpt(path, copy.deepcopy(backbone), payload))  # the layout training left it in
+        return network, float(payload["extra"]["train_seconds"])
 
     def save_network(self, key: str, network: SLPTNet, seconds: float) -> None:
         with atomic_path(self.root / f"{key}.pt") as partial:

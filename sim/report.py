@@ -168,10 +168,12 @@ _AVERAGED_OVER = {"tumour_dice": "test cases with tumour", "liver_dice": "test c
 
 def plot_learning_curves(results: pd.DataFrame, path: Path) -> None:
     """Dice vs labeled volumes, mean ± std band per strategy, full-data lines: one column per tuning, one row
-    per metric of :data:`METRIC_NAMES`."""
+    per metric of :data:`METRIC_NAMES`. The panels of a row share their axes (a tuning trained at one label count
+    alone is then read against the other's curve) and each keeps its own tick labels."""
     tunings = sorted(results["tuning"].unique())
     fig, axes = plt.subplots(
-        len(METRIC_NAMES), len(tunings), figsize=(6 * len(tunings), 4.5 * len(METRIC_NAMES)), squeeze=False, sharey="row"
+        len(METRIC_NAMES), len(tunings), figsize=(6 * len(tunings), 4.5 * len(METRIC_NAMES)), squeeze=False,
+        sharex=True, sharey="row",
     )
     for row_axes, (metric, name) in zip(axes, METRIC_NAMES.items()):
         for ax, tuning in zip(row_axes, tunings):
@@ -186,6 +188,8 @@ def plot_learning_curves(results: pd.DataFrame, path: Path) -> None:
             if len(full):
                 ax.axhline(full.mean(), color="black", linestyle="--", label=f"full data ({tuning})")
             ax.set_title(f"{tuning} tuning")
+            ax.tick_params(labelleft=True, labelbottom=True)
+            ax.margins(y=0.08)
             ax.set_xlabel("labeled volumes")
             ax.set_ylabel(f"{name} (mean over {_AVERAGED_OVER[metric]})")
             ax.legend()

@@ -220,14 +220,15 @@ def build_network(backbone: torch.nn.Module, tuning: str, profile: SimProfile, s
 def train_network(
     backbone: torch.nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], tuning: str,
     schedule: Schedule, profile: SimProfile, seed: int, progress: Progress | None = None,
-    network: SLPTNet | None = None,
+    network: SLPTNet | None = None, lr_decay: str = "constant",
 ) -> tuple[SLPTNet, float]:
     """Train a fresh network (or ``network``, built by :func:`build_network`) on working-grid crops:
-    -> (network, seconds)."""
+    -> (network, seconds). ``lr_decay``: :attr:`models.training.TrainConfig.lr_decay` (the development sweep's
+    option; every study so far trains at a constant rate)."""
     network = network or build_network(backbone, tuning, profile, seed)
     schedule_config = TrainConfig(
         steps=schedule.steps, lr=schedule.lr, batch_per_prompt=profile.batch_per_prompt, seed=seed,
-        class_ratios=profile.class_ratios,
+        class_ratios=profile.class_ratios, lr_decay=lr_decay,
     )
     result = train_prompts(network, list(zip(images, labels)), schedule_config, progress=progress)
     return network, result.time_s
@@ -420,11 +421,14 @@ def _write_result(
 
 # ------------------------------------------------------------------------------------------- the driver
 
-def prepared_cohort(dataset: MSDDataset, backbone_path: Path, out: Path, profile: SimProfile) -> tuple[PreparedCohort, Path]:
+def prepared_cohort(
+    dataset: MSDDataset, backbone_path: Path, out: Path, profile: SimProfile, backbone_sha: str | None = None,
+) -> tuple[PreparedCohort, Path]:
     """The run's prepared cohort, from its cache when present (prepared once per run folder, geometry and backbone:
-    stage 1's ROIs and the embeddings depend on the backbone)."""
+    stage 1's ROIs and the embeddings depend on the backbone). ``backbone_sha``: the backbone's fingerprint where the
+    caller has it (it is computed from ``backbone_path`` otherwise)."""
     cfg = cascade_of(profile)
-    fingerprint = backbone_fingerprint(load_backbone(backbone_path)[0])[:12]
+    fingerprint = (backbone_sha or backbone_fingerprint(load_backbone(backbone_path)[0]))[:12]
     tag = "_".join(f"{v:g}" for v in (*cfg.spacing, *cfg.coarse_spacing, cfg.margin_mm)) + f"_{fingerprint}"
     cache = out / "cache" / f"prepared_{tag}.npz"
     expected = [c.name for c in dataset.cases if c.label is not None]
@@ -461,10 +465,12 @@ def run_simulation(
     check_study(study)
     study_folder = records or out
     out.mkdir(parents=True, exist_ok=True)
-    cohort, cache = prepared_cohort(dataset, backbone_path, out, profile)
+    backbone, backbone_config = load_backbone(backbone_path)  # once: the workers load their own copy
+    backbone_sha = backbone_fingerprint(backbone)
+    cohort, cache = prepared_cohort(dataset, backbone_path, out, profile, backbone_sha)
     pool, test = split_pool_test(cohort, profile.test_fraction, profile.split_seed)
     round_budgets(len(pool), study.budget, study.rounds)  # fail before any training
-    identity = run_identity(profile, study, backbone_path, cohort)
+    identity = run_identity(profile, study, backbone_sha, cohort)
     # Another backbone realization (the same recipe re-made with other float rounding) records apart, and runs only
     # the seeds no other realization has rows for: a seed's comparisons are all on one backbone.
     records = files.realization_folder(study_folder, identity["backbone"])
@@ -483,7 +489,7 @@ def run_simulation(
         files.write_split(records, [cohort.names[i] for i in pool], [cohort.names[i] for i in test], profile.split_seed)
         ctx = RunContext(
             records=records, profile=profile, study=study, backbone_path=backbone_path, pool=pool, test=test,
-            models=ModelStore(out / "models", identity, load_backbone(backbone_path)[1]),
+            models=ModelStore(out / "models", identity, backbone_config),
             group_columns=files.group_column_names([cohort.groups[i] for i in test]), deadline=deadline,
         )
         files.check_existing_header(records / "results.csv", files.result_columns(ctx.group_columns))
@@ -557,13 +563,14 @@ def _rows_recorded(folders: Sequence[Path]) -> int:
     return sum(len(files.done_keys(folder)) for folder in folders)
 
 
-def run_identity(profile: SimProfile, study: Study, backbone_path: Path, cohort: PreparedCohort) -> dict:
+def run_identity(profile: SimProfile, study: Study, backbone_sha: str, cohort: PreparedCohort) -> dict:
     """What a study's rows depend on: the design (profile without its worker count, and the study), the frozen
-    backbone's fingerprint and the prepared cohort's digest. JSON-ready."""
+    backbone's fingerprint (``backbone_sha``, :func:`models.backbone.backbone_fingerprint`) and the prepared cohort's
+    digest. JSON-ready."""
     design = {k: v for k, v in asdict(profile).items() if k != "workers"} | {"study": asdict(study)}
     return {
         "design": json.loads(json.dumps(design)),
-        "backbone": backbone_fingerprint(load_backbone(backbone_path)[0]),
+        "backbone": backbone_sha,
         "cohort": cohort.digest(),
     }
 

@@ -116,3 +116,39 @@ def test_class_ratios_choose_the_patch_centres():
 
     assert centre_classes((0.0, 0.0, 1.0)) == {2}
     assert 0 in centre_classes(None)
+
+
+def test_cosine_decay_anneals_the_learning_rate_and_constant_keeps_it():
+    from models.training import learning_rate_decay
+
+    def rates(decay: str) -> list[float]:
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=2e-2)
+        schedule = learning_rate_decay(optimizer, TrainConfig(steps=10, lr=2e-2, lr_decay=decay))
+        seen = []
+        for _ in range(10):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return seen + [optimizer.param_groups[0]["lr"]]
+
+    assert rates("constant") == [2e-2] * 11
+    cosine = rates("cosine")
+    assert cosine[0] == 2e-2 and cosine[5] == pytest.approx(1e-2) and cosine[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))
+    with pytest.raises(ModelError, match="unknown lr_decay 'linear'"):
+        TrainConfig(lr_decay="linear")
+
+
+def test_training_follows_its_learning_rate_decay(tiny_cases):
+    """Same seed, same first step; the annealed run's later updates are smaller, so the two networks part."""
+
+    def train(decay: str) -> tuple[SLPTNet, TrainResult]:
+        torch.manual_seed(0)
+        model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI, **GEOMETRY))
+        return model, train_prompts(model, tiny_cases, TrainConfig(steps=6, seed=1, lr_decay=decay))
+
+    constant, constant_result = train("constant")
+    cosine, cosine_result = train("cosine")
+    assert constant_result.losses[0] == cosine_result.losses[0]
+    differ = [not torch.equal(a, b) for a, b in zip(constant.tunable_parameters(), cosine.tunable_parameters())]
+    assert any(differ)

@@ -22,7 +22,8 @@ def test_sweep_trains_on_the_development_cohort_and_reports_held_out_dice(tmp_pa
     app = typer.Typer()
     app.command()(sweep)
     args = ["--profile", "smoke", "--tuning", "finetune", "--steps", "2", "--patch", "16", "--batch-per-prompt", "1",
-            "--labels", "3", "--seeds", "0,1", "--out", str(tmp_path), "--save", str(tmp_path / "nets")]
+            "--labels", "3", "--seeds", "0,1", "--lr-decay", "cosine", "--out", str(tmp_path),
+            "--save", str(tmp_path / "nets")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     # Progress bars share the captured stream; each result is one JSON object.
@@ -30,6 +31,7 @@ def test_sweep_trains_on_the_development_cohort_and_reports_held_out_dice(tmp_pa
     assert [r["seed"] for r in rows] == [0, 1]
     for row in rows:
         assert row["labels"] == 3 and row["tuning"] == "finetune" and row["steps"] == 2
+        assert row["lr_decay"] == "cosine"
         assert 0.0 <= row["liver_dice"] <= 1.0 and row["train_s"] >= 0
         assert set(row["groups"]) <= {"arterial", "delayed", "native_low_dose", "portal_venous"} and row["groups"]
     assert sorted(p.name for p in (tmp_path / "nets").iterdir()) == ["seed0.pt", "seed1.pt"]
