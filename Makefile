@@ -29,11 +29,13 @@ demo: install
 serve: demo
 	$(BIN)/slpt serve --studies $(DEMO)/studies --host $(HOST) --port $(PORT)
 
-# The label-efficiency study spans sessions: its records are kept in git under docs/results/simulation/full, the
+# The label-efficiency study spans sessions: its records are kept in git under docs/results/simulation/$(STUDY), the
 # cohort and backbone are re-made in runs/full (they must come out identical, see run.json); commit the records after.
+# STUDY=annealed is the study under way; STUDY=full re-checks the complete first one (both share cohort and backbone).
+STUDY ?= annealed
 STUDY_MINUTES ?= 120
 study: install
-	$(BIN)/slpt simulate --synthetic --profile full --out runs/full --records docs/results/simulation/full \
+	$(BIN)/slpt simulate --synthetic --profile $(STUDY) --out runs/full --records docs/results/simulation/$(STUDY) \
 		--stop-after $(STUDY_MINUTES)
 
 clean:

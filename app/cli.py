@@ -302,11 +302,11 @@ def simulate(
     rounds: Annotated[Optional[int], typer.Option(help="Selection rounds the budget is spread over")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Repeats (selection and training seed)")] = None,
     tuning: Annotated[Optional[str], typer.Option(help="prompt, finetune or prompt,finetune (both at the same labels)")] = None,
-    profile: Annotated[str, typer.Option(help="quick, full or smoke (sizes and fixed schedules: sim/profiles.py)")] = "quick",
+    profile: Annotated[str, typer.Option(help="quick, full, annealed or smoke (sizes and fixed schedules: sim/profiles.py)")] = "quick",
     backbone: Annotated[Optional[Path], typer.Option(help="Frozen backbone checkpoint (its .json beside it)")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes, one thread each (default: the profile's, at most the CPUs)")] = None,
     records: Annotated[Optional[Path], typer.Option(help="Folder of the measured rows, round state, report and run.json (default: --out); keep it in git to resume in another session")] = None,
-    stop_after: Annotated[Optional[float], typer.Option(help="Start no new model after this many minutes (the run resumes later)")] = None,
+    stop_after: Annotated[Optional[float], typer.Option(help="Start no new model after this many minutes from the command's start (the run resumes later)")] = None,
 ) -> None:
     """Label-efficiency study: strategies × seeds × rounds against full-data references (resumes an interrupted run)."""
     import os
@@ -316,6 +316,7 @@ def simulate(
     from cohort.msd import CohortError, load_msd
     from sim.profiles import PROFILES
     from sim.report import write_report
+    from sim.results import append_session, cpu_kind
     from sim.simulate import SimulationError, Study, check_study, prepare_synthetic, run_simulation
     from strategies import SelectionError
 
@@ -345,18 +346,28 @@ def simulate(
         # The learning curve belongs to the profile's default design; a custom strategy list runs without it.
         curve_strategies=chosen.curve_strategies if strategies is None else (),
         curve_budgets=chosen.curve_budgets if strategies is None else (),
+        curve_seeds=chosen.curve_seeds,
         finetune_budget_only=chosen.finetune_budget_only,
+        finetune_strategies=chosen.finetune_strategies if strategies is None else (),
     )
     n_workers = workers or min(chosen.workers, os.cpu_count() or 1)
+    started = time.time()
     try:
         check_study(study)
         if synthetic:
             data, made_backbone = prepare_synthetic(out, chosen)
             backbone = backbone or made_backbone
-        deadline = None if stop_after is None else time.time() + 60 * stop_after
+        prepared = time.time()
+        deadline = None if stop_after is None else started + 60 * stop_after
         outcome = run_simulation(
             load_msd(data), backbone, out, chosen, study, workers=n_workers, records=records, deadline=deadline
         )
+        append_session(records or out, {
+            "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)), "cpu": cpu_kind(),
+            "backbone": outcome.backbone[:12], "prepare_min": round((prepared - started) / 60, 1),
+            "run_min": round((time.time() - prepared) / 60, 1), "rows_before": outcome.done_before,
+            "rows_after": outcome.done,
+        })
         report = write_report(
             records or out, command=bench_command_line(), expected_runs=outcome.total
         ) if outcome.done else None

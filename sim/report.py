@@ -22,7 +22,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from sim.results import realization_folders, recorded_backbone, recorded_design, released_seeds  # noqa: E402
+from sim.results import (  # noqa: E402
+    read_sessions, realization_folders, recorded_backbone, recorded_design, released_seeds,
+)
 from sim.simulate import FULL_DATA  # noqa: E402
 
 BOOTSTRAP_SAMPLES = 2000
@@ -250,9 +252,27 @@ def write_report(out: Path, command: str = "", expected_runs: int | None = None)
     lines += ["## Liver Dice (secondary metric)", "", "Dice at the budget / full-data liver Dice:", "",
               _markdown(budget_ratios(results, "liver_dice", budget)), ""]
     lines += _comparisons(results, per_case, "liver_dice")
+    lines += _cost(out)
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _cost(out: Path) -> list[str]:
+    """What the study cost: each ``slpt simulate`` run on these records (``sessions.csv``), and the totals."""
+    sessions = read_sessions(out)
+    if not sessions:
+        return []
+    table = pd.DataFrame(sessions)
+    minutes = table[["prepare_min", "run_min"]].astype(float)
+    return [
+        "## Cost: wall time of each run on these records", "",
+        "`prepare min`: the cohort and backbone made by that run (0 when they were in its run folder); `run min`: the",
+        "rest (preparing the cohort's ROIs where needed, training, scoring, evaluation). Rows: recorded before and after.",
+        "", _markdown(table.rename(columns=lambda c: c.replace("_", " "))), "",
+        f"In all: {minutes['prepare_min'].sum():.0f} min making cohorts and backbones, {minutes['run_min'].sum():.0f} "
+        "min of study runs.", "",
+    ]
 
 
 TARGET_RATIO = 0.95  # TESLA + prompt tuning at the budget / full-data prompt tuning (issue target; paper: 0.94)

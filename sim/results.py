@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
+import platform
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -20,6 +21,11 @@ from storage.atomic import atomic_path, write_text_atomic
 BASE_COLUMNS = ("seed", "strategy", "tuning", "round", "n_labeled", "tumour_dice", "tumour_dice_global", "liver_dice")
 TAIL_COLUMNS = ("train_time_s", "tunable_params", "total_params", "labeled")
 PER_CASE_COLUMNS = ("seed", "strategy", "tuning", "round", "case", "group", "has_tumour", "tumour_dice", "liver_dice")
+
+
+#: One row per ``slpt simulate`` invocation on a records folder: where and how long it ran (the study's cost, which
+#: spans sessions and CPUs: docs/design.md, "A study that spans sessions").
+SESSION_COLUMNS = ("started_utc", "cpu", "backbone", "prepare_min", "run_min", "rows_before", "rows_after")
 
 
 class RunFolderError(ValueError):
@@ -187,3 +193,33 @@ def write_split(out: Path, pool_names: list[str], test_names: list[str], seed: i
             raise RunFolderError(f"{path} holds a different pool/test split: this run folder belongs to other data")
         return
     write_text_atomic(path, json.dumps(split, indent=2) + "\n")
+
+
+def cpu_kind() -> str:
+    """The CPU as its kind matters to a study (a backbone re-makes bit for bit only on the same kind):
+    "<model name> (family F model M)", from /proc/cpuinfo where there is one."""
+    info = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']} model {fields['model']})"
+    return name
+
+
+def append_session(study: Path, row: dict) -> None:
+    """Add one invocation's row (:data:`SESSION_COLUMNS`) to ``study/sessions.csv``."""
+    study.mkdir(parents=True, exist_ok=True)
+    append_rows(study / "sessions.csv", SESSION_COLUMNS, [row])
+
+
+def read_sessions(study: Path) -> list[dict]:
+    """The rows of ``study/sessions.csv`` (none when absent)."""
+    path = study / "sessions.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -35,7 +35,8 @@ import queue
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from multiprocessing import Manager
 from pathlib import Path
 
@@ -75,7 +76,8 @@ class Study:
     """The design of one run: what to compare, with which labels budget, how often.
 
     ``curve_strategies`` continue past ``budget`` to each cumulative fraction of ``curve_budgets`` (the
-    learning curve); both may be empty.
+    learning curve), on the first ``curve_seeds`` seeds (None: every seed); both may be empty.
+    ``finetune_strategies`` limits the fine-tuning arm to those strategies' labels (empty: every strategy's).
     """
 
     strategies: tuple[str, ...]
@@ -86,23 +88,37 @@ class Study:
     curve_strategies: tuple[str, ...] = ()
     curve_budgets: tuple[float, ...] = ()
     finetune_budget_only: bool = False
+    finetune_strategies: tuple[str, ...] = ()
+    curve_seeds: int | None = None
 
-    def trains(self, tuning: str, round_index: int) -> bool:
-        """Whether ``tuning`` is trained and evaluated in round ``round_index``. Selection follows prompt tuning,
-        which trains every round; fine-tuning is an evaluation arm, which ``finetune_budget_only`` limits to the
-        budget round (the targets compare the two there; a fine-tuned model costs the most to train)."""
-        return tuning == "prompt" or not self.finetune_budget_only or round_index == self.rounds - 1
+    def trains(self, strategy: str, tuning: str, round_index: int) -> bool:
+        """Whether ``tuning`` is trained and evaluated on ``strategy``'s labels in round ``round_index``. Selection
+        follows prompt tuning, which trains every round; fine-tuning is an evaluation arm, which
+        ``finetune_budget_only`` limits to the budget round (the targets compare the two there; a fine-tuned model
+        costs the most to train) and ``finetune_strategies`` to the strategies a target compares it on."""
+        if tuning == "prompt":
+            return True
+        if self.finetune_strategies and strategy not in self.finetune_strategies:
+            return False
+        return not self.finetune_budget_only or round_index == self.rounds - 1
+
+    def follows_curve(self, strategy: str, seed: int) -> bool:
+        """Whether ``strategy`` goes on past the budget to the learning curve's label counts at ``seed``."""
+        return strategy in self.curve_strategies and (self.curve_seeds is None or seed < self.curve_seeds)
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     """Where a run stopped: its ``results.csv``, the result rows recorded and the rows the study has in all (over
-    every backbone realization), and the seeds recorded on other realizations than this run's ({seed: backbone})."""
+    every backbone realization), the seeds recorded on other realizations than this run's ({seed: backbone}), the rows
+    recorded when it started and its backbone's fingerprint."""
 
     results: Path
     done: int
     total: int
     elsewhere: dict[int, str] = field(default_factory=dict)
+    done_before: int = 0  # rows recorded when the run started
+    backbone: str = ""  # the run's backbone fingerprint
 
     @property
     def complete(self) -> bool:
@@ -151,7 +167,7 @@ def past_deadline(ctx: RunContext) -> bool:
 
 def check_study(study: Study) -> None:
     """Raise :class:`SimulationError` for an unknown strategy or tuning, or an impossible budget/rounds/seeds."""
-    unknown = [s for s in (*study.strategies, *study.curve_strategies) if s not in STRATEGIES]
+    unknown = [s for s in (*study.strategies, *study.curve_strategies, *study.finetune_strategies) if s not in STRATEGIES]
     if unknown or not study.strategies:
         raise SimulationError(
             f"unknown strategy {', '.join(map(repr, unknown)) or '(none given)'}; known strategies: {', '.join(STRATEGIES)}"
@@ -165,6 +181,8 @@ def check_study(study: Study) -> None:
         raise SimulationError(f"budget is the fraction of the pool to label and must lie in (0, 1), got {study.budget}")
     if study.rounds < 1 or study.seeds < 1:
         raise SimulationError(f"rounds and seeds must be >= 1, got rounds={study.rounds}, seeds={study.seeds}")
+    if study.curve_seeds is not None and study.curve_seeds < 1:
+        raise SimulationError(f"curve seeds must be >= 1 (or none for every seed), got {study.curve_seeds}")
     if list(study.curve_budgets) != sorted(study.curve_budgets) or any(
         not study.budget < f < 1 for f in study.curve_budgets
     ):
@@ -220,15 +238,15 @@ def build_network(backbone: torch.nn.Module, tuning: str, profile: SimProfile, s
 def train_network(
     backbone: torch.nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], tuning: str,
     schedule: Schedule, profile: SimProfile, seed: int, progress: Progress | None = None,
-    network: SLPTNet | None = None, lr_decay: str = "constant",
+    network: SLPTNet | None = None, lr_decay: str | None = None,
 ) -> tuple[SLPTNet, float]:
     """Train a fresh network (or ``network``, built by :func:`build_network`) on working-grid crops:
-    -> (network, seconds). ``lr_decay``: :attr:`models.training.TrainConfig.lr_decay` (the development sweep's
-    option; every study so far trains at a constant rate)."""
+    -> (network, seconds). ``lr_decay``: :attr:`models.training.TrainConfig.lr_decay`, the profile's unless given
+    (the development sweep compares both)."""
     network = network or build_network(backbone, tuning, profile, seed)
     schedule_config = TrainConfig(
         steps=schedule.steps, lr=schedule.lr, batch_per_prompt=profile.batch_per_prompt, seed=seed,
-        class_ratios=profile.class_ratios, lr_decay=lr_decay,
+        class_ratios=profile.class_ratios, lr_decay=lr_decay or profile.lr_decay,
     )
     result = train_prompts(network, list(zip(images, labels)), schedule_config, progress=progress)
     return network, result.time_s
@@ -268,24 +286,29 @@ def _run_reference(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone
     return written
 
 
-def unit_budgets(ctx: RunContext, strategy: str) -> list[int]:
-    return strategy_budgets(ctx.study, len(ctx.pool), strategy)
+def unit_budgets(ctx: RunContext, unit: Unit) -> list[int]:
+    return strategy_budgets(ctx.study, len(ctx.pool), unit.strategy, unit.seed)
 
 
-def strategy_budgets(study: Study, pool_size: int, strategy: str) -> list[int]:
-    """Volumes ``strategy`` labels in each of its rounds (learning-curve strategies go on past the budget)."""
-    curve = study.curve_budgets if strategy in study.curve_strategies else ()
+def strategy_budgets(study: Study, pool_size: int, strategy: str, seed: int) -> list[int]:
+    """Volumes ``strategy`` labels in each of its rounds at ``seed`` (on the learning curve's seeds, its strategies go
+    on past the budget)."""
+    curve = study.curve_budgets if study.follows_curve(strategy, seed) else ()
     return round_budgets(pool_size, study.budget, study.rounds, curve)
 
 
-def study_rows(study: Study, pool_size: int, references: int, realizations: int) -> int:
-    """Result rows of the whole study: every seed's rounds of every tuning it trains, and ``references`` rows per
-    backbone realization."""
-    per_seed = sum(
-        study.trains(tuning, r) for s in study.strategies for r in range(len(strategy_budgets(study, pool_size, s)))
+def seed_rows(study: Study, pool_size: int, seed: int) -> int:
+    """Result rows of one seed: every strategy's rounds of every tuning it trains."""
+    return sum(
+        study.trains(s, tuning, r)
+        for s in study.strategies for r in range(len(strategy_budgets(study, pool_size, s, seed)))
         for tuning in study.tunings
     )
-    return references * max(realizations, 1) + study.seeds * per_seed
+
+
+def study_rows(study: Study, pool_size: int, references: int, realizations: int) -> int:
+    """Result rows of the whole study: every seed's rows, and ``references`` rows per backbone realization."""
+    return references * max(realizations, 1) + sum(seed_rows(study, pool_size, seed) for seed in range(study.seeds))
 
 
 def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, report) -> int:
@@ -293,7 +316,7 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
     scores, and only train the tunings whose rows are missing from results.csv."""
     state_path = ctx.records / "state" / f"seed{unit.seed}_{unit.strategy}.json"
     finished = files.read_state(state_path)
-    budgets = unit_budgets(ctx, unit.strategy)
+    budgets = unit_budgets(ctx, unit)
     score_name = STRATEGIES[unit.strategy].score
     done = files.done_keys(ctx.records)
     labeled: list[int] = []
@@ -310,7 +333,7 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
         prompt_model: Trained | None = None
         stopping = False
         for tuning in ctx.study.tunings:
-            if (unit.seed, unit.strategy, tuning, r) in done or not ctx.study.trains(tuning, r):
+            if (unit.seed, unit.strategy, tuning, r) in done or not ctx.study.trains(unit.strategy, tuning, r):
                 continue
             if past_deadline(ctx):
                 stopping = True
@@ -483,7 +506,8 @@ def run_simulation(
         files.check_same_design(others, identity["design"])
         if not own_seeds:  # nothing left for this realization: it records nothing, not even its references
             total = study_rows(study, len(pool), references, len(others))
-            return RunOutcome(records / "results.csv", _rows_recorded(others), total, held)
+            done = _rows_recorded(others)
+            return RunOutcome(records / "results.csv", done, total, held, done, backbone_sha)
         records.mkdir(parents=True, exist_ok=True)
         files.check_identity(records, identity)
         files.write_split(records, [cohort.names[i] for i in pool], [cohort.names[i] for i in test], profile.split_seed)
@@ -508,7 +532,7 @@ def run_simulation(
                 bar.update(run_unit(ctx, unit))
         else:
             _run_parallel(ctx, units, cache, backbone_path, workers, bar)
-    return RunOutcome(records / "results.csv", _rows_recorded([*others, records]), total_rows, held)
+    return RunOutcome(records / "results.csv", _rows_recorded([*others, records]), total_rows, held, already, backbone_sha)
 
 
 def _seeds_recorded(folder: Path) -> dict[int, str]:
@@ -530,7 +554,7 @@ def release_seed(records: Path, seed: int, reason: str) -> Path:
         raise SimulationError(f"no realization in {records} has rows for seed {seed}: nothing to release")
     [folder] = holders  # a seed's rows are all on one realization
     recorded = [key for key in files.done_keys(folder) if key[0] == seed and key[1] != FULL_DATA]
-    expected = _rows_per_seed(folder)
+    expected = _rows_of_seed(folder, seed)
     if len(recorded) >= expected:
         raise SimulationError(
             f"seed {seed} is finished on {folder} ({len(recorded)} of {expected} rows): a finished seed is not released"
@@ -551,12 +575,12 @@ def release_seed(records: Path, seed: int, reason: str) -> Path:
     return target
 
 
-def _rows_per_seed(folder: Path) -> int:
-    """Result rows one seed has when finished, by the design and split a realization's folder records."""
+def _rows_of_seed(folder: Path, seed: int) -> int:
+    """Result rows ``seed`` has when finished, by the design and split a realization's folder records."""
     recorded = files.recorded_design(folder)["study"]
     study = Study(**{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.items()})
     pool_size = len(json.loads((folder / "split.json").read_text())["pool"])
-    return study_rows(study, pool_size, references=0, realizations=1) // study.seeds
+    return seed_rows(study, pool_size, seed)
 
 
 def _rows_recorded(folders: Sequence[Path]) -> int:
@@ -567,12 +591,29 @@ def run_identity(profile: SimProfile, study: Study, backbone_sha: str, cohort: P
     """What a study's rows depend on: the design (profile without its worker count, and the study), the frozen
     backbone's fingerprint (``backbone_sha``, :func:`models.backbone.backbone_fingerprint`) and the prepared cohort's
     digest. JSON-ready."""
-    design = {k: v for k, v in asdict(profile).items() if k != "workers"} | {"study": asdict(study)}
     return {
-        "design": json.loads(json.dumps(design)),
+        "design": design_identity(profile, study),
         "backbone": backbone_sha,
         "cohort": cohort.digest(),
     }
+
+
+def design_identity(profile: SimProfile, study: Study) -> dict:
+    """The design part of :func:`run_identity`: the profile without its worker count, and the study. JSON-ready."""
+    study_design = {k: v for k, v in asdict(study).items() if not _later_field_at_default(Study, k, v)}
+    design = {
+        k: v for k, v in asdict(profile).items() if k != "workers" and not _later_field_at_default(SimProfile, k, v)
+    } | {"study": study_design}
+    return json.loads(json.dumps(design))
+
+
+#: Design fields added after a study's records were made. At their default they reproduce the behaviour from before
+#: they existed, so a design leaves them out and those records (whose run.json lacks them) stay valid.
+LATER_FIELDS = ("lr_decay", "finetune_strategies", "curve_seeds")
+
+
+def _later_field_at_default(kind: type, name: str, value) -> bool:
+    return name in LATER_FIELDS and value == {f.name: f.default for f in fields(kind)}[name]
 
 
 def _run_parallel(ctx: RunContext, units: list[Unit], cache: Path, backbone_path: Path, workers: int, bar: tqdm) -> None:
@@ -595,36 +636,52 @@ def prepare_synthetic(out: Path, profile: SimProfile) -> tuple[Path, Path]:
 
     The downstream cohort (seed ``profile.cohort_seed``) goes to ``out/cohort``; the backbone is pre-trained
     on a separate upstream cohort (``upstream=True``, seed ``profile.upstream_seed``) into
-    ``out/backbone.pt``, at the profile's working and coarse spacings. Both are reused when present. Returns
-    (cohort folder, backbone checkpoint).
+    ``out/backbone.pt``, at the profile's working and coarse spacings. Both are reused when present. Pre-training
+    runs on one thread, so the downstream cohort is generated on the other core meanwhile. Returns (cohort folder,
+    backbone checkpoint).
     """
+    cohort_dir, upstream_dir, backbone = out / "cohort", out / "upstream", out / "backbone.pt"
+    if backbone.is_file():
+        _generate_once(cohort_dir, partial(_generate_cohort, profile=profile, upstream=False))
+        return cohort_dir, backbone
+    _generate_once(upstream_dir, partial(_generate_cohort, profile=profile, upstream=True))
+    with ProcessPoolExecutor(1) as side:
+        cohort_made = side.submit(
+            _generate_once, cohort_dir, partial(_generate_cohort, profile=profile, upstream=False, progress=False)
+        )
+        _pretrain_synthetic(upstream_dir, backbone, profile)
+        cohort_made.result()
+    return cohort_dir, backbone
+
+
+def _generate_cohort(folder: Path, profile: SimProfile, upstream: bool, progress: bool = True) -> Path:
+    """The run's downstream cohort, or (``upstream``) its upstream pre-training cohort, into ``folder``."""
     from cohort.synth import generate_cohort
+
+    seed, cases = (profile.upstream_seed, profile.upstream_cases) if upstream else (profile.cohort_seed, profile.cases)
+    return generate_cohort(folder, cases, seed, profile.size, upstream=upstream, progress=progress)
+
+
+def _pretrain_synthetic(upstream_dir: Path, backbone: Path, profile: SimProfile) -> None:
+    """Pre-train the run's backbone on the upstream cohort. One thread: a study's seeds resume in later sessions only
+    on a bit-identical backbone (run.json), and a single-threaded run re-makes it exactly on the same kind of CPU
+    (docs/design.md, "Backbone realizations")."""
     from models.pretrain import PretrainConfig, pretrain_backbone
 
-    cohort_dir, upstream_dir, backbone = out / "cohort", out / "upstream", out / "backbone.pt"
-    _generate_once(cohort_dir, lambda d: generate_cohort(d, profile.cases, profile.cohort_seed, profile.size))
-    if not backbone.is_file():
-        _generate_once(
-            upstream_dir,
-            lambda d: generate_cohort(d, profile.upstream_cases, profile.upstream_seed, profile.size, upstream=True),
-        )
-        # One thread: a study's seeds resume in later sessions only on a bit-identical backbone (run.json), and a
-        # single-threaded run re-makes it exactly on the same kind of CPU (docs/design.md, "Backbone realizations").
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with progress_bar("pre-training the backbone") as report:
-                pretrain_backbone(
-                    upstream_dir, backbone, profile.backbone, epochs=profile.pretrain_epochs, progress=report,
-                    schedule=PretrainConfig(
-                        patch_size=(profile.pretrain_patch,) * 3, spacing=profile.spacing,
-                        coarse_spacing=profile.coarse_spacing, batch_size=profile.pretrain_batch,
-                        denoise_weight=profile.pretrain_denoise,
-                    ),
-                )
-        finally:
-            torch.set_num_threads(threads)
-    return cohort_dir, backbone
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with progress_bar("pre-training the backbone") as report:
+            pretrain_backbone(
+                upstream_dir, backbone, profile.backbone, epochs=profile.pretrain_epochs, progress=report,
+                schedule=PretrainConfig(
+                    patch_size=(profile.pretrain_patch,) * 3, spacing=profile.spacing,
+                    coarse_spacing=profile.coarse_spacing, batch_size=profile.pretrain_batch,
+                    denoise_weight=profile.pretrain_denoise,
+                ),
+            )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _generate_once(folder: Path, generate: Callable[[Path], Path]) -> None:

@@ -127,6 +127,11 @@ def test_a_rerun_resumes_without_duplicating_rows(finished_run: Path, inputs):
     again = simulate(*run_args(inputs, finished_run))
     assert again.exit_code == 0
     assert read_rows(results)[1] == resumed
+    from sim.results import read_sessions
+
+    resuming, finding_nothing = read_sessions(finished_run)[-2:]  # what each invocation found and left
+    assert (int(resuming["rows_before"]), int(resuming["rows_after"])) == (len(rows) - 2, len(rows))
+    assert (int(finding_nothing["rows_before"]), int(finding_nothing["rows_after"])) == (len(rows), len(rows))
 
 
 @pytest.mark.parametrize(
@@ -371,6 +376,23 @@ def test_a_partial_study_says_so_in_its_report(finished_run: Path):
     assert "Partial" not in write_report(finished_run, expected_runs=6).read_text()
 
 
+def test_every_run_logs_its_cost_and_the_report_sums_it(finished_run: Path):
+    """`sessions.csv` gets one row per invocation (CPU, backbone, minutes, rows before and after); the report's cost
+    section lists them. A second invocation that finds nothing to do adds a row with nothing gained."""
+    from sim.results import read_sessions
+    from sim.report import write_report
+
+    first, *later = read_sessions(finished_run)
+    _, rows = read_rows(finished_run / "results.csv")
+    assert (int(first["rows_before"]), int(first["rows_after"])) == (0, len(rows))
+    assert all(int(row["rows_after"]) == len(rows) for row in later)  # resumed runs (the test below)
+    assert len(first["backbone"]) == 12 and first["cpu"]
+    assert float(first["run_min"]) >= 0 and float(first["prepare_min"]) >= 0
+    report = write_report(finished_run).read_text()
+    cost = report.split("## Cost: wall time of each run on these records")[1]
+    assert first["backbone"] in cost and "min of study runs" in cost
+
+
 def test_a_negative_stop_after_fails_clearly(inputs, tmp_path: Path):
     result = simulate(*run_args(inputs, tmp_path / "out"), "--stop-after", "-5")
     assert result.exit_code != 0
@@ -386,8 +408,8 @@ def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, t
     data, backbone = inputs
     study = Study(strategies=("random",), budget=0.3, rounds=2, seeds=1, tunings=("prompt", "finetune"),
                   curve_strategies=("random",), curve_budgets=(0.5,), finetune_budget_only=True)
-    assert [study.trains("finetune", r) for r in range(3)] == [False, True, False]
-    assert all(study.trains("prompt", r) for r in range(3))
+    assert [study.trains("random", "finetune", r) for r in range(3)] == [False, True, False]
+    assert all(study.trains("random", "prompt", r) for r in range(3))
     outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
     assert outcome.complete and outcome.done == outcome.total == 6
     _, rows = read_rows(outcome.results)
@@ -401,6 +423,54 @@ def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, t
     comparisons = report.split("Prompt tuning − fine-tuning, tumour Dice")[1].split("###")[0]
     assert "| random: prompt − finetune | both | 1 |" in comparisons
     assert "| random: prompt − finetune | both | 0 |" not in comparisons
+
+
+def test_fine_tuning_on_named_strategies_and_the_curve_on_the_first_seeds(inputs, tmp_path: Path):
+    """``finetune_strategies`` limits the fine-tuning arm to those strategies' labels, ``curve_seeds`` the learning
+    curve to the first seeds; the row count the run expects agrees with the rows it writes."""
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+    from sim.simulate import Study, run_simulation
+
+    data, backbone = inputs
+    study = Study(strategies=("tesla", "random"), budget=0.3, rounds=1, seeds=2, tunings=("prompt", "finetune"),
+                  curve_strategies=("random",), curve_budgets=(0.5,), curve_seeds=1, finetune_budget_only=True,
+                  finetune_strategies=("random",))
+    assert not study.trains("tesla", "finetune", 0) and study.trains("random", "finetune", 0)
+    assert study.follows_curve("random", 0) and not study.follows_curve("random", 1)
+    assert not study.follows_curve("tesla", 0)
+    outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
+    assert outcome.complete and outcome.done == outcome.total == 9
+    _, rows = read_rows(outcome.results)
+    assert sorted((int(r["seed"]), r["strategy"], r["tuning"], int(r["round"])) for r in rows) == sorted([
+        (0, "full", "prompt", 0), (0, "full", "finetune", 0),
+        (0, "tesla", "prompt", 0), (0, "random", "prompt", 0), (0, "random", "prompt", 1), (0, "random", "finetune", 0),
+        (1, "tesla", "prompt", 0), (1, "random", "prompt", 0), (1, "random", "finetune", 0),
+    ])
+
+
+def test_later_design_fields_at_their_default_keep_the_recorded_full_design():
+    """Fields added to the design after the `full` study's records were made (cosine rates, fine-tuning on named
+    strategies, the curve on some seeds) leave its recorded design unchanged at their defaults, and a profile that
+    sets them records them."""
+    from sim.profiles import PROFILES
+    from sim.simulate import LATER_FIELDS, Study, design_identity
+
+    def study_of(profile) -> Study:
+        return Study(strategies=profile.strategies, budget=profile.budget, rounds=profile.rounds, seeds=profile.seeds,
+                     tunings=profile.tunings, curve_strategies=profile.curve_strategies,
+                     curve_budgets=profile.curve_budgets, finetune_budget_only=profile.finetune_budget_only,
+                     finetune_strategies=profile.finetune_strategies, curve_seeds=profile.curve_seeds)
+
+    records = Path(__file__).resolve().parents[2] / "docs" / "results" / "simulation" / "full" / "run.json"
+    recorded = json.loads(records.read_text())["design"]
+    assert design_identity(PROFILES["full"], study_of(PROFILES["full"])) == recorded
+    annealed = design_identity(PROFILES["annealed"], study_of(PROFILES["annealed"]))
+    assert annealed["lr_decay"] == "cosine"
+    assert annealed["study"]["finetune_strategies"] == ["tesla"] and annealed["study"]["curve_seeds"] == 2
+    assert {k for k in annealed if annealed[k] != recorded.get(k)} == {
+        "name", "lr_decay", "finetune_strategies", "curve_seeds", "prompt", "study"}
+    assert set(LATER_FIELDS) & set(recorded) == set()
 
 
 @pytest.mark.parametrize("models_before_deadline", [1, 3, 4])
@@ -541,3 +611,22 @@ def test_a_report_of_the_references_alone_is_written(inputs, tmp_path: Path, mon
     assert outcome.done == 1
     report = write_report(tmp_path / "out", expected_runs=outcome.total).read_text()
     assert "**Partial: 1 of 3 runs are in.**" in report and "| prompt | full | 0 |" in report
+
+
+def test_a_synthetic_run_makes_its_cohort_beside_the_pretraining(tmp_path: Path):
+    """`--synthetic` makes the upstream cohort, pre-trains the backbone and (in a side process meanwhile) generates the
+    downstream cohort: the same files as a direct generation with the profile's seed; a second call reuses both."""
+    from sim.profiles import PROFILES
+    from sim.simulate import prepare_synthetic
+
+    profile = PROFILES["smoke"]
+    cohort, backbone = prepare_synthetic(tmp_path / "run", profile)
+    assert backbone.is_file() and (tmp_path / "run" / "upstream" / "dataset.json").is_file()
+    direct = generate_cohort(tmp_path / "direct", profile.cases, profile.cohort_seed, profile.size, progress=False)
+    made = sorted(p.relative_to(cohort) for p in cohort.rglob("*.nii.gz"))
+    assert len(made) == 2 * profile.cases
+    assert made == sorted(p.relative_to(direct.parent) for p in direct.parent.rglob("*.nii.gz"))
+    assert all((cohort / p).read_bytes() == (direct.parent / p).read_bytes() for p in made)
+    weights = backbone.read_bytes()
+    assert prepare_synthetic(tmp_path / "run", profile) == (cohort, backbone)
+    assert backbone.read_bytes() == weights
