@@ -24,8 +24,8 @@ The floor (full-data prompt tuning tumour Dice >= 0.5) is not reached. The best 
 backbone reached 0.297), so the ``full`` profile pre-trains with it and trains its full-data prompt reference that
 long (1,600 steps at 2e-2). That is past the 0.35 below which the issue says not to run the study, on one seed.
 Since the study ran, a cosine-annealed learning rate (``TrainConfig.lr_decay``) reached 0.398 after 3,200 steps on
-the development cohort (constant rate: 0.373); the profiles keep the constant rate so that the complete ``full``
-records stay valid, and a next study's profile should anneal (dev_sweep.md, "A learning-rate schedule").
+the development cohort (constant rate: 0.373); ``full`` keeps the constant rate so that its complete records stay
+valid, and ``annealed`` anneals every schedule (dev_sweep.md, "A learning-rate schedule").
 
 Profiles:
 - ``quick``: a demonstration at a coarse 4 mm (96³ volumes, 16³ patches, few steps, 2 seeds), minutes on 2 cores.
@@ -33,8 +33,8 @@ Profiles:
   tesla/random/fg_random/entropy/coreset, and the tesla/random learning curve on to 10 % and 20 % of the pool;
   fine-tuning at the 5 % round only, one full-data reference per tuning. About 97 models: many hours on 2 cores, so
   it runs across sessions with its records in git (``make study``; docs/design.md, "A study that spans sessions").
-- ``annealed``: the second study, ``full`` re-cut to fit 3 hours on 2 cores with every schedule cosine-annealed (its
-  definition below says what it cuts).
+- ``annealed``: the second study, ``full`` re-cut towards 3 hours on 2 cores with every schedule cosine-annealed (its
+  definition below says what it cuts; summed over its records it still costs about 3.5 h on the study's usual CPU).
 - ``smoke``: the smallest meaningful run (24³ volumes at 16 mm, a handful of steps), for tests and CI only.
 """
 
@@ -227,7 +227,7 @@ PROFILES: dict[str, SimProfile] = {
     ),
 }
 
-#: The second study: the ``full`` design re-cut to fit 3 hours on 2 cores, with every schedule cosine-annealed. It keeps
+#: The second study: the ``full`` design re-cut towards 3 hours on 2 cores, with every schedule cosine-annealed. It keeps
 #: ``full``'s cohort, geometry and backbone recipe, so the two share a run folder's cohort and backbone. What it cuts,
 #: from ``full``'s measured cost (docs/results/simulation/README.md, "The second study"): fine-tuning on TESLA's labels
 #: only (the one comparison a target makes), the learning curve on two seeds, and 300 annealed prompt steps per budget
