@@ -307,6 +307,7 @@ def simulate(
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes, one thread each (default: the profile's, at most the CPUs)")] = None,
     records: Annotated[Optional[Path], typer.Option(help="Folder of the measured rows, round state, report and run.json (default: --out); keep it in git to resume in another session")] = None,
     stop_after: Annotated[Optional[float], typer.Option(help="Start no new model after this many minutes from the command's start (the run resumes later)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --synthetic: make the backbone even where the records say this CPU kind can add no row")] = False,
 ) -> None:
     """Label-efficiency study: strategies × seeds × rounds against full-data references (resumes an interrupted run)."""
     import os
@@ -317,6 +318,7 @@ def simulate(
     from sim.profiles import PROFILES
     from sim.report import write_report
     from sim.results import append_session, cpu_kind
+    from sim.preflight import check_machine
     from sim.simulate import SimulationError, Study, check_study, prepare_synthetic, run_simulation
     from strategies import SelectionError
 
@@ -354,6 +356,13 @@ def simulate(
     started = time.time()
     try:
         check_study(study)
+        # A backbone made here costs half an hour before the run learns which realization it is: stop first where
+        # the records already show that no realization this CPU makes has anything left to run.
+        if synthetic and backbone is None and not (out / "backbone.pt").is_file() and not force:
+            plan = check_machine(records or out, cpu_kind())
+            if not plan.can_add:
+                typer.echo(plan.reason, err=True)
+                raise typer.Exit(0)
         if synthetic:
             data, made_backbone = prepare_synthetic(out, chosen)
             backbone = backbone or made_backbone

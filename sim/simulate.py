@@ -498,7 +498,7 @@ def run_simulation(
     # the seeds no other realization has rows for: a seed's comparisons are all on one backbone.
     records = files.realization_folder(study_folder, identity["backbone"])
     others = [folder for folder in files.realization_folders(study_folder) if folder != records]
-    held = {seed: backbone for folder in others for seed, backbone in _seeds_recorded(folder).items()}
+    held = {seed: backbone for folder in others for seed, backbone in seeds_recorded(folder).items()}
     own_seeds = [seed for seed in range(study.seeds) if seed not in held]
     reference_seeds = min(study.seeds, profile.reference_seeds)
     references = len(study.tunings) * reference_seeds
@@ -535,7 +535,7 @@ def run_simulation(
     return RunOutcome(records / "results.csv", _rows_recorded([*others, records]), total_rows, held, already, backbone_sha)
 
 
-def _seeds_recorded(folder: Path) -> dict[int, str]:
+def seeds_recorded(folder: Path) -> dict[int, str]:
     """{seed: the realization's backbone (first 12 hex digits)} of the seeds with strategy rows in ``folder``."""
     backbone = files.recorded_backbone(folder)[:12]
     return {seed: backbone for seed, strategy, _tuning, _round in files.done_keys(folder) if strategy != FULL_DATA}
@@ -549,12 +549,12 @@ def release_seed(records: Path, seed: int, reason: str) -> Path:
     rows moved to."""
     if not reason.strip():
         raise SimulationError("say why the seed is released (--reason): it is kept beside its rows and in the report")
-    holders = [folder for folder in files.realization_folders(records) if seed in _seeds_recorded(folder)]
+    holders = [folder for folder in files.realization_folders(records) if seed in seeds_recorded(folder)]
     if not holders:
         raise SimulationError(f"no realization in {records} has rows for seed {seed}: nothing to release")
     [folder] = holders  # a seed's rows are all on one realization
     recorded = [key for key in files.done_keys(folder) if key[0] == seed and key[1] != FULL_DATA]
-    expected = _rows_of_seed(folder, seed)
+    expected = rows_of_seed(folder, seed)
     if len(recorded) >= expected:
         raise SimulationError(
             f"seed {seed} is finished on {folder} ({len(recorded)} of {expected} rows): a finished seed is not released"
@@ -575,7 +575,7 @@ def release_seed(records: Path, seed: int, reason: str) -> Path:
     return target
 
 
-def _rows_of_seed(folder: Path, seed: int) -> int:
+def rows_of_seed(folder: Path, seed: int) -> int:
     """Result rows ``seed`` has when finished, by the design and split a realization's folder records."""
     recorded = files.recorded_design(folder)["study"]
     study = Study(**{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.items()})
