@@ -10,6 +10,7 @@ so ``slpt simulate`` stops before pre-training and says which CPU would help.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def check_machine(records: Path, cpu: str) -> Preflight:
     waiting = tuple(open_realizations(records))
     if not waiting:
         return Preflight(True, "the study is complete: the run re-makes the backbone and re-writes the report")
-    if any(cpu in realization.made_on or not realization.made_on for realization in waiting):
+    if any(not r.made_on or any(same_cpu_kind(cpu, maker) for maker in r.made_on) for r in waiting):
         return Preflight(True, "this CPU kind makes (or may make) a realization with rows to add", waiting)
     where = "; ".join(f"backbone {r.backbone} ({_left(r)}) is made on {' or '.join(r.made_on)}" for r in waiting)
     return Preflight(False, (
@@ -89,6 +90,15 @@ def check_machine(records: Path, cpu: str) -> Preflight:
         "seed to run, so the run stops before making the backbone. `--force` makes it anyway; `slpt release-seed` "
         "gives an unfinished seed up so that any CPU can run it."
     ), waiting)
+
+
+def same_cpu_kind(a: str, b: str) -> bool:
+    """Whether two :func:`sim.results.cpu_kind` strings name one kind of CPU: by family and model where both have them
+    (a virtual machine may report the same silicon under another model name), else by the whole string."""
+    kinds = [re.search(r"\(family \d+ model \d+\)$", text) for text in (a, b)]
+    if all(kinds):
+        return kinds[0].group() == kinds[1].group()
+    return a == b
 
 
 def _left(realization: OpenRealization) -> str:

@@ -326,39 +326,45 @@ def test_an_unfinished_seed_released_on_its_realization_is_run_from_its_first_ro
 
 def test_a_cpu_that_can_add_nothing_stops_before_making_the_backbone(inputs, tmp_path: Path, monkeypatch):
     """Once every seed is held, only the CPU kinds that made a realization with rows left can add rows. The records'
-    ``sessions.csv`` says which they are, and `slpt simulate --synthetic` on any other CPU stops before pre-training:
-    exit 0, the reason on stderr, nothing made and nothing written. ``--force`` makes the backbone anyway."""
+    ``sessions.csv`` says which they are (by family and model), and `slpt simulate --synthetic` on any other CPU stops
+    before pre-training: exit 0, the reason on stderr, nothing made and nothing written. ``--force`` makes the
+    backbone anyway."""
+    import sim.results
     import sim.simulate as simulate_module
     from sim.preflight import check_machine
     from sim.profiles import PROFILES
     from sim.results import append_session
 
+    epyc, xeon = "AMD EPYC (family 25 model 17)", "Intel(R) Xeon(R) Processor (family 6 model 207)"
     # Realization A's session ends with seed 0 at 1 of its 2 rows; seed 1 is free, so any CPU can add rows.
     dataset, study, records, first = first_session(monkeypatch, inputs, tmp_path, rounds=2)
     backbone_a = json.loads((records / "run.json").read_text())["backbone"][:12]
-    assert check_machine(records, "CPU B").can_add
+    assert check_machine(records, xeon).can_add
     # Realization B takes seed 1 whole: every seed is held now, and only A has rows left.
     simulate_module.run_simulation(dataset, other_backbone(tmp_path / "other.pt", seed=1), tmp_path / "work2",
                                    PROFILES["smoke"], study, records=records)
     [folder_b] = list(records.glob("backbone-*"))
-    assert check_machine(records, "CPU B").can_add  # nothing says who makes A: B's CPU kind might
-    for cpu, backbone in (("CPU A", backbone_a), ("CPU B", folder_b.name.removeprefix("backbone-"))):
+    assert check_machine(records, xeon).can_add  # nothing says who makes A: this CPU kind might
+    for cpu, backbone in ((epyc, backbone_a), (xeon, folder_b.name.removeprefix("backbone-"))):
         append_session(records, {"started_utc": "2026-12-06 00:00", "cpu": cpu, "backbone": backbone,
                                  "prepare_min": 1.0, "run_min": 1.0, "rows_before": 0, "rows_after": 2})
 
-    plan = check_machine(records, "CPU B")
+    plan = check_machine(records, xeon)
     assert not plan.can_add
     assert [(r.backbone, r.rows, r.expected, r.unfinished_seeds, r.made_on) for r in plan.open_realizations] == [
-        (backbone_a, 2, 3, (0,), ("CPU A",))]
-    assert check_machine(records, "CPU A").can_add
+        (backbone_a, 2, 3, (0,), (epyc,))]
+    assert check_machine(records, epyc).can_add
+    assert check_machine(records, "AMD EPYC 9454 (family 25 model 17)").can_add  # the same kind, named otherwise
+    assert not check_machine(records, "AMD EPYC (family 25 model 1)").can_add
 
-    # This machine's CPU kind made neither realization.
+    # A session on a CPU kind that made neither realization.
+    monkeypatch.setattr(sim.results, "cpu_kind", lambda: "Intel(R) Xeon(R) Processor (family 6 model 167)")
     before = {p: p.read_bytes() for p in records.rglob("*") if p.is_file()}
     out = tmp_path / "synthetic"
     stopped = simulate("--synthetic", "--profile", "smoke", "--out", str(out), "--records", str(records))
     assert stopped.exit_code == 0, stopped.output
     assert "nothing this CPU can add" in stopped.stderr and f"backbone {backbone_a}" in stopped.stderr
-    assert "CPU A" in stopped.stderr and "--force" in stopped.stderr
+    assert epyc in stopped.stderr and "family 6 model 167" in stopped.stderr and "--force" in stopped.stderr
     assert not out.exists()
     assert {p: p.read_bytes() for p in records.rglob("*") if p.is_file()} == before
 
