@@ -31,7 +31,8 @@ serve: demo
 
 # The label-efficiency study spans sessions: its records are kept in git under docs/results/simulation/$(STUDY), the
 # cohort and backbone are re-made in runs/full (they must come out identical, see run.json); commit the records after.
-# STUDY=annealed is the study under way; STUDY=full re-checks the complete first one (both share cohort and backbone).
+# Both studies are complete (annealed, the default, and full share cohort and backbone): a run re-checks the backbone
+# against run.json and re-writes the report.
 STUDY ?= annealed
 STUDY_MINUTES ?= 120
 study: install

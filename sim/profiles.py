@@ -34,7 +34,7 @@ Profiles:
   fine-tuning at the 5 % round only, one full-data reference per tuning. About 97 models: many hours on 2 cores, so
   it runs across sessions with its records in git (``make study``; docs/design.md, "A study that spans sessions").
 - ``annealed``: the second study, ``full`` re-cut towards 3 hours on 2 cores with every schedule cosine-annealed (its
-  definition below says what it cuts; summed over its records it still costs about 3.5 h on the study's usual CPU).
+  definition below says what it cuts; summed over its records it still costs about 3.6 h on the study's usual CPU).
 - ``smoke``: the smallest meaningful run (24³ volumes at 16 mm, a handful of steps), for tests and CI only.
 """
 
