@@ -351,6 +351,7 @@ def simulate(
         curve_seeds=chosen.curve_seeds,
         finetune_budget_only=chosen.finetune_budget_only,
         finetune_strategies=chosen.finetune_strategies if strategies is None else (),
+        budget_round_only=chosen.budget_round_only if strategies is None else (),
     )
     n_workers = workers or min(chosen.workers, os.cpu_count() or 1)
     started = time.time()

@@ -68,6 +68,7 @@ class SimProfile:
             inference and embeddings work at that size (spend compute on repeats, not on bigger volumes:
             docs/design.md, "Measuring label efficiency honestly").
         patch: edge of the class-balanced training patches and of the sliding inference window (<= size).
+        window_overlap: overlap of those windows in evaluation and scoring (MONAI's ``sliding_window_inference``).
         batch_per_prompt: patches per prompt per training step (fine-tuning: patches per step).
         class_ratios: relative frequency of background, liver and tumour as training patch centres (None: equal).
         fpu_rank, head_reads_stages, head_kernel, head_reads_image: the SLPT network's FPU width, the encoder
@@ -82,6 +83,8 @@ class SimProfile:
             or the learning curve's (:meth:`sim.simulate.Study.trains`).
         finetune_strategies: fine-tune only on these strategies' labels (empty: every strategy's).
         curve_seeds: the learning curve runs on the first ``curve_seeds`` seeds (None: every seed).
+        budget_round_only: strategies recorded from the budget round on (:class:`sim.simulate.Study`): a core-set
+            model of an earlier round serves no selection and no target, only a table cell.
         lr_decay: learning-rate schedule of every training (:attr:`models.training.TrainConfig.lr_decay`).
         num_prompts: K of prompt tuning.
         prompt, finetune: schedules of the budget rounds; reference_prompt, reference_finetune: schedules
@@ -138,6 +141,8 @@ class SimProfile:
     finetune_strategies: tuple[str, ...] = ()
     curve_seeds: int | None = None
     lr_decay: str = "constant"
+    budget_round_only: tuple[str, ...] = ()
+    window_overlap: float = 0.25
 
 
 PROFILES: dict[str, SimProfile] = {

@@ -78,6 +78,8 @@ class Study:
     ``curve_strategies`` continue past ``budget`` to each cumulative fraction of ``curve_budgets`` (the
     learning curve), on the first ``curve_seeds`` seeds (None: every seed); both may be empty.
     ``finetune_strategies`` limits the fine-tuning arm to those strategies' labels (empty: every strategy's).
+    ``budget_round_only`` names strategies whose rows start at the budget round: their earlier rounds only pick
+    volumes, and train a model only where the next pick ranks by its scores (core-set picks by embeddings alone).
     """
 
     strategies: tuple[str, ...]
@@ -90,12 +92,16 @@ class Study:
     finetune_budget_only: bool = False
     finetune_strategies: tuple[str, ...] = ()
     curve_seeds: int | None = None
+    budget_round_only: tuple[str, ...] = ()
 
     def trains(self, strategy: str, tuning: str, round_index: int) -> bool:
         """Whether ``tuning`` is trained and evaluated on ``strategy``'s labels in round ``round_index``. Selection
         follows prompt tuning, which trains every round; fine-tuning is an evaluation arm, which
         ``finetune_budget_only`` limits to the budget round (the targets compare the two there; a fine-tuned model
-        costs the most to train) and ``finetune_strategies`` to the strategies a target compares it on."""
+        costs the most to train) and ``finetune_strategies`` to the strategies a target compares it on. A
+        ``budget_round_only`` strategy records nothing before the budget round."""
+        if strategy in self.budget_round_only and round_index < self.rounds - 1:
+            return False
         if tuning == "prompt":
             return True
         if self.finetune_strategies and strategy not in self.finetune_strategies:
@@ -167,7 +173,8 @@ def past_deadline(ctx: RunContext) -> bool:
 
 def check_study(study: Study) -> None:
     """Raise :class:`SimulationError` for an unknown strategy or tuning, or an impossible budget/rounds/seeds."""
-    unknown = [s for s in (*study.strategies, *study.curve_strategies, *study.finetune_strategies) if s not in STRATEGIES]
+    named = (*study.strategies, *study.curve_strategies, *study.finetune_strategies, *study.budget_round_only)
+    unknown = [s for s in named if s not in STRATEGIES]
     if unknown or not study.strategies:
         raise SimulationError(
             f"unknown strategy {', '.join(map(repr, unknown)) or '(none given)'}; known strategies: {', '.join(STRATEGIES)}"
@@ -350,7 +357,7 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
             continue
         scores = None
         if score_name and r + 1 < len(budgets):
-            if prompt_model is None:  # rows of this round existed, or only fine-tuning is evaluated
+            if prompt_model is None:  # rows of this round existed, or none is recorded in this round
                 if stopping or past_deadline(ctx):
                     return written
                 prompt_model = _train_round(ctx, cohort, backbone, labeled, "prompt", unit.seed, r)
@@ -405,7 +412,8 @@ def _pool_scores(ctx: RunContext, cohort: PreparedCohort, model: Trained, labele
     scores = ctx.models.scores(model.key)
     if scores is None:
         scores = {
-            str(i): volume_scores(prompt_probabilities(model.network, cohort.roi_image(i)).numpy())
+            str(i): volume_scores(
+                prompt_probabilities(model.network, cohort.roi_image(i), overlap=ctx.profile.window_overlap).numpy())
             for i in ctx.pool if i not in labeled
         }
         ctx.models.save_scores(model.key, scores)
@@ -422,7 +430,7 @@ def _write_result(
 ) -> int:
     evaluation = ctx.models.evaluation(model.key)
     if evaluation is None:
-        evaluation = evaluate(model.network, cohort, ctx.test)
+        evaluation = evaluate(model.network, cohort, ctx.test, ctx.profile.window_overlap)
         ctx.models.save_evaluation(model.key, evaluation)
     summary, per_case = evaluation
     key = {"seed": unit.seed, "strategy": unit.strategy, "tuning": tuning, "round": round_index}
@@ -609,7 +617,7 @@ def design_identity(profile: SimProfile, study: Study) -> dict:
 
 #: Design fields added after a study's records were made. At their default they reproduce the behaviour from before
 #: they existed, so a design leaves them out and those records (whose run.json lacks them) stay valid.
-LATER_FIELDS = ("lr_decay", "finetune_strategies", "curve_seeds")
+LATER_FIELDS = ("lr_decay", "finetune_strategies", "curve_seeds", "budget_round_only", "window_overlap")
 
 
 def _later_field_at_default(kind: type, name: str, value) -> bool:

@@ -498,6 +498,65 @@ def test_fine_tuning_on_named_strategies_and_the_curve_on_the_first_seeds(inputs
     ])
 
 
+def test_strategies_recorded_from_the_budget_round_still_pick_every_round(inputs, tmp_path: Path):
+    """``budget_round_only`` strategies record no row before the budget round: core-set (which picks by embeddings)
+    trains nothing there, entropy trains the model its next pick ranks by but records no row for it; both still pick
+    volumes in every round, and the row count the run expects agrees with the rows it writes."""
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+    from sim.results import read_state
+    from sim.simulate import Study, run_simulation
+
+    data, backbone = inputs
+    study = Study(strategies=("tesla", "entropy", "coreset"), budget=0.3, rounds=2, seeds=1, tunings=("prompt",),
+                  budget_round_only=("entropy", "coreset"))
+    assert study.trains("tesla", "prompt", 0) and not study.trains("coreset", "prompt", 0)
+    assert study.trains("coreset", "prompt", 1) and not study.trains("entropy", "prompt", 0)
+    out = tmp_path / "out"
+    outcome = run_simulation(load_msd(data), backbone, out, PROFILES["smoke"], study)
+    assert outcome.complete and outcome.done == outcome.total == 5
+    _, rows = read_rows(outcome.results)
+    assert sorted((r["strategy"], int(r["round"])) for r in rows if r["strategy"] != "full") == [
+        ("coreset", 1), ("entropy", 1), ("tesla", 0), ("tesla", 1)]
+    for strategy in ("entropy", "coreset"):
+        state = read_state(out / "state" / f"seed0_{strategy}.json")
+        assert [len(r["selected"]) for r in state] == [1, 1]
+    assert read_state(out / "state" / "seed0_entropy.json")[0]["scores"]  # the unrecorded model scored the pool
+    assert read_state(out / "state" / "seed0_coreset.json")[0]["scores"] is None
+    # The reference, tesla's two rounds, entropy's two (its first unrecorded) and core-set's budget round.
+    assert len(list((out / "models").glob("*.pt"))) == 1 + 2 + 2 + 1
+
+
+def test_evaluation_and_scoring_slide_their_windows_with_the_profiles_overlap(inputs, tmp_path: Path, monkeypatch):
+    """Every test evaluation and pool scoring of a run uses the profile's ``window_overlap`` (the real inference runs;
+    the wrapper only notes the overlap it was given)."""
+    from dataclasses import replace
+
+    import models.inference
+    import sim.evaluation
+    import sim.simulate
+    from cohort.msd import load_msd
+    from sim.profiles import PROFILES
+    from sim.simulate import Study, run_simulation
+
+    seen: list[float] = []
+    real = models.inference.prompt_probabilities
+
+    def noting(*args, overlap: float = 0.25, **kwargs):
+        seen.append(overlap)
+        return real(*args, overlap=overlap, **kwargs)
+
+    monkeypatch.setattr(sim.evaluation, "prompt_probabilities", noting)
+    monkeypatch.setattr(sim.simulate, "prompt_probabilities", noting)
+    data, backbone = inputs
+    study = Study(strategies=("tesla",), budget=0.3, rounds=2, seeds=1, tunings=("prompt",))
+    outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", replace(PROFILES["smoke"], window_overlap=0.6),
+                             study)
+    assert outcome.complete
+    # 3 models (reference, two rounds) evaluated on 4 test volumes, the first round scored on 7 pool volumes.
+    assert seen == [0.6] * (3 * 4 + 7)
+
+
 def test_later_design_fields_at_their_default_keep_the_recorded_full_design():
     """Fields added to the design after the `full` study's records were made (cosine rates, fine-tuning on named
     strategies, the curve on some seeds) leave its recorded design unchanged at their defaults, and a profile that
