@@ -302,7 +302,7 @@ def simulate(
     rounds: Annotated[Optional[int], typer.Option(help="Selection rounds the budget is spread over")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Repeats (selection and training seed)")] = None,
     tuning: Annotated[Optional[str], typer.Option(help="prompt, finetune or prompt,finetune (both at the same labels)")] = None,
-    profile: Annotated[str, typer.Option(help="quick, full, annealed or smoke (sizes and fixed schedules: sim/profiles.py)")] = "quick",
+    profile: Annotated[str, typer.Option(help="quick, full, annealed, lean or smoke (sizes and fixed schedules: sim/profiles.py)")] = "quick",
     backbone: Annotated[Optional[Path], typer.Option(help="Frozen backbone checkpoint (its .json beside it)")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes, one thread each (default: the profile's, at most the CPUs)")] = None,
     records: Annotated[Optional[Path], typer.Option(help="Folder of the measured rows, round state, report and run.json (default: --out); keep it in git to resume in another session")] = None,
@@ -319,7 +319,9 @@ def simulate(
     from sim.report import write_report
     from sim.results import append_session, cpu_kind
     from sim.preflight import check_machine
-    from sim.simulate import SimulationError, Study, check_study, prepare_synthetic, run_simulation
+    from dataclasses import replace
+
+    from sim.simulate import SimulationError, check_study, prepare_synthetic, run_simulation, study_of
     from strategies import SelectionError
 
     if (data is None) == (not synthetic):
@@ -339,19 +341,13 @@ def simulate(
     def names(text: Optional[str], default: tuple[str, ...]) -> tuple[str, ...]:
         return default if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
 
-    study = Study(
-        strategies=names(strategies, chosen.strategies),
-        budget=chosen.budget if budget is None else budget,
-        rounds=chosen.rounds if rounds is None else rounds,
-        seeds=chosen.seeds if seeds is None else seeds,
-        tunings=names(tuning, chosen.tunings),
-        # The learning curve belongs to the profile's default design; a custom strategy list runs without it.
-        curve_strategies=chosen.curve_strategies if strategies is None else (),
-        curve_budgets=chosen.curve_budgets if strategies is None else (),
-        curve_seeds=chosen.curve_seeds,
-        finetune_budget_only=chosen.finetune_budget_only,
-        finetune_strategies=chosen.finetune_strategies if strategies is None else (),
-        budget_round_only=chosen.budget_round_only if strategies is None else (),
+    study = study_of(chosen)
+    if strategies is not None:  # the curve and the per-strategy arms belong to the profile's own strategy list
+        study = replace(study, strategies=names(strategies, ()), curve_strategies=(), curve_budgets=(),
+                        finetune_strategies=(), budget_round_only=())
+    study = replace(
+        study, budget=study.budget if budget is None else budget, rounds=study.rounds if rounds is None else rounds,
+        seeds=study.seeds if seeds is None else seeds, tunings=names(tuning, study.tunings),
     )
     n_workers = workers or min(chosen.workers, os.cpu_count() or 1)
     started = time.time()

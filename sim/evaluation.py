@@ -22,13 +22,9 @@ def dice(overlap: int, predicted: int, truth: int) -> float:
     return 2.0 * overlap / (predicted + truth) if predicted + truth else 1.0
 
 
-def evaluate(
-    network: SLPTNet, cohort: PreparedCohort, test: list[int], overlap: float = 0.25
-) -> tuple[dict[str, float], list[dict]]:
-    """-> (summary {tumour_dice, tumour_dice_global, liver_dice, group -> tumour Dice}, per-case rows); ``overlap``
-    of the sliding windows."""
-    return score_predictions(
-        cohort, test, (mean_probabilities(network, cohort, i, overlap).argmax(axis=0) for i in test))
+def evaluate(network: SLPTNet, cohort: PreparedCohort, test: list[int]) -> tuple[dict[str, float], list[dict]]:
+    """-> (summary {tumour_dice, tumour_dice_global, liver_dice, group -> tumour Dice}, per-case rows)."""
+    return score_predictions(cohort, test, (mean_probabilities(network, cohort, i).argmax(axis=0) for i in test))
 
 
 def mean_probabilities(network: SLPTNet, cohort: PreparedCohort, case: int, overlap: float = 0.25) -> np.ndarray:

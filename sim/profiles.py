@@ -37,6 +37,7 @@ Profiles:
   it runs across sessions with its records in git (``make study``; docs/design.md, "A study that spans sessions").
 - ``annealed``: the second study, ``full`` re-cut towards 3 hours on 2 cores with every schedule cosine-annealed (its
   definition below says what it cuts; summed over its records it still costs about 3.6 h on the study's usual CPU).
+- ``lean``: the third, ``annealed`` cut further to fit 3 hours (its definition below).
 - ``smoke``: the smallest meaningful run (24³ volumes at 16 mm, a handful of steps), for tests and CI only.
 """
 
@@ -68,7 +69,6 @@ class SimProfile:
             inference and embeddings work at that size (spend compute on repeats, not on bigger volumes:
             docs/design.md, "Measuring label efficiency honestly").
         patch: edge of the class-balanced training patches and of the sliding inference window (<= size).
-        window_overlap: overlap of those windows in evaluation and scoring (MONAI's ``sliding_window_inference``).
         batch_per_prompt: patches per prompt per training step (fine-tuning: patches per step).
         class_ratios: relative frequency of background, liver and tumour as training patch centres (None: equal).
         fpu_rank, head_reads_stages, head_kernel, head_reads_image: the SLPT network's FPU width, the encoder
@@ -85,6 +85,8 @@ class SimProfile:
         curve_seeds: the learning curve runs on the first ``curve_seeds`` seeds (None: every seed).
         budget_round_only: strategies recorded from the budget round on (:class:`sim.simulate.Study`): a core-set
             model of an earlier round serves no selection and no target, only a table cell.
+        early_rounds_on_curve_seeds: record the rounds before the budget only on the learning curve's seeds; on the
+            others their models only select (:class:`sim.simulate.Study`).
         lr_decay: learning-rate schedule of every training (:attr:`models.training.TrainConfig.lr_decay`).
         num_prompts: K of prompt tuning.
         prompt, finetune: schedules of the budget rounds; reference_prompt, reference_finetune: schedules
@@ -142,7 +144,7 @@ class SimProfile:
     curve_seeds: int | None = None
     lr_decay: str = "constant"
     budget_round_only: tuple[str, ...] = ()
-    window_overlap: float = 0.25
+    early_rounds_on_curve_seeds: bool = False
 
 
 PROFILES: dict[str, SimProfile] = {
@@ -243,4 +245,20 @@ PROFILES: dict[str, SimProfile] = {
 PROFILES["annealed"] = replace(
     PROFILES["full"], name="annealed", lr_decay="cosine", finetune_strategies=("tesla",), curve_seeds=2,
     prompt=Schedule(steps=300, lr=2e-2),
+)
+
+#: The third study: ``annealed`` cut to fit 3 hours on 2 cores. ``annealed`` measured about 3.6 h on EPYC family 25
+#: model 17 (docs/design.md, "Fitting the budget"); ``lean`` drops what no target reads and shortens the budget rounds:
+#: - the learning curve on one seed (a curve seed cost ~46 min there, a plain one ~28);
+#: - no rows before the budget round off the curve's seed (``early_rounds_on_curve_seeds``): there the first round's
+#:   models only select, and the targets read the budget round;
+#: - core-set from the budget round on (``budget_round_only``): it picks by embeddings, so its first-round model fed
+#:   nothing but a table cell, on the curve's seed too;
+#: - 240 annealed prompt steps per budget round instead of 300 (on the development cohort at 10 labels −0.004 tumour
+#:   Dice on the mean of four seeds, inside their spread: docs/results/simulation/dev_sweep.md, "Shorter budget
+#:   rounds, and cheaper sliding windows").
+#: Its references, cohort, split, geometry and backbone recipe are ``annealed``'s.
+PROFILES["lean"] = replace(
+    PROFILES["annealed"], name="lean", curve_seeds=1, early_rounds_on_curve_seeds=True, budget_round_only=("coreset",),
+    prompt=Schedule(steps=240, lr=2e-2),
 )

@@ -80,6 +80,8 @@ class Study:
     ``finetune_strategies`` limits the fine-tuning arm to those strategies' labels (empty: every strategy's).
     ``budget_round_only`` names strategies whose rows start at the budget round: their earlier rounds only pick
     volumes, and train a model only where the next pick ranks by its scores (core-set picks by embeddings alone).
+    ``early_rounds_on_curve_seeds`` does the same for every strategy on the seeds off the learning curve, where a
+    round before the budget feeds no target: its rows (the curve's first points) are recorded on the curve's seeds.
     """
 
     strategies: tuple[str, ...]
@@ -93,14 +95,19 @@ class Study:
     finetune_strategies: tuple[str, ...] = ()
     curve_seeds: int | None = None
     budget_round_only: tuple[str, ...] = ()
+    early_rounds_on_curve_seeds: bool = False
 
-    def trains(self, strategy: str, tuning: str, round_index: int) -> bool:
-        """Whether ``tuning`` is trained and evaluated on ``strategy``'s labels in round ``round_index``. Selection
+    def trains(self, strategy: str, tuning: str, round_index: int, seed: int) -> bool:
+        """Whether ``tuning`` is trained and evaluated on ``strategy``'s labels in round ``round_index`` at ``seed``.
+        Selection
         follows prompt tuning, which trains every round; fine-tuning is an evaluation arm, which
         ``finetune_budget_only`` limits to the budget round (the targets compare the two there; a fine-tuned model
         costs the most to train) and ``finetune_strategies`` to the strategies a target compares it on. A
-        ``budget_round_only`` strategy records nothing before the budget round."""
-        if strategy in self.budget_round_only and round_index < self.rounds - 1:
+        ``budget_round_only`` strategy, and with ``early_rounds_on_curve_seeds`` any strategy off the curve's seeds,
+        records nothing before the budget round."""
+        if round_index < self.rounds - 1 and (
+            strategy in self.budget_round_only or (self.early_rounds_on_curve_seeds and not self.on_curve_seed(seed))
+        ):
             return False
         if tuning == "prompt":
             return True
@@ -110,7 +117,16 @@ class Study:
 
     def follows_curve(self, strategy: str, seed: int) -> bool:
         """Whether ``strategy`` goes on past the budget to the learning curve's label counts at ``seed``."""
-        return strategy in self.curve_strategies and (self.curve_seeds is None or seed < self.curve_seeds)
+        return strategy in self.curve_strategies and self.on_curve_seed(seed)
+
+    def on_curve_seed(self, seed: int) -> bool:
+        """Whether the learning curve runs at ``seed`` (on its strategies)."""
+        return bool(self.curve_strategies) and (self.curve_seeds is None or seed < self.curve_seeds)
+
+
+def study_of(profile: SimProfile) -> Study:
+    """The profile's own study design (``slpt simulate`` without options that change it)."""
+    return Study(**{f.name: getattr(profile, f.name) for f in fields(Study)})
 
 
 @dataclass(frozen=True)
@@ -307,7 +323,7 @@ def strategy_budgets(study: Study, pool_size: int, strategy: str, seed: int) -> 
 def seed_rows(study: Study, pool_size: int, seed: int) -> int:
     """Result rows of one seed: every strategy's rounds of every tuning it trains."""
     return sum(
-        study.trains(s, tuning, r)
+        study.trains(s, tuning, r, seed)
         for s in study.strategies for r in range(len(strategy_budgets(study, pool_size, s, seed)))
         for tuning in study.tunings
     )
@@ -340,7 +356,7 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
         prompt_model: Trained | None = None
         stopping = False
         for tuning in ctx.study.tunings:
-            if (unit.seed, unit.strategy, tuning, r) in done or not ctx.study.trains(unit.strategy, tuning, r):
+            if (unit.seed, unit.strategy, tuning, r) in done or not ctx.study.trains(unit.strategy, tuning, r, unit.seed):
                 continue
             if past_deadline(ctx):
                 stopping = True
@@ -412,8 +428,7 @@ def _pool_scores(ctx: RunContext, cohort: PreparedCohort, model: Trained, labele
     scores = ctx.models.scores(model.key)
     if scores is None:
         scores = {
-            str(i): volume_scores(
-                prompt_probabilities(model.network, cohort.roi_image(i), overlap=ctx.profile.window_overlap).numpy())
+            str(i): volume_scores(prompt_probabilities(model.network, cohort.roi_image(i)).numpy())
             for i in ctx.pool if i not in labeled
         }
         ctx.models.save_scores(model.key, scores)
@@ -430,7 +445,7 @@ def _write_result(
 ) -> int:
     evaluation = ctx.models.evaluation(model.key)
     if evaluation is None:
-        evaluation = evaluate(model.network, cohort, ctx.test, ctx.profile.window_overlap)
+        evaluation = evaluate(model.network, cohort, ctx.test)
         ctx.models.save_evaluation(model.key, evaluation)
     summary, per_case = evaluation
     key = {"seed": unit.seed, "strategy": unit.strategy, "tuning": tuning, "round": round_index}
@@ -617,7 +632,9 @@ def design_identity(profile: SimProfile, study: Study) -> dict:
 
 #: Design fields added after a study's records were made. At their default they reproduce the behaviour from before
 #: they existed, so a design leaves them out and those records (whose run.json lacks them) stay valid.
-LATER_FIELDS = ("lr_decay", "finetune_strategies", "curve_seeds", "budget_round_only", "window_overlap")
+LATER_FIELDS = (
+    "lr_decay", "finetune_strategies", "curve_seeds", "budget_round_only", "early_rounds_on_curve_seeds",
+)
 
 
 def _later_field_at_default(kind: type, name: str, value) -> bool:

@@ -457,8 +457,8 @@ def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, t
     data, backbone = inputs
     study = Study(strategies=("random",), budget=0.3, rounds=2, seeds=1, tunings=("prompt", "finetune"),
                   curve_strategies=("random",), curve_budgets=(0.5,), finetune_budget_only=True)
-    assert [study.trains("random", "finetune", r) for r in range(3)] == [False, True, False]
-    assert all(study.trains("random", "prompt", r) for r in range(3))
+    assert [study.trains("random", "finetune", r, 0) for r in range(3)] == [False, True, False]
+    assert all(study.trains("random", "prompt", r, 0) for r in range(3))
     outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
     assert outcome.complete and outcome.done == outcome.total == 6
     _, rows = read_rows(outcome.results)
@@ -485,7 +485,7 @@ def test_fine_tuning_on_named_strategies_and_the_curve_on_the_first_seeds(inputs
     study = Study(strategies=("tesla", "random"), budget=0.3, rounds=1, seeds=2, tunings=("prompt", "finetune"),
                   curve_strategies=("random",), curve_budgets=(0.5,), curve_seeds=1, finetune_budget_only=True,
                   finetune_strategies=("random",))
-    assert not study.trains("tesla", "finetune", 0) and study.trains("random", "finetune", 0)
+    assert not study.trains("tesla", "finetune", 0, 0) and study.trains("random", "finetune", 0, 0)
     assert study.follows_curve("random", 0) and not study.follows_curve("random", 1)
     assert not study.follows_curve("tesla", 0)
     outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
@@ -510,8 +510,8 @@ def test_strategies_recorded_from_the_budget_round_still_pick_every_round(inputs
     data, backbone = inputs
     study = Study(strategies=("tesla", "entropy", "coreset"), budget=0.3, rounds=2, seeds=1, tunings=("prompt",),
                   budget_round_only=("entropy", "coreset"))
-    assert study.trains("tesla", "prompt", 0) and not study.trains("coreset", "prompt", 0)
-    assert study.trains("coreset", "prompt", 1) and not study.trains("entropy", "prompt", 0)
+    assert study.trains("tesla", "prompt", 0, 0) and not study.trains("coreset", "prompt", 0, 0)
+    assert study.trains("coreset", "prompt", 1, 0) and not study.trains("entropy", "prompt", 0, 0)
     out = tmp_path / "out"
     outcome = run_simulation(load_msd(data), backbone, out, PROFILES["smoke"], study)
     assert outcome.complete and outcome.done == outcome.total == 5
@@ -527,34 +527,28 @@ def test_strategies_recorded_from_the_budget_round_still_pick_every_round(inputs
     assert len(list((out / "models").glob("*.pt"))) == 1 + 2 + 2 + 1
 
 
-def test_evaluation_and_scoring_slide_their_windows_with_the_profiles_overlap(inputs, tmp_path: Path, monkeypatch):
-    """Every test evaluation and pool scoring of a run uses the profile's ``window_overlap`` (the real inference runs;
-    the wrapper only notes the overlap it was given)."""
-    from dataclasses import replace
-
-    import models.inference
-    import sim.evaluation
-    import sim.simulate
+def test_rounds_before_the_budget_are_recorded_on_the_curve_seeds_only(inputs, tmp_path: Path):
+    """With ``early_rounds_on_curve_seeds`` a seed off the learning curve records only its budget round, while its
+    first round still picks (and TESLA's first model still scores the pool for the second pick); the curve's seed
+    records every round."""
     from cohort.msd import load_msd
     from sim.profiles import PROFILES
+    from sim.results import read_state
     from sim.simulate import Study, run_simulation
 
-    seen: list[float] = []
-    real = models.inference.prompt_probabilities
-
-    def noting(*args, overlap: float = 0.25, **kwargs):
-        seen.append(overlap)
-        return real(*args, overlap=overlap, **kwargs)
-
-    monkeypatch.setattr(sim.evaluation, "prompt_probabilities", noting)
-    monkeypatch.setattr(sim.simulate, "prompt_probabilities", noting)
     data, backbone = inputs
-    study = Study(strategies=("tesla",), budget=0.3, rounds=2, seeds=1, tunings=("prompt",))
-    outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", replace(PROFILES["smoke"], window_overlap=0.6),
-                             study)
-    assert outcome.complete
-    # 3 models (reference, two rounds) evaluated on 4 test volumes, the first round scored on 7 pool volumes.
-    assert seen == [0.6] * (3 * 4 + 7)
+    study = Study(strategies=("tesla", "random"), budget=0.3, rounds=2, seeds=2, tunings=("prompt",),
+                  curve_strategies=("random",), curve_budgets=(0.5,), curve_seeds=1, early_rounds_on_curve_seeds=True)
+    assert study.trains("tesla", "prompt", 0, 0) and not study.trains("tesla", "prompt", 0, 1)
+    out = tmp_path / "out"
+    outcome = run_simulation(load_msd(data), backbone, out, PROFILES["smoke"], study)
+    assert outcome.complete and outcome.done == outcome.total == 1 + 5 + 2
+    _, rows = read_rows(outcome.results)
+    assert sorted((int(r["seed"]), r["strategy"], int(r["round"])) for r in rows if r["strategy"] != "full") == [
+        (0, "random", 0), (0, "random", 1), (0, "random", 2), (0, "tesla", 0), (0, "tesla", 1),
+        (1, "random", 1), (1, "tesla", 1)]
+    tesla = read_state(out / "state" / "seed1_tesla.json")
+    assert [len(r["selected"]) for r in tesla] == [1, 1] and tesla[0]["scores"]
 
 
 def test_later_design_fields_at_their_default_keep_the_recorded_full_design():
@@ -562,13 +556,7 @@ def test_later_design_fields_at_their_default_keep_the_recorded_full_design():
     strategies, the curve on some seeds) leave its recorded design unchanged at their defaults, and a profile that
     sets them records them."""
     from sim.profiles import PROFILES
-    from sim.simulate import LATER_FIELDS, Study, design_identity
-
-    def study_of(profile) -> Study:
-        return Study(strategies=profile.strategies, budget=profile.budget, rounds=profile.rounds, seeds=profile.seeds,
-                     tunings=profile.tunings, curve_strategies=profile.curve_strategies,
-                     curve_budgets=profile.curve_budgets, finetune_budget_only=profile.finetune_budget_only,
-                     finetune_strategies=profile.finetune_strategies, curve_seeds=profile.curve_seeds)
+    from sim.simulate import LATER_FIELDS, design_identity, study_of
 
     records = Path(__file__).resolve().parents[2] / "docs" / "results" / "simulation" / "full" / "run.json"
     recorded = json.loads(records.read_text())["design"]
@@ -579,6 +567,24 @@ def test_later_design_fields_at_their_default_keep_the_recorded_full_design():
     assert {k for k in annealed if annealed[k] != recorded.get(k)} == {
         "name", "lr_decay", "finetune_strategies", "curve_seeds", "prompt", "study"}
     assert set(LATER_FIELDS) & set(recorded) == set()
+    annealed_records = records.parents[1] / "annealed" / "run.json"
+    assert annealed == json.loads(annealed_records.read_text())["design"]
+
+
+def test_the_lean_profile_records_its_cuts_and_trains_fewer_rows_than_annealed():
+    """``lean`` is ``annealed`` with the curve on one seed, rows before the budget round on that seed only, core-set
+    from the budget round on and 240-step budget rounds: 14 rows on the curve's seed, 6 on each other seed."""
+    from sim.profiles import PROFILES
+    from sim.simulate import design_identity, seed_rows, study_of, study_rows
+
+    lean, annealed = study_of(PROFILES["lean"]), study_of(PROFILES["annealed"])
+    design = design_identity(PROFILES["lean"], lean)
+    assert design["study"]["early_rounds_on_curve_seeds"] is True and design["study"]["budget_round_only"] == ["coreset"]
+    assert design["prompt"] == {"steps": 240, "lr": 0.02} and design["reference_prompt"]["steps"] == 1600
+    pool = 207
+    assert [seed_rows(lean, pool, seed) for seed in range(5)] == [14, 6, 6, 6, 6]
+    assert [seed_rows(annealed, pool, seed) for seed in range(5)] == [15, 15, 11, 11, 11]
+    assert study_rows(lean, pool, references=2, realizations=1) == 40
 
 
 @pytest.mark.parametrize("models_before_deadline", [1, 3, 4])
