@@ -312,6 +312,7 @@ def simulate(
     """Label-efficiency study: strategies × seeds × rounds against full-data references (resumes an interrupted run)."""
     import os
     import time
+    from dataclasses import replace
 
     from models.errors import ModelError
     from cohort.msd import CohortError, load_msd
@@ -319,8 +320,6 @@ def simulate(
     from sim.report import write_report
     from sim.results import append_session, cpu_kind
     from sim.preflight import check_machine
-    from dataclasses import replace
-
     from sim.simulate import SimulationError, check_study, prepare_synthetic, run_simulation, study_of
     from strategies import SelectionError
 
@@ -344,7 +343,7 @@ def simulate(
     study = study_of(chosen)
     if strategies is not None:  # the curve and the per-strategy arms belong to the profile's own strategy list
         study = replace(study, strategies=names(strategies, ()), curve_strategies=(), curve_budgets=(),
-                        finetune_strategies=(), budget_round_only=())
+                        finetune_strategies=(), budget_round_only=(), early_rounds_on_curve_seeds=False)
     study = replace(
         study, budget=study.budget if budget is None else budget, rounds=study.rounds if rounds is None else rounds,
         seeds=study.seeds if seeds is None else seeds, tunings=names(tuning, study.tunings),

@@ -99,8 +99,7 @@ class Study:
 
     def trains(self, strategy: str, tuning: str, round_index: int, seed: int) -> bool:
         """Whether ``tuning`` is trained and evaluated on ``strategy``'s labels in round ``round_index`` at ``seed``.
-        Selection
-        follows prompt tuning, which trains every round; fine-tuning is an evaluation arm, which
+        Selection follows prompt tuning, which trains every round; fine-tuning is an evaluation arm, which
         ``finetune_budget_only`` limits to the budget round (the targets compare the two there; a fine-tuned model
         costs the most to train) and ``finetune_strategies`` to the strategies a target compares it on. A
         ``budget_round_only`` strategy, and with ``early_rounds_on_curve_seeds`` any strategy off the curve's seeds,
