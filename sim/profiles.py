@@ -254,8 +254,8 @@ PROFILES["annealed"] = replace(
 #:   models only select, and the targets read the budget round;
 #: - core-set from the budget round on (``budget_round_only``): it picks by embeddings, so its first-round model fed
 #:   nothing but a table cell, on the curve's seed too;
-#: - 240 annealed prompt steps per budget round instead of 300 (on the development cohort at 10 labels −0.004 tumour
-#:   Dice on the mean of four seeds, inside their spread: docs/results/simulation/dev_sweep.md, "Shorter budget
+#: - 240 annealed prompt steps per budget round instead of 300 (on the development cohort at 10 labels −0.006 tumour
+#:   Dice on the mean of five seeds, four of them lower, inside their spread: docs/results/simulation/dev_sweep.md, "Shorter budget
 #:   rounds, and cheaper sliding windows").
 #: Its references, cohort, split, geometry and backbone recipe are ``annealed``'s.
 PROFILES["lean"] = replace(
