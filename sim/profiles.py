@@ -255,8 +255,8 @@ PROFILES["annealed"] = replace(
 #: - core-set from the budget round on (``budget_round_only``): it picks by embeddings, so its first-round model fed
 #:   nothing but a table cell, on the curve's seed too;
 #: - 240 annealed prompt steps per budget round instead of 300 (on the development cohort at 10 labels −0.006 tumour
-#:   Dice on the mean of five seeds, four of them lower, inside their spread: docs/results/simulation/dev_sweep.md, "Shorter budget
-#:   rounds, and cheaper sliding windows").
+#:   Dice on the mean of five seeds, four of them lower, inside their spread: docs/results/simulation/dev_sweep.md,
+#:   "Shorter budget rounds, and cheaper sliding windows").
 #: Its references, cohort, split, geometry and backbone recipe are ``annealed``'s.
 PROFILES["lean"] = replace(
     PROFILES["annealed"], name="lean", curve_seeds=1, early_rounds_on_curve_seeds=True, budget_round_only=("coreset",),

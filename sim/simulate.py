@@ -355,7 +355,8 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
         prompt_model: Trained | None = None
         stopping = False
         for tuning in ctx.study.tunings:
-            if (unit.seed, unit.strategy, tuning, r) in done or not ctx.study.trains(unit.strategy, tuning, r, unit.seed):
+            recorded = (unit.seed, unit.strategy, tuning, r) in done
+            if recorded or not ctx.study.trains(unit.strategy, tuning, r, unit.seed):
                 continue
             if past_deadline(ctx):
                 stopping = True

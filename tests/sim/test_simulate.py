@@ -553,8 +553,8 @@ def test_rounds_before_the_budget_are_recorded_on_the_curve_seeds_only(inputs, t
 
 def test_later_design_fields_at_their_default_keep_the_recorded_full_design():
     """Fields added to the design after the `full` study's records were made (cosine rates, fine-tuning on named
-    strategies, the curve on some seeds) leave its recorded design unchanged at their defaults, and a profile that
-    sets them records them."""
+    strategies, the curve on some seeds, rows from the budget round on) leave its recorded design unchanged at their
+    defaults, and a profile that sets them records them; `annealed`'s recorded design stays its profile's too."""
     from sim.profiles import PROFILES
     from sim.simulate import LATER_FIELDS, design_identity, study_of
 
