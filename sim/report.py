@@ -272,7 +272,30 @@ def _cost(out: Path) -> list[str]:
         "", _markdown(table.rename(columns=lambda c: c.replace("_", " "))), "",
         f"In all: {minutes['prepare_min'].sum():.0f} min making cohorts and backbones, {minutes['run_min'].sum():.0f} "
         "min of study runs.", "",
+        "By CPU kind: a study that spans sessions may run on several kinds, and their speeds differ (docs/design.md,",
+        "\"Fitting the budget\").", "",
+        _markdown(_minutes_to_text(cost_by_cpu(table)).rename(columns=lambda c: c.replace("_", " "))), "",
     ]
+
+
+def cost_by_cpu(sessions: pd.DataFrame) -> pd.DataFrame:
+    """Sessions, minutes and rows added per CPU kind, from ``sessions.csv``'s rows (a row's ``rows_after`` minus its
+    ``rows_before``; a seed released between sessions makes the next row start lower, not the sum negative)."""
+    table = sessions.assign(
+        prepare_min=sessions["prepare_min"].astype(float), run_min=sessions["run_min"].astype(float),
+        rows_added=sessions["rows_after"].astype(int) - sessions["rows_before"].astype(int),
+    )
+    by_cpu = table.groupby("cpu", sort=False).agg(
+        sessions=("cpu", "size"), prepare_min=("prepare_min", "sum"), run_min=("run_min", "sum"),
+        rows_added=("rows_added", "sum"),
+    ).reset_index()
+    by_cpu["total_min"] = by_cpu["prepare_min"] + by_cpu["run_min"]
+    return by_cpu
+
+
+def _minutes_to_text(table: pd.DataFrame) -> pd.DataFrame:
+    """Minute columns (``*_min``) as text with one decimal: a cost table reads in minutes, not in Dice digits."""
+    return table.assign(**{c: table[c].map("{:.1f}".format) for c in table.columns if c.endswith("_min")})
 
 
 TARGET_RATIO = 0.95  # TESLA + prompt tuning at the budget / full-data prompt tuning (issue target; paper: 0.94)

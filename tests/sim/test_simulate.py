@@ -440,6 +440,12 @@ def test_every_run_logs_its_cost_and_the_report_sums_it(finished_run: Path):
     report = write_report(finished_run).read_text()
     cost = report.split("## Cost: wall time of each run on these records")[1]
     assert first["backbone"] in cost and "min of study runs" in cost
+    by_cpu = cost.split("By CPU kind")[1]
+    sessions = [first, *later]
+    run_minutes = sum(float(row["run_min"]) for row in sessions)
+    added = sum(int(row["rows_after"]) - int(row["rows_before"]) for row in sessions)
+    assert f"| {first['cpu']} | {len(sessions)} | " in by_cpu
+    assert f"| {run_minutes:.1f} | {added} | " in by_cpu
 
 
 def test_a_negative_stop_after_fails_clearly(inputs, tmp_path: Path):
