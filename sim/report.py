@@ -279,8 +279,8 @@ def _cost(out: Path) -> list[str]:
 
 
 def cost_by_cpu(sessions: pd.DataFrame) -> pd.DataFrame:
-    """Sessions, minutes and rows added per CPU kind, from ``sessions.csv``'s rows (a row's ``rows_after`` minus its
-    ``rows_before``; a seed released between sessions makes the next row start lower, not the sum negative)."""
+    """Sessions, minutes and rows added per CPU kind, from ``sessions.csv``'s rows. Rows added are each run's
+    ``rows_after`` minus its own ``rows_before``, so rows a released seed dropped between runs are not subtracted."""
     table = sessions.assign(
         prepare_min=sessions["prepare_min"].astype(float), run_min=sessions["run_min"].astype(float),
         rows_added=sessions["rows_after"].astype(int) - sessions["rows_before"].astype(int),
