@@ -379,7 +379,7 @@ def simulate(
     except (SimulationError, CohortError, ModelError, SelectionError) as exc:
         raise fail(str(exc))
     typer.echo(f"results: {outcome.results} ({outcome.done} of {outcome.total} runs)\nreport: {report or '(no rows yet)'}")
-    if outcome.elsewhere:
+    if outcome.elsewhere and not outcome.complete:  # once complete, those seeds are finished and read as they are
         by_backbone: dict[str, list[int]] = {}
         for seed, other in sorted(outcome.elsewhere.items()):
             by_backbone.setdefault(other, []).append(seed)
