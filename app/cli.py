@@ -385,7 +385,7 @@ def simulate(
             by_backbone.setdefault(other, []).append(seed)
         for other, seeds_there in by_backbone.items():
             typer.echo(f"seeds {', '.join(map(str, seeds_there))} are recorded on backbone {other} (another realization "
-                       "of the same recipe): a machine that re-makes it resumes them", err=True)
+                       "of the same recipe): a machine that re-makes it resumes those left unfinished", err=True)
     if not outcome.complete and stop_after is not None:
         typer.echo("stopped before the end (--stop-after): the same command resumes the study", err=True)
 

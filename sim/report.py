@@ -269,12 +269,12 @@ def _cost(out: Path) -> list[str]:
         "## Cost: wall time of each run on these records", "",
         "`prepare min`: the cohort and backbone made by that run (0 when they were in its run folder); `run min`: the",
         "rest (preparing the cohort's ROIs where needed, training, scoring, evaluation). Rows: recorded before and after.",
-        "", _markdown(table.rename(columns=lambda c: c.replace("_", " "))), "",
+        "", _markdown(_spaced_headers(table)), "",
         f"In all: {minutes['prepare_min'].sum():.0f} min making cohorts and backbones, {minutes['run_min'].sum():.0f} "
         "min of study runs.", "",
         "By CPU kind: a study that spans sessions may run on several kinds, and their speeds differ (docs/design.md,",
         "\"Fitting the budget\").", "",
-        _markdown(_minutes_to_text(cost_by_cpu(table)).rename(columns=lambda c: c.replace("_", " "))), "",
+        _markdown(_spaced_headers(_minutes_to_text(cost_by_cpu(table)))), "",
     ]
 
 
@@ -291,6 +291,11 @@ def cost_by_cpu(sessions: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     by_cpu["total_min"] = by_cpu["prepare_min"] + by_cpu["run_min"]
     return by_cpu
+
+
+def _spaced_headers(table: pd.DataFrame) -> pd.DataFrame:
+    """Column names as a reader writes them (``run_min`` → ``run min``)."""
+    return table.rename(columns=lambda c: c.replace("_", " "))
 
 
 def _minutes_to_text(table: pd.DataFrame) -> pd.DataFrame:
