@@ -8,7 +8,10 @@ The phantom holds a body (subcutaneous fat, muscle wall, lower ribs); lung bases
 diaphragm domes; a liver made of two deformed ellipsoids (right and left lobe) with portal and hepatic
 veins and a gallbladder; spleen; kidneys (cortex, medulla, sinus fat); aorta, inferior vena cava,
 portal vein; spine with discs and canal; paraspinal and psoas muscles; bowel loops with gas — the
-distractors a tumour model must learn to ignore. Lesions (0–5) are painted inside the liver.
+distractors a tumour model must learn to ignore. Lesions (0–5) are painted inside the liver. An upstream
+(pre-training) case instead gets lesions of the spleen and kidneys (``organ_lesions``), labelled as their own class,
+as real task-agnostic CT models have (VISTA3D's classes include kidney and pancreatic lesions): the frozen features
+learn what a lesion looks like while liver tumours stay a new downstream task (docs/design.md, "Synthetic cohort").
 
 Per-case variation: body habitus and position, organ size/shape/position, fatty liver (12 %),
 gallbladder present (75 %), lesion count, size, shape, texture and contrast. Per-group variation
@@ -40,6 +43,10 @@ from cohort.shapes import (
 
 MAX_LESIONS = 5
 LESION_COUNT_P = (0.35, 0.25, 0.18, 0.12, 0.10)  # probability of 1..MAX_LESIONS lesions
+LIVER_LESION_RADIUS_MM = (5.0, 35.0)
+# Spleen and kidneys are 3-6 cm across: their lesions (cysts, metastases, small renal tumours) are smaller.
+ORGAN_LESION_COUNT_P = (0.45, 0.35, 0.20)  # probability of 1..3 lesions in an upstream case
+ORGAN_LESION_RADIUS_MM = (4.0, 18.0)
 HU_RANGE = (-1024, 3071)  # 12-bit CT
 
 # Fixed tissue values in HU (contrast-dependent ones live in the acquisition group).
@@ -53,7 +60,7 @@ BONE_CORTEX_HU, RIB_HU, BONE_CANCELLOUS_HU, DISC_HU = 650.0, 400.0, 220.0, 85.0
 class Phantom:
     """One rendered case: ``image`` (X, Y, Z) int16 HU, boolean (X, Y, Z) organ masks, its grid and group.
 
-    ``liver`` includes intra-hepatic vessels and lesions; ``tumour`` ⊂ ``liver``.
+    ``liver`` includes intra-hepatic vessels and lesions; ``tumour`` ⊂ ``liver``; ``organ_lesion`` ⊂ spleen ∪ kidney.
     """
 
     image: np.ndarray
@@ -61,16 +68,19 @@ class Phantom:
     tumour: np.ndarray
     spleen: np.ndarray
     kidney: np.ndarray
+    organ_lesion: np.ndarray
     grid: Grid
     group: str
 
     def label_map(self, upstream: bool) -> np.ndarray:
-        """uint8 (X, Y, Z): 0 bg, 1 liver, 2 tumour; or, ``upstream``, 1 liver (with lesions), 2 spleen, 3 kidney."""
+        """uint8 (X, Y, Z): 0 bg, 1 liver, 2 tumour; or, ``upstream``, 1 liver (with its tumours, if any), 2 spleen,
+        3 kidney, 4 lesion (of the spleen or a kidney)."""
         labels = np.zeros(self.image.shape, dtype=np.uint8)
         if upstream:
             labels[self.kidney] = 3
             labels[self.spleen] = 2
             labels[self.liver] = 1
+            labels[self.organ_lesion] = 4
         else:
             labels[self.liver] = 1
             labels[self.tumour] = 2
@@ -80,14 +90,16 @@ class Phantom:
 def render_case(
     rng: np.random.Generator, group: AcquisitionGroup, size: int, with_tumour: bool,
     shape: tuple[int, int, int] | None = None, spacing: tuple[float, float, float] | None = None,
+    organ_lesions: bool = False,
 ) -> Phantom:
-    """Draw one case of acquisition ``group`` on a ``size``³ grid; 1–5 lesions if ``with_tumour``.
+    """Draw one case of acquisition ``group`` on a ``size``³ grid; 1–5 liver lesions if ``with_tumour``, 1–3 lesions
+    of the spleen and kidneys if ``organ_lesions``.
 
     ``shape`` (X, Y, Z) and ``spacing`` (dx, dy, dz mm, dx = dy) render it on another grid instead (see
     :func:`draw_grid`). The random fields are drawn per voxel, so on another grid the same ``rng`` gives
     another case of the same kind (same group, same lesion plan), not the cubic case resampled.
     """
-    return _CaseBuilder(rng, group, size, shape, spacing).build(with_tumour)
+    return _CaseBuilder(rng, group, size, shape, spacing).build(with_tumour, organ_lesions)
 
 
 def draw_grid(
@@ -142,6 +154,7 @@ class _CaseBuilder:
         self.grid = draw_grid(rng, group, size, shape, spacing)
         self.occupied = np.zeros(self.grid.shape, dtype=bool)
         self.masks: dict[str, np.ndarray] = {}
+        self.depths: dict[str, np.ndarray] = {}  # organ name -> depth below its surface (mm), for lesion centres
         self.outline_field = smooth_field(rng, self.grid, 25.0)  # organ outline deformation
         self.texture = smooth_field(rng, self.grid, 7.0)  # parenchyma, lesion heterogeneity, bowel loops
 
@@ -152,7 +165,7 @@ class _CaseBuilder:
         self.masks[name] = self.masks[name] | mask if name in self.masks else mask
         return mask
 
-    def build(self, with_tumour: bool) -> Phantom:
+    def build(self, with_tumour: bool, organ_lesions: bool = False) -> Phantom:
         self.body()
         self.spine_and_muscles()
         self.great_vessels()
@@ -165,7 +178,9 @@ class _CaseBuilder:
         self.liver_vessels()
         self.bowel()
         hu, liver_hu = self.paint()
-        tumour = self.lesions(hu, liver_hu) if with_tumour else np.zeros(self.grid.shape, dtype=bool)
+        none = np.zeros(self.grid.shape, dtype=bool)
+        tumour = self.lesions(hu, liver_hu) if with_tumour else none
+        organ_lesion = self.organ_lesions(hu) if organ_lesions else none
         self.paint_over_liver(hu)
         return Phantom(
             image=_acquire(self.rng, self.group, hu),
@@ -173,6 +188,7 @@ class _CaseBuilder:
             tumour=tumour,
             spleen=self.masks["spleen"],
             kidney=self.masks["kidney"],
+            organ_lesion=organ_lesion,
             grid=self.grid,
             group=self.group.name,
         )
@@ -411,30 +427,53 @@ class _CaseBuilder:
         and the group's rim enhancement. Centres are uniform among liver voxels at least half a radius
         deep (or the deepest available), so lesions lie anywhere in the liver, not only at its edge.
         """
-        rng, grid, liver = self.rng, self.grid, self.masks["liver"]
-        depth = depth_mm(liver, grid.spacing)
-        tumour = np.zeros(grid.shape, dtype=bool)
-        for _ in range(1 + int(rng.choice(MAX_LESIONS, p=LESION_COUNT_P))):
-            radius = math.exp(rng.uniform(math.log(5), math.log(35)))
-            semi = tuple(max(radius * rng.uniform(0.75, 1.25), 0.9 * spacing) for spacing in grid.spacing)
-            wanted_depth = min(rng.uniform(0.5, 1.0) * radius, 0.6 * float(depth.max()))
-            centre_index = random_voxel(rng, liver & (depth >= wanted_depth))
-            centre = grid.position(centre_index) + rng.uniform(-0.5, 0.5, 3) * np.array(grid.spacing)
-            # Roughening scales the radius by >= 0.6, so the lesion stays within 1/0.6 of its semi-axes.
-            reach = max(semi) / 0.6
-            box = grid.box(centre - reach, centre + reach)
-            texture = self.texture[box]
-            radial = ellipsoid_radius(grid, tuple(centre), semi, rng.uniform(0, math.pi), box)
-            radial *= np.maximum(1 + rng.uniform(0.0, 0.25) * texture, 0.6)
-            lesion = (radial < 1) & liver[box]
-            lesion[tuple(c - b.start for c, b in zip(centre_index, box))] = True  # sub-voxel lesions too
-            values = liver_hu + rng.uniform(*self.group.lesion_contrast_hu) * (1 + rng.uniform(0.1, 0.4) * texture)
-            if radius > 15 and rng.random() < 0.5:
-                values = np.where(radial < rng.uniform(0.3, 0.6), FLUID_HU + 5 * texture, values)
-            values = np.where(radial > 0.78, values + self.group.lesion_rim_hu, values)
-            hu[box][lesion] = values[lesion]
-            tumour[box] |= lesion
+        tumour = np.zeros(self.grid.shape, dtype=bool)
+        for _ in range(1 + int(self.rng.choice(MAX_LESIONS, p=LESION_COUNT_P))):
+            tumour |= self._lesion(hu, "liver", liver_hu, LIVER_LESION_RADIUS_MM)
         return tumour
+
+    def organ_lesions(self, hu: np.ndarray) -> np.ndarray:
+        """Paint 1–3 lesions into the spleen or a kidney (each lesion's organ drawn at random), in place; return their
+        mask. Contrast is the group's liver-lesion contrast relative to the organ's own painted HU: hypo-dense in the
+        venous phases, hyper-dense in the arterial one, as liver lesions are."""
+        mask = np.zeros(self.grid.shape, dtype=bool)
+        for _ in range(1 + int(self.rng.choice(len(ORGAN_LESION_COUNT_P), p=ORGAN_LESION_COUNT_P))):
+            organ = "spleen" if self.rng.random() < 0.5 else "kidney"
+            if self.masks[organ].any():
+                mask |= self._lesion(hu, organ, None, ORGAN_LESION_RADIUS_MM)
+        return mask
+
+    def _lesion(
+        self, hu: np.ndarray, organ_name: str, organ_hu: float | None, radius_mm: tuple[float, float],
+    ) -> np.ndarray:
+        """Paint one lesion inside the mask ``organ_name``, in place; return its mask (X, Y, Z). ``organ_hu`` None:
+        the contrast is relative to the HU already painted there."""
+        rng, grid, organ = self.rng, self.grid, self.masks[organ_name]
+        if organ_name not in self.depths:
+            self.depths[organ_name] = depth_mm(organ, grid.spacing)
+        depth = self.depths[organ_name]
+        radius = math.exp(rng.uniform(math.log(radius_mm[0]), math.log(radius_mm[1])))
+        semi = tuple(max(radius * rng.uniform(0.75, 1.25), 0.9 * spacing) for spacing in grid.spacing)
+        wanted_depth = min(rng.uniform(0.5, 1.0) * radius, 0.6 * float(depth.max()))
+        centre_index = random_voxel(rng, organ & (depth >= wanted_depth))
+        centre = grid.position(centre_index) + rng.uniform(-0.5, 0.5, 3) * np.array(grid.spacing)
+        # Roughening scales the radius by >= 0.6, so the lesion stays within 1/0.6 of its semi-axes.
+        reach = max(semi) / 0.6
+        box = grid.box(centre - reach, centre + reach)
+        texture = self.texture[box]
+        radial = ellipsoid_radius(grid, tuple(centre), semi, rng.uniform(0, math.pi), box)
+        radial *= np.maximum(1 + rng.uniform(0.0, 0.25) * texture, 0.6)
+        lesion = (radial < 1) & organ[box]
+        lesion[tuple(c - b.start for c, b in zip(centre_index, box))] = True  # sub-voxel lesions too
+        base = hu[box] if organ_hu is None else organ_hu
+        values = base + rng.uniform(*self.group.lesion_contrast_hu) * (1 + rng.uniform(0.1, 0.4) * texture)
+        if radius > 15 and rng.random() < 0.5:
+            values = np.where(radial < rng.uniform(0.3, 0.6), FLUID_HU + 5 * texture, values)
+        values = np.where(radial > 0.78, values + self.group.lesion_rim_hu, values)
+        hu[box][lesion] = values[lesion]
+        mask = np.zeros(grid.shape, dtype=bool)
+        mask[box] = lesion
+        return mask
 
 
 def _acquire(rng: np.random.Generator, group: AcquisitionGroup, hu: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Synthetic abdominal-CT cohort in MSD layout (docs/design.md, "Synthetic cohort").
 
 Each case is a ``size``³ CT-like volume in Hounsfield units (int16) drawn by :mod:`cohort.phantom`, with
-labels 0 background, 1 liver, 2 tumour — or, for the upstream pre-training cohort, 1 liver (lesions
-included), 2 spleen, 3 kidney. Files: ``imagesTr/case_0000.nii.gz``, ``labelsTr/case_0000.nii.gz``,
+labels 0 background, 1 liver, 2 tumour — or, for the upstream pre-training cohort, 1 liver (never with a
+tumour), 2 spleen, 3 kidney, 4 lesion (of the spleen or a kidney, in 90 % of the cases). Files: ``imagesTr/case_0000.nii.gz``, ``labelsTr/case_0000.nii.gz``,
 ``dataset.json`` (MSD keys plus ``slpt_groups``) and ``groups.csv``.
 
 Randomness: case ``i`` draws only from ``default_rng([seed, case_stream, i])``, so a case is the same
@@ -31,11 +31,12 @@ TUMOUR_FREE_PER_BLOCK = 2  # 10 % of cases have no tumour
 STREAMS = {False: (0, 1), True: (2, 3)}  # upstream → (case stream, block stream)
 
 TUMOUR_LABELS = {0: "background", 1: "liver", 2: "tumour"}
-ORGAN_LABELS = {0: "background", 1: "liver", 2: "spleen", 3: "kidney"}
+ORGAN_LABELS = {0: "background", 1: "liver", 2: "spleen", 3: "kidney", 4: "lesion"}
 
 
 def case_plan(seed: int, index: int, upstream: bool = False) -> tuple[AcquisitionGroup, bool]:
-    """(acquisition group, has tumour) of case ``index``: its shuffled slot in its block."""
+    """(acquisition group, has tumour) of case ``index``: its shuffled slot in its block. An upstream case's tumours
+    are lesions of the spleen and kidneys, never of the liver."""
     block, slot = divmod(index, BLOCK_CASES)
     rng = np.random.default_rng([seed, STREAMS[upstream][1], block])
     order = rng.permutation(BLOCK_CASES)
@@ -77,8 +78,8 @@ def generate_cohort(
 ) -> Path:
     """Write ``cases`` synthetic CT volumes of ``size``³ voxels in MSD layout under ``out``.
 
-    ``upstream=True`` writes the organ-labelled pre-training cohort (:data:`ORGAN_LABELS`, no tumour
-    class; the liver label includes the lesions). Equal arguments give byte-identical files. ``out``
+    ``upstream=True`` writes the organ-labelled pre-training cohort (:data:`ORGAN_LABELS`: organs and a lesion
+    class for lesions of the spleen and kidneys; no liver tumours). Equal arguments give byte-identical files. ``out``
     must be missing or empty; arguments and ``out`` are checked before anything is generated.
     Shows a tqdm bar unless ``progress=False``. Returns the path of ``dataset.json``.
     """
@@ -88,7 +89,10 @@ def generate_cohort(
     names, groups = [], {}
     for index in tqdm(range(cases), desc="synthetic cohort", unit="case", disable=not progress):
         group, has_tumour = case_plan(seed, index, upstream)
-        phantom = render_case(case_rng(seed, index, upstream), group, size, with_tumour=has_tumour)
+        phantom = render_case(
+            case_rng(seed, index, upstream), group, size,
+            with_tumour=has_tumour and not upstream, organ_lesions=has_tumour and upstream,
+        )
         name = f"case_{index:04d}"
         write_nifti_gz(out / "imagesTr" / f"{name}.nii.gz", phantom.image, phantom.grid.affine)
         write_nifti_gz(out / "labelsTr" / f"{name}.nii.gz", phantom.label_map(upstream), phantom.grid.affine)

@@ -17,7 +17,9 @@ Per network (MONAI 1.x):
 - ``SegResNet``: stages are ``down_layers``; the decoder feature is the input of the last conv of
   ``conv_final`` (after its norm and activation), ``init_filters`` channels at full resolution.
 - ``DynUNet``: stages are ``input_block``, ``downsamples`` and ``bottleneck``; the decoder feature is the
-  input of ``output_block``, ``filters[0]`` channels at full resolution.
+  input of ``output_block``, ``filters[0]`` channels at full resolution when the first stride is 1 (as
+  :func:`models.backbone.build_backbone` builds it): the head sees lesions at the working spacing, where a UNet's
+  head reads a half-resolution feature (docs/design.md, "Backbone").
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class BackboneAdapter:
         head_logit_channels: output logits the head also reads, concatenated after the decoder feature (0 =
             none; used where the decoder feature is coarser than the output).
         size_divisor: every spatial input size must be a multiple of this (total down-sampling).
+        output_conv: the backbone's own 1×1×1 output convolution over the decoder feature (DynUNet, SegResNet), whose
+            upstream classes seed the new head (:attr:`models.slpt.SLPTConfig.inherit_classes`); None where the head
+            reads the logits instead (UNet).
     """
 
     stages: list[nn.Module]
@@ -52,6 +57,7 @@ class BackboneAdapter:
     head_channels: int
     size_divisor: int
     head_logit_channels: int = 0
+    output_conv: nn.Conv3d | None = None
 
 
 def adapt_backbone(backbone: nn.Module) -> BackboneAdapter:
@@ -121,6 +127,7 @@ def _adapt_segresnet(net: SegResNet) -> BackboneAdapter:
         head_source=final_conv,
         head_channels=first_conv(final_conv).in_channels,
         size_divisor=2 ** (len(stages) - 1),
+        output_conv=_pointwise(first_conv(final_conv)),
     )
 
 
@@ -134,4 +141,10 @@ def _adapt_dynunet(net: DynUNet) -> BackboneAdapter:
         head_source=net.output_block,
         head_channels=first_conv(net.output_block).in_channels,
         size_divisor=max(math.prod(axis) for axis in zip(*per_axis)),
+        output_conv=_pointwise(first_conv(net.output_block)),
     )
+
+
+def _pointwise(conv: nn.Conv3d) -> nn.Conv3d | None:
+    """``conv`` if it is a 1×1×1 convolution (a per-voxel linear map a new head can copy), else None."""
+    return conv if tuple(conv.kernel_size) == (1, 1, 1) and conv.groups == 1 else None

@@ -1,7 +1,7 @@
 """Physical-space geometry: one path from an image file to the working grid, and from the working grid back.
 
 Every consumer — training, inference, scoring, embeddings, pre-training and the simulator — loads volumes with
-:func:`load_image` / :func:`load_label` and resamples them with :func:`to_spacing`: MONAI's ``LoadImage`` (NIfTI
+:func:`load_image` / :func:`load_label` and resamples them with :func:`to_spacing`: MONAI's readers (NIfTI
 through nibabel, NRRD/MHA/NRRD-seg through :class:`SimpleITKReader`), ``Orientation`` to RAS and ``Spacing`` to a
 fixed spacing in millimetres. Results go back to an image's own voxel grid with :func:`resample_to_grid`, which maps
 through the affines (an exact inverse in physical space, whatever the original orientation or obliquity).
@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import ImageReader, MetaTensor
-from monai.transforms import LoadImage, Orientation, ScaleIntensityRange, SpatialResample, Spacing
+from monai.data import ImageReader, MetaTensor, NibabelReader
+from monai.transforms.io.array import switch_endianness
+from monai.transforms import Orientation, ScaleIntensityRange, SpatialResample, Spacing
+from monai.utils import ImageMetaKey
 
 from models.errors import ModelError
 
@@ -80,8 +82,18 @@ class SimpleITKReader(ImageReader):
         return array, meta
 
 
-def _reader_for(path: Path) -> ImageReader | str:
-    return SimpleITKReader() if path.name.lower().endswith(_SITK_SUFFIXES) else "NibabelReader"
+def _reader_for(path: Path) -> ImageReader:
+    return SimpleITKReader() if path.name.lower().endswith(_SITK_SUFFIXES) else NibabelReader()
+
+
+def _read(path: Path) -> MetaTensor:
+    """One file through its MONAI reader, as ``LoadImage(reader=…, image_only=True)`` returns it. ``LoadImage`` itself
+    is not used: it builds every reader MONAI knows on each call, and the DICOM GPU decoder among them logs a warning
+    each time on a machine without nvImageCodec (114 lines from one server start)."""
+    reader = _reader_for(path)
+    array, meta = reader.get_data(reader.read(str(path)))
+    meta[ImageMetaKey.FILENAME_OR_OBJ] = str(path)
+    return MetaTensor.ensure_torch_and_prune_meta(np.asarray(array), switch_endianness(meta, "<"))
 
 
 def load_image(source: Source, affine: np.ndarray | None = None, dtype: Any = torch.float32) -> MetaTensor:
@@ -106,7 +118,7 @@ def load_image(source: Source, affine: np.ndarray | None = None, dtype: Any = to
         if not path.is_file():
             raise ModelError(f"volume not found: {path}")
         try:
-            volume = LoadImage(reader=_reader_for(path), image_only=True)(str(path))
+            volume = _read(path)
         except Exception as exc:  # readers raise many unrelated types for bad files
             raise ModelError(f"cannot read volume {path}: {exc}") from exc
     while volume.ndim > 3 and volume.shape[-1] == 1:

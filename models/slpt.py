@@ -46,9 +46,12 @@ class SLPTConfig:
         mode: "prompt" (frozen backbone) or "finetune" (everything trainable, no prompts).
         seed: prompt k of stage s is initialised from seed + 1000·s + k.
         prompt_init_std: standard deviation of the initial prompt values.
-        inherit_classes: when the head reads the backbone's logits, downstream class c < inherit_classes
-            starts as a copy of upstream class c (background and liver share indices in MSD/sim label
-            maps); the other classes start at zero. Ignored for heads that read decoder features only.
+        inherit_classes: the upstream class each downstream class starts from: downstream class c copies upstream
+            class ``inherit_classes[c]`` (the logit of a UNet, the output convolution's weights of a DynUNet or
+            SegResNet), so an untrained network predicts what the backbone does. The default fits our label maps
+            (cohort.synth): background and liver share indices, and the tumour starts from the upstream lesion class
+            (4), where the backbone has one. A class beyond the list, an index of -1 or one the backbone does not
+            have starts at zero. An int n (older checkpoints) means (0, …, n - 1).
         roi_size: patch size for training and sliding-window inference (a multiple of the backbone's
             down-sampling factor).
         hu_window: HU clip window of :func:`models.geometry.window_hu`.
@@ -72,7 +75,7 @@ class SLPTConfig:
     mode: Mode = "prompt"
     seed: int = 0
     prompt_init_std: float = 0.5
-    inherit_classes: int = 2
+    inherit_classes: tuple[int, ...] = (0, 1, 4)
     roi_size: tuple[int, int, int] = (48, 48, 48)
     hu_window: tuple[float, float] = HU_WINDOW
     spacing: tuple[float, float, float] = WORKING_SPACING
@@ -85,6 +88,10 @@ class SLPTConfig:
     def __post_init__(self) -> None:
         # JSON / checkpoint round trips give lists; normalise to tuples.
         object.__setattr__(self, "head_reads_stages", tuple(int(s) for s in self.head_reads_stages))
+        inherit = self.inherit_classes
+        object.__setattr__(
+            self, "inherit_classes", tuple(range(inherit)) if isinstance(inherit, int) else tuple(int(c) for c in inherit)
+        )
         if self.prompt_stages is not None:
             object.__setattr__(self, "prompt_stages", tuple(int(s) for s in self.prompt_stages))
         object.__setattr__(self, "roi_size", tuple(int(s) for s in self.roi_size))
@@ -160,7 +167,7 @@ class SLPTNet(nn.Module):
             kernel_size=config.head_kernel,
             padding=config.head_kernel // 2,
         )
-        if self.adapter.head_logit_channels:
+        if self.adapter.head_logit_channels or self.adapter.output_conv is not None:
             self._inherit_upstream_classes()
 
         for p in self.backbone.parameters():
@@ -299,17 +306,27 @@ class SLPTNet(nn.Module):
         return out + self.head.bias.to(out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
 
     def _inherit_upstream_classes(self) -> None:
-        """Head that reads logits: class c < inherit_classes copies upstream logit c; the decoder-feature weights
-        and the other classes start at 0, so the untrained network predicts the upstream background and liver."""
-        logit_channels = self.adapter.head_logit_channels
-        shared = min(self.config.inherit_classes, self.config.num_classes, logit_channels)
-        offset = self.adapter.head_channels - logit_channels  # logits follow the decoder feature
+        """Downstream class c starts as upstream class ``inherit_classes[c]``: a head that reads the logits copies that
+        logit, one that reads the decoder feature copies the backbone's output convolution for it. Every other weight
+        starts at 0, so the untrained network predicts the upstream classes it inherits (and nothing else)."""
+        adapter, centre = self.adapter, self.config.head_kernel // 2
+        upstream_classes = adapter.head_logit_channels or adapter.output_conv.out_channels
+        sources = [
+            (c, u) for c, u in enumerate(self.config.inherit_classes[: self.config.num_classes])
+            if 0 <= u < upstream_classes
+        ]
         with torch.no_grad():
             self.head.weight.zero_()
             self.head.bias.zero_()
-            centre = self.config.head_kernel // 2
-            for c in range(shared):
-                self.head.weight[c, offset + c, centre, centre, centre] = 1.0
+            for c, u in sources:
+                if adapter.head_logit_channels:
+                    offset = adapter.head_channels - adapter.head_logit_channels  # logits follow the decoder feature
+                    self.head.weight[c, offset + u, centre, centre, centre] = 1.0
+                else:
+                    conv = adapter.output_conv
+                    self.head.weight[c, : conv.in_channels, centre, centre, centre] = conv.weight[u, :, 0, 0, 0]
+                    if conv.bias is not None:
+                        self.head.bias[c] = conv.bias[u]
 
 
 def backbone_in_channels(backbone: nn.Module) -> int:

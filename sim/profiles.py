@@ -71,6 +71,7 @@ class SimProfile:
         patch: edge of the class-balanced training patches and of the sliding inference window (<= size).
         batch_per_prompt: patches per prompt per training step (fine-tuning: patches per step).
         class_ratios: relative frequency of background, liver and tumour as training patch centres (None: equal).
+        prompt_stages: encoder stages that get prompts (None: all; :attr:`models.slpt.SLPTConfig.prompt_stages`).
         fpu_rank, head_reads_stages, head_kernel, head_reads_image: the SLPT network's FPU width, the encoder
             stages its head also reads, its head's kernel and whether it also reads the image
             (:class:`models.slpt.SLPTConfig`).
@@ -135,6 +136,7 @@ class SimProfile:
     workers: int = 2
     class_ratios: tuple[float, ...] | None = None
     fpu_rank: int = 8
+    prompt_stages: tuple[int, ...] | None = None
     head_reads_stages: tuple[int, ...] = ()
     head_kernel: int = 1
     head_reads_image: bool = False
@@ -261,4 +263,19 @@ PROFILES["annealed"] = replace(
 PROFILES["lean"] = replace(
     PROFILES["annealed"], name="lean", curve_seeds=1, early_rounds_on_curve_seeds=True, budget_round_only=("coreset",),
     prompt=Schedule(steps=240, lr=2e-2),
+)
+
+#: The fourth design (issue "A tumour model that sees lesions"): a backbone whose head reads a full-resolution feature
+#: and whose upstream task has a lesion class. DynUNet 8-16-32-64-128 with a stride-1 first stage: its last decoder
+#: feature (8 channels) is at the working spacing, where UNet's head read a half-resolution one. The upstream cohort
+#: labels lesions of the spleen and kidneys as their own class (cohort.synth), and the tumour head starts from that
+#: class (models.slpt.SLPTConfig.inherit_classes); the denoising term now works at full resolution too. Prompts act on
+#: stages 1-4 only: one on the full-resolution stage doubles a prompt step on the CPU (2.0 s against 1.0 s, measured on
+#: one core), and the head reads the full-resolution decoder feature anyway. Pre-training is cut to 120 epochs (4,800
+#: steps of 0.5 s on one core) so the backbone is made in about 40 minutes. Development-cohort figures:
+#: docs/results/simulation/dev_sweep.md, "A full-resolution, lesion-aware backbone".
+PROFILES["lesion"] = replace(
+    PROFILES["full"], name="lesion", lr_decay="cosine",
+    backbone=BackboneConfig(name="dynunet", channels=(8, 16, 32, 64, 128), strides=(2, 2, 2, 2), num_res_units=1),
+    prompt_stages=(1, 2, 3, 4), pretrain_epochs=120,
 )

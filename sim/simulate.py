@@ -251,7 +251,8 @@ def build_network(backbone: torch.nn.Module, tuning: str, profile: SimProfile, s
     config = SLPTConfig(
         num_prompts=profile.num_prompts, mode=tuning, seed=seed, roi_size=(profile.patch,) * 3,
         spacing=profile.spacing, coarse_spacing=profile.coarse_spacing, roi_margin_mm=profile.margin_mm,
-        fpu_rank=profile.fpu_rank, head_reads_stages=profile.head_reads_stages, head_kernel=profile.head_kernel,
+        fpu_rank=profile.fpu_rank, prompt_stages=profile.prompt_stages,
+        head_reads_stages=profile.head_reads_stages, head_kernel=profile.head_kernel,
         head_reads_image=profile.head_reads_image,
     )
     return SLPTNet(copy.deepcopy(backbone), config)

@@ -174,22 +174,38 @@ def test_phantom_masks_are_consistent() -> None:
         np.testing.assert_array_equal(upstream == 1, phantom.liver)  # the liver label includes lesions
         np.testing.assert_array_equal(upstream == 2, phantom.spleen)
         np.testing.assert_array_equal(upstream == 3, phantom.kidney)
+        assert not phantom.organ_lesion.any()  # organ lesions are drawn only when asked for (upstream cases)
         air = phantom.image[0, 0, :]  # a corner column lies outside the body
         assert air.mean() < -950
 
 
-def test_upstream_cohort_has_organ_labels_only(tmp_path: Path) -> None:
-    out = generate_cohort(tmp_path / "up", cases=6, seed=3, size=16, upstream=True, progress=False).parent
+def test_organ_lesions_lie_in_spleen_or_kidney_and_differ_from_their_organ() -> None:
+    contrasts = []
+    for index in range(8):
+        group, _ = case_plan(13, index, upstream=True)
+        phantom = render_case(case_rng(13, index, upstream=True), group, 48, with_tumour=False, organ_lesions=True)
+        assert phantom.organ_lesion.any() and not phantom.tumour.any()
+        assert not (phantom.organ_lesion & ~(phantom.spleen | phantom.kidney)).any()
+        labels = phantom.label_map(upstream=True)
+        np.testing.assert_array_equal(labels == 4, phantom.organ_lesion)
+        organ = (phantom.spleen | phantom.kidney) & ~phantom.organ_lesion
+        contrasts.append(phantom.image[phantom.organ_lesion].mean() - phantom.image[organ].mean())
+    # visible lesions: most differ from the organ around them by more than the noise of a voxel mean
+    assert np.mean(np.abs(contrasts) > 5) >= 0.75, contrasts
+
+
+def test_upstream_cohort_has_organ_and_lesion_labels_and_no_liver_tumour(tmp_path: Path) -> None:
+    out = generate_cohort(tmp_path / "up", cases=6, seed=3, size=32, upstream=True, progress=False).parent
     dataset = load_msd(out)
     assert dataset.labels == ORGAN_LABELS
     assert "tumour" not in json.loads((out / "dataset.json").read_text())["labels"].values()
     seen = set()
     for case in dataset.cases:
         label = np.asarray(nib.load(case.label).dataobj)
-        assert set(np.unique(label)) <= {0, 1, 2, 3}
+        assert set(np.unique(label)) <= {0, 1, 2, 3, 4}
         seen |= set(np.unique(label))
         assert case.group in GROUP_NAMES
-    assert seen == {0, 1, 2, 3}
+    assert seen == {0, 1, 2, 3, 4}
     # independent of the downstream cohort of the same seed
     down = generate_cohort(tmp_path / "down", cases=1, seed=3, size=16, progress=False).parent
     assert (out / "imagesTr/case_0000.nii.gz").read_bytes() != (down / "imagesTr/case_0000.nii.gz").read_bytes()

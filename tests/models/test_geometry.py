@@ -318,3 +318,17 @@ def test_bare_arrays_must_be_3d_and_spacing_must_be_positive():
         to_spacing(volume, (2.0, 0.0, 2.0))
     with pytest.raises(ModelError, match="spacing"):
         to_spacing(volume, (2.0, 2.0))
+
+
+def test_reading_a_volume_logs_and_warns_nothing(tmp_path, caplog, recwarn):
+    """MONAI's ``LoadImage`` builds every reader it knows; its DICOM GPU decoder warned on each read (114 lines at
+    one server start). Reading NIfTI and NRRD must stay silent, so that real warnings are seen."""
+    array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    nib.save(nib.Nifti1Image(array, np.diag([2.0, 2.0, 3.0, 1.0])), tmp_path / "a.nii.gz")
+    sitk.WriteImage(sitk.GetImageFromArray(array.transpose(2, 1, 0)), str(tmp_path / "a.nrrd"))
+    caplog.set_level("DEBUG")
+    for name in ("a.nii.gz", "a.nrrd"):
+        volume = load_image(tmp_path / name)
+        assert volume.shape == (1, 4, 5, 6)
+    assert not [r for r in caplog.records if r.levelno >= 30], [r.getMessage() for r in caplog.records]
+    assert not [str(w.message) for w in recwarn]

@@ -129,6 +129,28 @@ def test_other_backbones_zero_init_and_batched_prompts(name, decoder_feature_of)
     assert not torch.allclose(together[0], together[1])
 
 
+@pytest.mark.parametrize("name", ["segresnet", "dynunet"])
+def test_a_decoder_feature_head_starts_as_the_upstream_classes_it_inherits(name):
+    """With a 5-class upstream map (organs and a lesion class), the untrained network predicts the upstream
+    background, liver and lesion as its background, liver and tumour: the head copies the output convolution."""
+    cfg = BackboneConfig(name=name, channels=(8, 16, 32), strides=(2, 2), num_res_units=1, out_channels=5)
+    model = tiny_slpt(cfg).eval()
+    assert model.config.inherit_classes == (0, 1, 4)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, torch.tensor([1])), model.backbone(x)[:, [0, 1, 4]])
+    # A backbone without a lesion class: the tumour starts at zero, the shared classes are still copied.
+    small = tiny_slpt(replace(cfg, out_channels=4)).eval()
+    with torch.no_grad():
+        out = small(x, torch.tensor([0]))
+        torch.testing.assert_close(out[:, :2], small.backbone(x)[:, :2])
+        assert out[:, 2].abs().max() == 0
+
+
+def test_an_int_inherit_classes_of_older_checkpoints_means_the_first_n():
+    assert SLPTConfig.from_dict({"inherit_classes": 2}).inherit_classes == (0, 1)
+
+
 def test_forward_all_equals_separate_passes():
     model = tiny_slpt().eval()
     randomise_fpus(model)
