@@ -28,6 +28,7 @@ COPY cohort /src/cohort
 COPY db /src/db
 COPY models /src/models
 COPY sim /src/sim
+COPY slpt /src/slpt
 COPY storage /src/storage
 COPY strategies /src/strategies
 RUN pip install --no-deps --no-build-isolation /src && rm -rf /src

@@ -1,4 +1,8 @@
-"""The ``slpt`` command line: cohort generation, serving, and (later) training, benchmarks and admin tasks."""
+"""The product's commands: cohort generation, serving, pre-training, the demo, the database and accounts.
+
+The lab's commands (``slpt bench …``, ``slpt simulate``) belong to ``bench/cli.py`` and ``sim/cli.py``; the ``slpt``
+entry point (``slpt/main.py``) composes the three, so the product never imports the lab (docs/design.md,
+"Architecture")."""
 
 from __future__ import annotations
 
@@ -12,8 +16,6 @@ DEMO_UPSTREAM_CASES = 24
 DEMO_PRETRAIN_EPOCHS = 50  # 1,000 steps on the 24-case demo upstream cohort at 2.5 and 5 mm
 
 cli = typer.Typer(help="slpt-label: SLPT prompt tuning + TESLA selective labeling on MONAI Label.", no_args_is_help=True)
-bench = typer.Typer(help="Benchmarks: our server against stock MONAI Label, measured side by side in one run.", no_args_is_help=True)
-cli.add_typer(bench, name="bench")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -177,240 +179,6 @@ def pretrain_with_progress(data: Path, out: Path, epochs: int) -> dict:
         return pretrain_backbone(data, out, epochs=epochs, progress=report)
 
 
-@bench.command("next-sample")
-def bench_next_sample(
-    volumes: Annotated[int, typer.Option(help="Volumes in the generated cohort")] = 10000,
-    clients: Annotated[int, typer.Option(help="Concurrent annotators (one client id each)")] = 16,
-    requests: Annotated[int, typer.Option(help="Sequential timed next-sample requests per annotator")] = 20,
-    size: Annotated[int, typer.Option(help="Edge length of the cubic volumes in voxels")] = 8,
-    cycle: Annotated[bool, typer.Option(help="Follow each next sample with its label upload (the full annotator cycle)")] = False,
-    db: Annotated[Optional[str], typer.Option(help="Our server's SQLAlchemy URL (default: SQLite in its studies folder)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
-) -> None:
-    """Next Sample latency, throughput and duplicate assignments under concurrent annotators: ours vs stock."""
-    from bench import BenchError
-    from bench.next_sample import run_benchmark
-
-    try:
-        report = run_benchmark(volumes, clients, requests, size, command=bench_command_line(), cycle=cycle, db=db)
-    except BenchError as exc:
-        raise fail(str(exc))
-    emit_report(report, out)
-
-
-@bench.command("soak")
-def bench_soak(
-    minutes: Annotated[float, typer.Option(help="How long the annotators keep cycling")] = 5.0,
-    clients: Annotated[int, typer.Option(help="Concurrent annotators")] = 16,
-    volumes: Annotated[int, typer.Option(help="Volumes in the generated cohort (8³ each)")] = 2000,
-    db: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL (default: SQLite in the studies folder)")] = None,
-    tag: Annotated[str, typer.Option(help="Label tag: final (each cycle labels a volume) or a draft tag (cycles on)")] = "final",
-    out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
-) -> None:
-    """The full annotator cycle (next sample, label upload) on one loopback server: errors, latency, memory growth."""
-    from bench import BenchError
-    from bench.soak import run_soak
-
-    try:
-        report = run_soak(minutes, clients, volumes, db, command=bench_command_line(), tag=tag)
-    except BenchError as exc:
-        raise fail(str(exc))
-    emit_report(report, out)
-
-
-@bench.command("train")
-def bench_train(
-    size: Annotated[int, typer.Option(help="Edge length of the cubic training patches (a multiple of 8)")] = 48,
-    batch: Annotated[int, typer.Option(help="Patches per prompt; every variant trains on prompts × batch patches")] = 2,
-    prompts: Annotated[int, typer.Option(help="K, prompt sets of the prompt-tuning variants")] = 3,
-    steps: Annotated[int, typer.Option(help="Timed optimisation steps per variant")] = 10,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up steps per variant")] = 2,
-    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda")] = "auto",
-    out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
-) -> None:
-    """One training step of prompt tuning vs full fine-tuning: time, trainable parameters, memory, version size."""
-    from bench import BenchError
-    from bench.train import BenchConfig, format_report, run_benchmark
-
-    cfg = BenchConfig(size=size, batch_per_prompt=batch, num_prompts=prompts, steps=steps, warmup=warmup, device=device)
-    try:
-        report = format_report(run_benchmark(cfg), command=bench_command_line())
-    except BenchError as exc:
-        raise fail(str(exc))
-    emit_report(report, out)
-
-
-@bench.command("scoring")
-def bench_scoring(
-    volumes: Annotated[int, typer.Option(help="Timed volumes, each scored by every method")] = 50,
-    size: Annotated[int, typer.Option(help="Edge length of the generated cubic volumes in voxels")] = 64,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up volumes scored first")] = 2,
-    roi: Annotated[Optional[int], typer.Option(help="Edge of the sliding window (default: the model's roi_size)")] = None,
-    spacing: Annotated[float, typer.Option(help="Working spacing in mm of every method")] = 2.5,
-    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda")] = "auto",
-    out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
-) -> None:
-    """Seconds per volume: TESLA scoring (K prompts batched) vs K prompts one by one vs stock epistemic (MC dropout)."""
-    from bench import BenchError
-    from bench.scoring import ScoringBenchConfig, format_report, run_benchmark
-
-    cfg = ScoringBenchConfig(volumes=volumes, size=size, warmup=warmup, roi=roi, spacing=spacing, device=device)
-    try:
-        report = format_report(run_benchmark(cfg), command=bench_command_line())
-    except BenchError as exc:
-        raise fail(str(exc))
-    emit_report(report, out)
-
-
-@bench.command("infer")
-def bench_infer(
-    shape: Annotated[str, typer.Option(help="Voxels X,Y,Z of the generated CT")] = "512,512,200",
-    spacing: Annotated[str, typer.Option(help="Voxel spacing dx,dy,dz in mm of the generated CT (dx = dy)")] = "0.8,0.8,2.5",
-    backbone: Annotated[Optional[Path], typer.Option(help="Pre-trained backbone checkpoint (default: random weights, so stage 1 finds no real liver)")] = None,
-    repeats: Annotated[int, typer.Option(help="Timed requests per row, after one untimed warm-up request")] = 3,
-    working_spacing: Annotated[float, typer.Option(help="Working spacing in mm of stage 2 and of the whole-volume row; stage 1 at twice that")] = 2.5,
-    roi: Annotated[int, typer.Option(help="Edge of the cubic sliding window (the model's roi_size)")] = 48,
-    threads: Annotated[int, typer.Option(help="torch threads of the measuring processes (0: torch's default)")] = 0,
-    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of the generated case and of random weights")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the report (markdown) to this file")] = None,
-) -> None:
-    """Time and peak memory from an image file to a label on its grid: liver-ROI cascade vs whole-volume window."""
-    from bench import BenchError
-    from bench.infer import InferBenchConfig, format_report, parse_triple, run_benchmark
-
-    try:
-        cfg = InferBenchConfig(
-            shape=parse_triple(shape, "--shape", int), spacing=parse_triple(spacing, "--spacing", float),
-            backbone=backbone, repeats=repeats, working_spacing=working_spacing, roi=roi, device=device,
-            threads=threads, seed=seed,
-        )
-        result = run_benchmark(cfg, progress=lambda message: typer.echo(message, err=True))
-        report = format_report(result, command=bench_command_line())
-    except BenchError as exc:
-        raise fail(str(exc))
-    emit_report(report, out)
-
-
-@cli.command()
-def simulate(
-    out: Annotated[Path, typer.Option(help="Run folder: the generated cohort and backbone, caches, and (without --records) the records and report")],
-    data: Annotated[Optional[Path], typer.Option(help="Labeled MSD-layout folder (e.g. MSD Task03 Liver / LiTS); needs --backbone")] = None,
-    synthetic: Annotated[bool, typer.Option(help="Generate the cohort (and, without --backbone, pre-train a backbone) in the run folder")] = False,
-    strategies: Annotated[Optional[str], typer.Option(help="Comma-separated strategies, e.g. tesla,random,entropy,coreset,epistemic")] = None,
-    budget: Annotated[Optional[float], typer.Option(help="Fraction of the pool labeled by the last round, in (0, 1)")] = None,
-    rounds: Annotated[Optional[int], typer.Option(help="Selection rounds the budget is spread over")] = None,
-    seeds: Annotated[Optional[int], typer.Option(help="Repeats (selection and training seed)")] = None,
-    tuning: Annotated[Optional[str], typer.Option(help="prompt, finetune or prompt,finetune (both at the same labels)")] = None,
-    profile: Annotated[str, typer.Option(help="quick, full, annealed, lean or smoke (sizes and fixed schedules: sim/profiles.py)")] = "quick",
-    backbone: Annotated[Optional[Path], typer.Option(help="Frozen backbone checkpoint (its .json beside it)")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel processes, one thread each (default: the profile's, at most the CPUs)")] = None,
-    records: Annotated[Optional[Path], typer.Option(help="Folder of the measured rows, round state, report and run.json (default: --out); keep it in git to resume in another session")] = None,
-    stop_after: Annotated[Optional[float], typer.Option(help="Start no new model after this many minutes from the command's start (the run resumes later)")] = None,
-    force: Annotated[bool, typer.Option("--force", help="With --synthetic: make the backbone even where the records say this CPU kind can add no row")] = False,
-) -> None:
-    """Label-efficiency study: strategies × seeds × rounds against full-data references (resumes an interrupted run)."""
-    import os
-    import time
-    from dataclasses import replace
-
-    from models.errors import ModelError
-    from cohort.msd import CohortError, load_msd
-    from sim.profiles import PROFILES
-    from sim.report import write_report
-    from sim.results import append_session, cpu_kind
-    from sim.preflight import check_machine
-    from sim.simulate import SimulationError, check_study, prepare_synthetic, run_simulation, study_of
-    from strategies import SelectionError
-
-    if (data is None) == (not synthetic):
-        raise fail("give exactly one of --data DIR and --synthetic")
-    if profile not in PROFILES:
-        raise fail(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
-    chosen = PROFILES[profile]
-    if data is not None and not data.is_dir():
-        raise fail(f"--data {data} is not a folder")
-    if data is not None and backbone is None:
-        raise fail("--data needs --backbone FILE (the frozen pre-trained backbone)")
-    if backbone is not None and not backbone.is_file():
-        raise fail(f"--backbone {backbone} does not exist")
-    if stop_after is not None and stop_after < 0:
-        raise fail(f"--stop-after is minutes from now and must be >= 0, got {stop_after:g}")
-
-    def names(text: Optional[str], default: tuple[str, ...]) -> tuple[str, ...]:
-        return default if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
-
-    study = study_of(chosen)
-    if strategies is not None:  # the curve and the per-strategy arms belong to the profile's own strategy list
-        study = replace(study, strategies=names(strategies, ()), curve_strategies=(), curve_budgets=(),
-                        finetune_strategies=(), budget_round_only=(), early_rounds_on_curve_seeds=False)
-    study = replace(
-        study, budget=study.budget if budget is None else budget, rounds=study.rounds if rounds is None else rounds,
-        seeds=study.seeds if seeds is None else seeds, tunings=names(tuning, study.tunings),
-    )
-    n_workers = workers or min(chosen.workers, os.cpu_count() or 1)
-    started = time.time()
-    try:
-        check_study(study)
-        # A backbone made here costs half an hour before the run learns which realization it is: stop first where
-        # the records already show that no realization this CPU makes has anything left to run.
-        if synthetic and backbone is None and not (out / "backbone.pt").is_file() and not force:
-            plan = check_machine(records or out, cpu_kind())
-            if not plan.can_add:
-                typer.echo(plan.reason, err=True)
-                raise typer.Exit(0)
-        if synthetic:
-            data, made_backbone = prepare_synthetic(out, chosen)
-            backbone = backbone or made_backbone
-        prepared = time.time()
-        deadline = None if stop_after is None else started + 60 * stop_after
-        outcome = run_simulation(
-            load_msd(data), backbone, out, chosen, study, workers=n_workers, records=records, deadline=deadline
-        )
-        append_session(records or out, {
-            "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)), "cpu": cpu_kind(),
-            "backbone": outcome.backbone[:12], "prepare_min": round((prepared - started) / 60, 1),
-            "run_min": round((time.time() - prepared) / 60, 1), "rows_before": outcome.done_before,
-            "rows_after": outcome.done,
-        })
-        report = write_report(
-            records or out, command=bench_command_line(), expected_runs=outcome.total
-        ) if outcome.done else None
-    except (SimulationError, CohortError, ModelError, SelectionError) as exc:
-        raise fail(str(exc))
-    typer.echo(f"results: {outcome.results} ({outcome.done} of {outcome.total} runs)\nreport: {report or '(no rows yet)'}")
-    if outcome.elsewhere and not outcome.complete:  # once complete, those seeds are finished and read as they are
-        by_backbone: dict[str, list[int]] = {}
-        for seed, other in sorted(outcome.elsewhere.items()):
-            by_backbone.setdefault(other, []).append(seed)
-        for other, seeds_there in by_backbone.items():
-            typer.echo(f"seeds {', '.join(map(str, seeds_there))} are recorded on backbone {other} (another realization "
-                       "of the same recipe): a machine that re-makes it resumes those left unfinished", err=True)
-    if not outcome.complete and stop_after is not None:
-        typer.echo("stopped before the end (--stop-after): the same command resumes the study", err=True)
-
-
-@cli.command("release-seed")
-def release_seed(
-    records: Annotated[Path, typer.Option(help="The study's records folder (what `slpt simulate --records` was given)")],
-    seed: Annotated[int, typer.Option(help="The unfinished seed to give up")],
-    reason: Annotated[str, typer.Option(help="Why it is given up; kept beside its rows and quoted in the report")],
-) -> None:
-    """Give up an unfinished seed whose backbone realization this machine cannot re-make: its rows move to
-    `released/`, and the next `slpt simulate` on any realization runs it from its first round."""
-    from sim.simulate import SimulationError, release_seed as release
-
-    if not (records / "run.json").is_file():
-        raise fail(f"--records {records} holds no study (no run.json)")
-    try:
-        target = release(records, seed, reason)
-    except SimulationError as exc:
-        raise fail(str(exc))
-    note = json.loads((target / "release.json").read_text())
-    typer.echo(f"seed {seed}: {note['rows']} rows of {note['rows_per_seed']} on backbone {note['backbone']} moved to "
-               f"{target}; the next `slpt simulate` runs it from its first round and rewrites the report")
-
-
 db_cli = typer.Typer(help="Database administration.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 
@@ -475,21 +243,9 @@ def admin_create_user(
     typer.echo(token)
 
 
-def emit_report(report: str, out: Path | None) -> None:
-    """Print a benchmark report and, with ``--out``, write it (docs/results/ keeps the measured ones)."""
-    typer.echo(report)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
-
-
-def bench_command_line() -> str:
-    """The command as typed, for the report header."""
+def command_line() -> str:
+    """The command as typed, for a report's header."""
     import shlex
     import sys
 
     return shlex.join(["slpt", *sys.argv[1:]])
-
-
-def main() -> None:
-    cli()

@@ -56,7 +56,7 @@ def running_server(
 
 def slpt_serve_command(studies: Path, port: int, conf: dict[str, str] | None = None) -> list[str]:
     """``slpt serve`` for our app, run with this interpreter."""
-    command = [sys.executable, "-m", "app", "serve", "--studies", str(studies), "--port", str(port)]
+    command = [sys.executable, "-m", "slpt", "serve", "--studies", str(studies), "--port", str(port)]
     for key, value in (conf or {}).items():
         command += ["--conf", key, value]
     return command

@@ -24,7 +24,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import claims, images, labels
+from db import archive, claims, images, labels
 from db.audit import audit
 from db.engine import write_session
 from db.errors import UnknownImageError
@@ -176,14 +176,14 @@ class SQLDatastore(Datastore):
         return image_id
 
     def remove_image(self, image_id: str, actor: str = "admin") -> None:
-        """Archive the volume (``db.images.archive_image``): nothing is deleted, the user's file least of all."""
+        """Archive the volume (``db.archive.archive_image``): nothing is deleted, the user's file least of all."""
         with write_session(self.sessions) as session:
-            images.archive_image(session, check_image_id(image_id))
+            archive.archive_image(session, check_image_id(image_id))
             audit(session, actor, "image_archived", image_id)
 
     def restore_image(self, image_id: str, actor: str = "admin") -> None:
         with write_session(self.sessions) as session:
-            images.restore_image(session, check_image_id(image_id))
+            archive.restore_image(session, check_image_id(image_id))
             audit(session, actor, "image_restored", image_id)
 
     # -- labels -----------------------------------------------------------------------------------------------------

@@ -22,35 +22,13 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from models.device import pick_device
 from models.errors import ModelError
+from models.training import Case, Progress, TrainConfig, TrainResult, prepare_cases, train_prompts
 
 if TYPE_CHECKING:
     from models.slpt import SLPTNet
-    from models.training import Case, Progress, TrainConfig, TrainResult
-
-#: Offset between the augmentation seeds of two ranks (a prime, so rank seeds never meet prompt seeds).
-RANK_SEED_STRIDE = 7919
-
-
-def in_process_group() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def process_rank() -> int:
-    """This process's rank in the training process group; 0 outside one."""
-    return dist.get_rank() if in_process_group() else 0
-
-
-def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` wrapped in DDP inside a process group (its forward averages gradients); else ``model`` itself."""
-    if not in_process_group():
-        return model
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
 
 def training_gpus(device: str | None, limit: int = 0) -> int:
     """GPUs one training uses: all visible (or ``limit``) when ``device`` is CUDA or automatic, else 0."""
@@ -64,8 +42,6 @@ def train_on_devices(
     model: SLPTNet, cases: Sequence[Case], cfg: TrainConfig, progress: Progress | None = None, gpus: int = 0
 ) -> TrainResult:
     """Train ``model`` in place on ``gpus`` GPUs data-parallel when there are two or more, else in this process."""
-    from models.training import train_prompts
-
     if gpus < 2:
         return train_prompts(model, cases, cfg, progress)
     return train_data_parallel(model, cases, cfg, gpus, backend="nccl", progress=progress)
@@ -81,8 +57,6 @@ def train_data_parallel(
     ``model``, which is left on ``cfg.device`` (CUDA when present: the first GPU). Raises:
         ModelError: a rank failed.
     """
-    from models.training import TrainResult, prepare_cases
-
     data = prepare_cases(model, cases)
     context = mp.get_context("spawn")
     updates = context.SimpleQueue()
@@ -108,8 +82,6 @@ def _train_rank(
     rank: int, world_size: int, backend: str, port: int, model: SLPTNet, data: list, cfg: TrainConfig, folder: str,
     updates,
 ) -> None:
-    from models.training import train_prompts
-
     device = f"cuda:{rank}" if backend == "nccl" else "cpu"
     if backend == "nccl":
         torch.cuda.set_device(rank)

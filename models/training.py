@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from models.augment import FAMILIES, family_name, make_sampler
 from models.device import autocast, cpu_fast_layout, pick_device
-from models.distributed import RANK_SEED_STRIDE, data_parallel, process_rank
+from models.ranks import RANK_SEED_STRIDE, data_parallel, process_rank
 from models.errors import ModelError
 from models.cascade import CascadeConfig, label_box, locate_liver, to_working
 from models.geometry import Box, Source, affine_of, load_label, resample_to_grid, window_hu

@@ -17,7 +17,7 @@ else
   .venv-gpu/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   python=.venv-gpu/bin/python
 fi
-slpt="$python -m app"
+slpt="$python -m slpt"
 export PYTHONUNBUFFERED=1
 
 "$python" - <<'PY' | tee "$out/device.txt"

@@ -634,7 +634,7 @@ def design_identity(profile: SimProfile, study: Study) -> dict:
 #: Design fields added after a study's records were made. At their default they reproduce the behaviour from before
 #: they existed, so a design leaves them out and those records (whose run.json lacks them) stay valid.
 LATER_FIELDS = (
-    "lr_decay", "finetune_strategies", "curve_seeds", "budget_round_only", "early_rounds_on_curve_seeds",
+    "lr_decay", "finetune_strategies", "curve_seeds", "budget_round_only", "early_rounds_on_curve_seeds", "prompt_stages",
 )
 
 

@@ -12,14 +12,14 @@ import pytest
 
 def slpt(*args: str) -> subprocess.CompletedProcess:
     """The CLI as a user runs it: a real process (used where the process boundary matters)."""
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "slpt", *args], capture_output=True, text=True, timeout=300)
 
 
 def slpt_inline(*args: str):
     """The same CLI, in this process (no interpreter start-up): exit code, stdout and stderr."""
     from typer.testing import CliRunner
 
-    from app.cli import cli
+    from slpt.main import cli
 
     return CliRunner().invoke(cli, list(args))
 

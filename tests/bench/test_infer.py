@@ -32,7 +32,7 @@ SHAPE, SPACING = (64, 60, 32), (6.0, 6.0, 10.0)
 
 
 def slpt(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "slpt", *args], capture_output=True, text=True, timeout=600)
 
 
 def table_rows(report: str) -> dict[str, dict[str, str]]:

@@ -93,7 +93,7 @@ def test_load_figures_leave_the_warm_up_out():
 def test_bench_next_sample_measures_both_servers_end_to_end(tmp_path: Path):
     out = tmp_path / "r.md"
     result = subprocess.run(
-        [sys.executable, "-m", "app", "bench", "next-sample"]
+        [sys.executable, "-m", "slpt", "bench", "next-sample"]
         + ["--volumes", "40", "--clients", "4", "--requests", "5", "--size", "8", "--out", str(out)],
         capture_output=True,
         text=True,
@@ -146,7 +146,7 @@ def test_the_comparison_says_slower_when_ours_is_slower():
 
 def test_bench_next_sample_refuses_too_few_volumes():
     result = subprocess.run(
-        [sys.executable, "-m", "app", "bench", "next-sample", "--volumes", "3", "--clients", "4"],
+        [sys.executable, "-m", "slpt", "bench", "next-sample", "--volumes", "3", "--clients", "4"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -167,7 +167,7 @@ def test_bench_next_sample_cycle_uploads_every_label_on_postgresql(tmp_path: Pat
         pytest.fail(reason)
     with temporary_database() as url:
         result = subprocess.run(
-            [sys.executable, "-m", "app", "bench", "next-sample", "--volumes", "30", "--clients", "3",
+            [sys.executable, "-m", "slpt", "bench", "next-sample", "--volumes", "30", "--clients", "3",
              "--requests", "4", "--cycle", "--db", url],
             capture_output=True, text=True, timeout=300,
         )
@@ -186,7 +186,7 @@ def test_bench_next_sample_cycle_uploads_every_label_on_postgresql(tmp_path: Pat
 
 def test_bench_next_sample_cycle_needs_a_volume_per_request():
     result = subprocess.run(
-        [sys.executable, "-m", "app", "bench", "next-sample", "--volumes", "20", "--clients", "4", "--requests", "5",
+        [sys.executable, "-m", "slpt", "bench", "next-sample", "--volumes", "20", "--clients", "4", "--requests", "5",
          "--cycle"], capture_output=True, text=True, timeout=120,
     )
     assert result.returncode != 0 and "--cycle labels one volume per request" in result.stderr

@@ -25,7 +25,7 @@ from bench.scoring import (
 def slpt(*args: str) -> subprocess.CompletedProcess:
     # One torch thread: the test machine's cores are shared.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run([sys.executable, "-m", "slpt", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def table_rows(report: str) -> dict[str, dict[str, str]]:

@@ -24,7 +24,7 @@ from bench.train import (
 
 
 def slpt(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "slpt", *args], capture_output=True, text=True, timeout=300)
 
 
 def table_rows(report: str) -> dict[str, dict[str, str]]:

@@ -23,7 +23,7 @@ REQUIRED_COLUMNS = {
 
 
 def simulate(*args: str):
-    from app.cli import cli
+    from slpt.main import cli
 
     return CliRunner().invoke(cli, ["simulate", *args])
 
@@ -281,7 +281,7 @@ def test_an_unfinished_seed_released_on_its_realization_is_run_from_its_first_ro
     seeds nobody had), and the report reads the new rows and names the release. A finished seed, or one nobody holds,
     is refused and nothing moves."""
     import sim.simulate as simulate_module
-    from app.cli import cli
+    from slpt.main import cli
     from sim.profiles import PROFILES
     from sim.report import write_report
 

@@ -1,0 +1,3 @@
+from slpt.main import main
+
+main()
