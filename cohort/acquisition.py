@@ -12,7 +12,10 @@ transfers poorly to another. Each :class:`AcquisitionGroup` describes one such p
   the arterial phase, low-contrast in the native (unenhanced) low-dose scan.
 
 HU values follow textbook figures (liver ≈ 55–65 HU native, ≈ 100–120 HU portal-venous; aorta ≈ 250+ HU
-arterial; fat ≈ −100 HU; air ≈ −1000 HU).
+arterial; fat ≈ −100 HU; air ≈ −1000 HU). Noise is the standard deviation at the generated voxel (about 2.5 mm, 10–17
+mm³), five or more times the volume of a clinical 5 mm slice voxel, so it is set below the 10–15 HU (routine dose) and
+15–25 HU (low dose) measured on such slices; lesion contrast and noise are compared with published ranges in
+docs/design.md, "Synthetic cohort".
 """
 
 from __future__ import annotations
@@ -46,25 +49,25 @@ class AcquisitionGroup:
 # Order is the order of the slots inside one block of BLOCK_CASES cases (see cohort.synth).
 GROUPS: tuple[AcquisitionGroup, ...] = (
     AcquisitionGroup(
-        name="portal_venous", frequency=0.40, z_coverage_mm=330.0, noise_hu=11.0, kernel_sigma_vox=0.6,
+        name="portal_venous", frequency=0.40, z_coverage_mm=330.0, noise_hu=8.0, kernel_sigma_vox=0.6,
         liver_hu=110.0, liver_vessel_hu=170.0, aorta_hu=160.0, vein_hu=160.0, spleen_hu=120.0,
         spleen_texture_hu=4.0, kidney_cortex_hu=180.0, kidney_medulla_hu=170.0, heart_hu=150.0,
         bowel_wall_hu=70.0, lesion_contrast_hu=(-75.0, -35.0), lesion_rim_hu=0.0,
     ),
     AcquisitionGroup(
-        name="arterial", frequency=0.25, z_coverage_mm=240.0, noise_hu=15.0, kernel_sigma_vox=0.5,
+        name="arterial", frequency=0.25, z_coverage_mm=240.0, noise_hu=10.0, kernel_sigma_vox=0.5,
         liver_hu=75.0, liver_vessel_hu=45.0, aorta_hu=300.0, vein_hu=110.0, spleen_hu=110.0,
         spleen_texture_hu=25.0, kidney_cortex_hu=220.0, kidney_medulla_hu=90.0, heart_hu=260.0,
-        bowel_wall_hu=90.0, lesion_contrast_hu=(35.0, 85.0), lesion_rim_hu=0.0,
+        bowel_wall_hu=90.0, lesion_contrast_hu=(20.0, 60.0), lesion_rim_hu=0.0,
     ),
     AcquisitionGroup(
-        name="native_low_dose", frequency=0.20, z_coverage_mm=420.0, noise_hu=35.0, kernel_sigma_vox=1.0,
+        name="native_low_dose", frequency=0.20, z_coverage_mm=420.0, noise_hu=14.0, kernel_sigma_vox=1.0,
         liver_hu=60.0, liver_vessel_hu=40.0, aorta_hu=42.0, vein_hu=40.0, spleen_hu=48.0,
         spleen_texture_hu=3.0, kidney_cortex_hu=32.0, kidney_medulla_hu=30.0, heart_hu=42.0,
         bowel_wall_hu=35.0, lesion_contrast_hu=(-22.0, -8.0), lesion_rim_hu=0.0,
     ),
     AcquisitionGroup(
-        name="delayed", frequency=0.15, z_coverage_mm=280.0, noise_hu=22.0, kernel_sigma_vox=0.8,
+        name="delayed", frequency=0.15, z_coverage_mm=280.0, noise_hu=12.0, kernel_sigma_vox=0.8,
         liver_hu=90.0, liver_vessel_hu=115.0, aorta_hu=110.0, vein_hu=110.0, spleen_hu=95.0,
         spleen_texture_hu=3.0, kidney_cortex_hu=140.0, kidney_medulla_hu=150.0, heart_hu=105.0,
         bowel_wall_hu=60.0, lesion_contrast_hu=(-40.0, -15.0), lesion_rim_hu=35.0,
