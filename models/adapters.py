@@ -46,6 +46,7 @@ class BackboneAdapter:
         head_logit_channels: output logits the head also reads, concatenated after the decoder feature (0 =
             none; used where the decoder feature is coarser than the output).
         size_divisor: every spatial input size must be a multiple of this (total down-sampling).
+        full_resolution_stages: how many leading stages keep the input's resolution (a stride-1 first stage: 1).
         output_conv: the backbone's own 1×1×1 output convolution over the decoder feature (DynUNet, SegResNet), whose
             upstream classes seed the new head (:attr:`models.slpt.SLPTConfig.inherit_classes`); None where the head
             reads the logits instead (UNet).
@@ -57,6 +58,7 @@ class BackboneAdapter:
     head_channels: int
     size_divisor: int
     head_logit_channels: int = 0
+    full_resolution_stages: int = 0
     output_conv: nn.Conv3d | None = None
 
 
@@ -127,6 +129,7 @@ def _adapt_segresnet(net: SegResNet) -> BackboneAdapter:
         head_source=final_conv,
         head_channels=first_conv(final_conv).in_channels,
         size_divisor=2 ** (len(stages) - 1),
+        full_resolution_stages=1,  # the first down layer has no down-sampling convolution
         output_conv=_pointwise(first_conv(final_conv)),
     )
 
@@ -141,6 +144,7 @@ def _adapt_dynunet(net: DynUNet) -> BackboneAdapter:
         head_source=net.output_block,
         head_channels=first_conv(net.output_block).in_channels,
         size_divisor=max(math.prod(axis) for axis in zip(*per_axis)),
+        full_resolution_stages=next((i for i, axis in enumerate(per_axis) if max(axis) > 1), len(per_axis)),
         output_conv=_pointwise(first_conv(net.output_block)),
     )
 

@@ -41,8 +41,11 @@ class SLPTConfig:
         num_prompts: K, number of prompt sets (prompt mode only; fine-tune mode is K = 1).
         prompt_grid: g, prompts are C_s × g × g × g before being resized to the feature map.
         fpu_rank: r, width of the FPU's low-rank pointwise bottleneck and channel attention.
-        prompt_stages: encoder stages (0 = shallowest) that get prompts; None = all stages. Deeper-only
-            prompts let back-propagation stop early, saving compute as well as parameters.
+        prompt_stages: encoder stages (0 = shallowest) that get prompts; None = every stage below the input's
+            resolution (all stages of a UNet; a DynUNet's or SegResNet's full-resolution first stage is left out: a
+            prompt there doubles a prompt-tuning step on the CPU, and the head reads the full-resolution decoder
+            feature anyway; docs/design.md, "Backbone"). Deeper-only prompts let back-propagation stop early,
+            saving compute as well as parameters.
         mode: "prompt" (frozen backbone) or "finetune" (everything trainable, no prompts).
         seed: prompt k of stage s is initialised from seed + 1000·s + k.
         prompt_init_std: standard deviation of the initial prompt values.
@@ -140,7 +143,8 @@ class SLPTNet(nn.Module):
             raise ModelError(f"roi_size {config.roi_size} must be multiples of {self.adapter.size_divisor}")
 
         num_stages = len(self.adapter.stages)
-        stages = tuple(range(num_stages)) if config.prompt_stages is None else config.prompt_stages
+        first = self.adapter.full_resolution_stages if self.adapter.full_resolution_stages < num_stages else 0
+        stages = tuple(range(first, num_stages)) if config.prompt_stages is None else config.prompt_stages
         if config.mode == "finetune":
             stages = ()
         invalid = [s for s in stages if not 0 <= s < num_stages]

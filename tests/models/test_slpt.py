@@ -147,6 +147,22 @@ def test_a_decoder_feature_head_starts_as_the_upstream_classes_it_inherits(name)
         assert out[:, 2].abs().max() == 0
 
 
+def test_default_prompts_skip_a_full_resolution_stage_only():
+    """A UNet down-samples in its first block: every stage gets prompts. A DynUNet built with a stride-1 first stage
+    keeps that stage at full resolution: prompts start one stage deeper, and the full-resolution feature still reaches
+    the head through the frozen decoder."""
+    unet = tiny_slpt()
+    assert unet.prompt_stages == tuple(range(len(unet.adapter.stages)))
+    dyn = tiny_slpt(BackboneConfig(name="dynunet", channels=(8, 16, 32), strides=(2, 2), num_res_units=1))
+    assert dyn.adapter.full_resolution_stages == 1 and dyn.prompt_stages == (1, 2)
+    x = torch.randn(1, 1, 16, 16, 16)
+    captured = []
+    handle = dyn.backbone.output_block.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+    dyn(x, torch.tensor([0]))
+    handle.remove()
+    assert captured[0].shape[2:] == x.shape[2:]  # the head reads a full-resolution feature
+
+
 def test_an_int_inherit_classes_of_older_checkpoints_means_the_first_n():
     assert SLPTConfig.from_dict({"inherit_classes": 2}).inherit_classes == (0, 1)
 
