@@ -73,6 +73,7 @@ class SLPTApp(MONAILabelApp):
             label_values=set(LABELS.values()),
             lease=timedelta(hours=self.settings.lease_hours),
             groups=_msd_groups(self.layout),
+            clock=self.settings.clock,
         )
         for folder in (self.layout.labels_dir, self.settings.work_dir(self.layout.root) / "models"):
             if leftovers := remove_partial_files(folder):  # interrupted writes (a killed server): never acknowledged

@@ -5,12 +5,15 @@ Every option can also come from the environment as ``SLPT_<KEY>`` (e.g. ``SLPT_D
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ImportString
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.schema import utcnow
 from models.cascade import CascadeConfig
 
 
@@ -19,6 +22,10 @@ class AppSettings(BaseSettings):
 
     db: str = Field("", description="SQLAlchemy URL; empty = SQLite file <studies>/.slpt/slpt.db")
     lease_hours: float = Field(2.0, gt=0, description="How long a claimed volume stays reserved for its annotator")
+    clock: ImportString[Callable[[], datetime]] = Field(
+        utcnow, description="The leases' clock (claims, expiry, live-lease counts): import path of a function returning "
+        "the aware UTC time; default the system clock"
+    )
     import_labels: bool = Field(
         False, description="Import an MSD folder's labelsTr/ as final labels (normally ground truth kept for simulations)"
     )

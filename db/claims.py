@@ -28,6 +28,7 @@ and run on the session's Core connection (no ORM objects are loaded or touched).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -117,6 +118,7 @@ def claim_next_sample(
     lease: timedelta = DEFAULT_LEASE,
     now: datetime | None = None,
     seed: int | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Row | None:
     """Lease the next unlabeled volume to ``annotator``; return its image row's answer columns (``id``,
     ``path``, ``name``, ``checksum``, ``shape``, ``spacing``, ``grp``, ``label_status``, ``meta``: what Next
@@ -134,8 +136,9 @@ def claim_next_sample(
     retrying (a fresh session is opened as a write transaction; on SQLite an already-open read transaction
     may fail to write if another writer commits first).
 
-    ``now`` fixes the clock (tests, replays); by default every timestamp is read when it is written, under
-    the locks, so a volume's assignments never overlap in time.
+    ``now`` fixes the clock (tests, replays); otherwise every timestamp is read from ``clock`` (the system clock
+    unless the server was given another) when it is written, under the locks, so a volume's assignments never
+    overlap in time.
     """
     if not annotator:
         raise DBError("annotator must be a non-empty string")
@@ -147,9 +150,10 @@ def claim_next_sample(
         raise DBError(f"lease must be positive, got {lease}")
     check_aware(now)
     rng = random.Random(seed)
+    read_clock = clock if now is None else lambda: now
 
     def claim(session: Session) -> Row | None:
-        return _claim(session, annotator, strategy, order, round_id, lease, now, rng)
+        return _claim(session, annotator, strategy, order, round_id, lease, read_clock, rng)
 
     if isinstance(sessions, Session):
         if not sessions.in_transaction():
@@ -256,16 +260,16 @@ def _claim(
     order: str,
     round_id: int | None,
     lease: timedelta,
-    now: datetime | None,
+    clock: Callable[[], datetime],
     rng: random.Random,
 ) -> Row | None:
     connection = session.connection()
     _lock_annotator(connection, annotator)
-    assigned = connection.execute(_ASSIGNED_TO, {"annotator": annotator, "now": _clock(now)}).first()
+    assigned = connection.execute(_ASSIGNED_TO, {"annotator": annotator, "now": _read(clock)}).first()
     if assigned is not None:
         return assigned  # an admin's assignment is the annotator's work until it is labeled or released
-    skipped = _close_own_leases(connection, annotator, "skipped", _clock(now))
-    started = _clock(now)
+    skipped = _close_own_leases(connection, annotator, "skipped", _read(clock))
+    started = _read(clock)
     _expire(connection, started)
 
     params = {"now": started, "round_id": round_id, "ids": skipped}
@@ -284,7 +288,7 @@ def _claim(
             raise DBError(f"unknown selection round {round_id}")
         return None
 
-    claimed_at = _clock(now)
+    claimed_at = _read(clock)
     expires_at = claimed_at + lease
     claimed = connection.execute(
         _SET_LEASE_RETURNING, {"image_id": chosen, "holder": annotator, "expires": expires_at}
@@ -392,3 +396,10 @@ def _retryable(error: DBAPIError) -> bool:
 
 def _clock(now: datetime | None) -> datetime:
     return now if now is not None else utcnow()
+
+
+def _read(clock: Callable[[], datetime]) -> datetime:
+    """The time ``clock`` tells, refused if naive (an injected clock must give UTC-aware datetimes)."""
+    moment = clock()
+    check_aware(moment)
+    return moment

@@ -16,7 +16,8 @@ import logging
 import os
 import tempfile
 import zipfile
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from db import archive, claims, images, labels
 from db.audit import audit
 from db.engine import write_session
 from db.errors import UnknownImageError
-from db.schema import Image, Label
+from db.schema import Image, Label, utcnow
 from db.volumes import (
     check_image_id,
     file_checksum,
@@ -46,7 +47,8 @@ class SQLDatastore(Datastore):
     """MONAI Label datastore over a studies folder and a SQL database.
 
     ``images_dir``: the volumes served (e.g. an MSD dataset's ``imagesTr/``); ``labels_dir``: where annotators' labels
-    are written (one sub-folder per tag); ``label_values``: the integer values a label may hold besides 0.
+    are written (one sub-folder per tag); ``label_values``: the integer values a label may hold besides 0;
+    ``clock``: what tells the time of leases (claims and the count of live ones), the system clock by default.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class SQLDatastore(Datastore):
         description: str = "SQL-backed studies",
         lease: timedelta = claims.DEFAULT_LEASE,
         groups: dict[str, str] | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ):
         self.sessions = sessions
+        self.clock = clock
         self.images_dir = Path(images_dir)
         self.labels_dir = Path(labels_dir)
         self.label_values = set(label_values)
@@ -316,14 +320,16 @@ class SQLDatastore(Datastore):
     ) -> dict[str, Any] | None:
         """Lease the next volume to ``annotator`` (see :func:`db.claims.claim_next_sample`); return what Next Sample
         answers (the volume's info, ``id`` and ``path``), or None when nothing is left."""
-        claimed = claims.claim_next_sample(self.sessions, annotator, strategy, order=order, round_id=round_id, lease=self.lease)
+        claimed = claims.claim_next_sample(
+            self.sessions, annotator, strategy, order=order, round_id=round_id, lease=self.lease, clock=self.clock
+        )
         return None if claimed is None else {**self._image_info(claimed), "id": claimed.id, "path": claimed.path}
 
     # -- summaries --------------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """Cheap progress summary (two aggregate queries)."""
         with self.sessions() as session:
-            counts = images.counts(session)
+            counts = images.counts(session, now=self.clock())
             tags = dict(session.execute(select(Label.tag, func.count(func.distinct(Label.image_id))).group_by(Label.tag)).all())
         return {
             "total": counts["total"],

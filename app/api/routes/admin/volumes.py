@@ -21,6 +21,7 @@ MAX_PAGE = 500
 @router.get("", response_model=VolumePage, summary="Volumes, filtered and sorted, one page")
 def volumes(
     user: AdminUser,
+    app: AppDep,
     session: SessionDep,
     status: VolumeStatus | None = None,
     annotator: Annotated[str | None, Query(max_length=255)] = None,
@@ -34,18 +35,18 @@ def volumes(
     filters = VolumeFilter(status, annotator, round_id, min_score, max_score)
     version = latest_model_version(session)
     total, rows = list_volumes(session, filters, model_version=version.id if version else None, sort=sort,
-                               offset=offset, limit=limit)
+                               offset=offset, limit=limit, now=app.datastore().clock())
     if offset and offset >= total:
         raise HTTPException(404, f"offset {offset} is past the last of {total} matching volumes")
     return VolumePage(total=total, offset=offset, limit=limit, items=[VolumeOut(**vars(r)) for r in rows])
 
 
 @router.get("/{image_id}", response_model=VolumeHistory, summary="One volume: leases, labels, scores, audit trail")
-def volume_history(image_id: str, user: AdminUser, session: SessionDep) -> VolumeHistory:
+def volume_history(image_id: str, user: AdminUser, app: AppDep, session: SessionDep) -> VolumeHistory:
     require_image(session, image_id)
     version = latest_model_version(session)
     _, rows = list_volumes(session, VolumeFilter(), model_version=version.id if version else None, limit=1,
-                           only=image_id)
+                           only=image_id, now=app.datastore().clock())
     return VolumeHistory(
         volume=VolumeOut(**vars(rows[0])),
         assignments=[AssignmentOut.model_validate(a) for a in assignments_of_image(session, image_id)],
@@ -59,7 +60,8 @@ def volume_history(image_id: str, user: AdminUser, session: SessionDep) -> Volum
 def restore(image_id: str, user: AdminUser, app: AppDep, request: Request) -> VolumeOut:
     app.datastore().restore_image(image_id, actor=user.username)  # unknown: 404; not archived: 400
     with app.datastore().sessions() as session:
-        _, rows = list_volumes(session, VolumeFilter(), model_version=None, limit=1, only=image_id)
+        _, rows = list_volumes(session, VolumeFilter(), model_version=None, limit=1, only=image_id,
+                               now=app.datastore().clock())
     return VolumeOut(**vars(rows[0]))
 
 
