@@ -34,11 +34,13 @@ def tiny_cascade() -> CascadeConfig:
 
 
 @contextmanager
-def start_server(studies: Path, logs: Path, **conf: str) -> Iterator[ServerProcess]:
-    """Our MONAI Label server, started for real (`slpt serve`) on a free loopback port, at the tiny geometry."""
+def start_server(studies: Path, logs: Path, env: dict[str, str] | None = None, **conf: str) -> Iterator[ServerProcess]:
+    """Our MONAI Label server, started for real (`slpt serve`) on a free loopback port, at the tiny geometry;
+    ``env``: variables added to its environment."""
     port = free_port()
     conf = {**TINY_GEOMETRY, **conf}
-    with running_server(slpt_serve_command(studies, port, conf), log_path=logs / f"server-{port}.log", port=port) as proc:
+    command = slpt_serve_command(studies, port, conf)
+    with running_server(command, log_path=logs / f"server-{port}.log", port=port, env=env) as proc:
         yield proc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from tests.app.conftest import start_server
-
-SHORT_LEASE_HOURS = 0.001  # 3.6 s, so the expiry test can wait it out
+from tests.app.fake_clock import FakeClock
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +122,47 @@ def test_skip_releases_the_previous_volume(server):
     assert claim(server, "erin") == first  # free again, and first in order
 
 
+def lease_views(server, annotator: str) -> dict:
+    """What the server says of live leases: Next Sample's stats, the admin's lease list and progress totals, and
+    ``annotator``'s own current lease (auth is off: every caller may read the admin routes)."""
+    def get(path: str, **params):
+        return httpx.get(f"{server.url}{path}", params=params, timeout=30).json()
+
+    return {
+        "stats": get("/datastore/", output="stats")["leased"],
+        "admin leases": sorted((lease["image_id"], lease["annotator"]) for lease in get("/admin/leases")),
+        "progress": get("/admin/progress")["totals"]["leased"],
+        "leased volumes": get("/admin/volumes", status="leased")["total"],
+        "own lease": get("/users/me", client_id=annotator)["current_lease"],
+    }
+
+
 def test_expired_lease_returns_the_volume(tiny_cohort: Path, tmp_path: Path):
+    # A real server on its default 2 h lease, whose clock the test moves (tests.app.fake_clock) instead of waiting.
     studies = tmp_path / "studies"
     shutil.copytree(tiny_cohort, studies)
-    with start_server(studies, tmp_path, lease_hours=str(SHORT_LEASE_HOURS)) as server:
+    clock = FakeClock(tmp_path / "clock-offset")
+    with start_server(studies, tmp_path, env=clock.env, lease_hours="2", **clock.conf) as server:
         held = claim(server, "frank")
-        assert claim(server, "grace") != held
-        time.sleep(SHORT_LEASE_HOURS * 3600 + 0.5)
-        stats = httpx.get(f"{server.url}/datastore/", params={"output": "stats"}, timeout=30).json()
-        assert stats["leased"] == 0
+        other = claim(server, "grace")
+        assert other != held
+        leased = {"stats": 2, "admin leases": sorted([(held, "frank@127.0.0.1"), (other, "grace@127.0.0.1")]),
+                  "progress": 2, "leased volumes": 2, "own lease": held}
+        assert lease_views(server, "frank") == leased
+
+        clock.advance(timedelta(hours=2) - timedelta(minutes=1))  # a minute before the leases end: still held
+        assert lease_views(server, "frank") == leased
+
+        clock.advance(timedelta(minutes=2))  # a minute after
+        assert lease_views(server, "frank") == {
+            "stats": 0, "admin leases": [], "progress": 0, "leased volumes": 0, "own lease": None,
+        }
+        released = httpx.delete(f"{server.url}/admin/leases/{held}", timeout=30)
+        assert released.status_code == 409, released.text  # nothing left to release
         assert claim(server, "heidi") == held  # back in the pool, and first in order
+        history = httpx.get(f"{server.url}/admin/volumes/{held}", timeout=30).json()["assignments"]
+        assert [(a["annotator"], a["state"]) for a in history] == [("frank@127.0.0.1", "expired"),
+                                                                  ("heidi@127.0.0.1", "active")]
 
 
 def test_restart_keeps_every_status_and_lease(server, studies: Path, logs: Path):
