@@ -63,24 +63,29 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
     """
     version = store.latest_version()
     key = embedding_key(store)
-    method = STRATEGIES[strategy_name].score
+    methods = STRATEGIES[strategy_name].score_keys() if version else ()
     with datastore.sessions() as session:
         pool = datastore.get_unlabeled_images()
         ids, embeddings = load_embeddings(session, key, pool)
         labeled_ids, labeled = load_embeddings(session, key, datastore.get_labeled_images())
-        stored = load_scores(session, method, version, ids) if method and version else {}
+        stored = {method: load_scores(session, method, version, ids) for method in methods}
     if not pool:
         raise SelectionUnavailable("no unlabeled volume is left")
     if len(ids) < len(pool):
         raise SelectionUnavailable(f"{len(pool) - len(ids)} of {len(pool)} unlabeled volumes have no embedding yet")
-    if method and version and len(stored) < len(ids):
-        raise SelectionUnavailable(f"{method!r} scores of model {version} cover {len(stored)} of {len(ids)} volumes so far")
+    for method, scores in stored.items():
+        if len(scores) < len(ids):
+            raise SelectionUnavailable(
+                f"{method!r} scores of model {version} cover {len(scores)} of {len(ids)} volumes so far"
+            )
+    # one column per score key; a single key gives the (N,) vector rules take
+    table = np.array([[stored[method][i] for method in methods] for i in ids]) if methods else None
     chosen = select_round(
         strategy_name,
         embeddings.reshape(len(ids), -1),
         max(1, min(budget, len(ids))),
         block_sizes=embedding_blocks(store.backbone()[0]),
-        scores=np.array([stored[i] for i in ids]) if stored else None,
+        scores=None if table is None else (table[:, 0] if len(methods) == 1 else table),
         labeled_embeddings=labeled if len(labeled_ids) else None,
         seed=seed,
     )

@@ -51,7 +51,8 @@ class ColdStart(str, Enum):
 class Pool:
     """Validated inputs of one selection.
 
-    embeddings: (N, D) float64; uncertainty: (N,) float64 or None; labeled: (M, D) float64 (M may be 0).
+    embeddings: (N, D) float64; uncertainty: (N,) float64, (N, S) for a rule that ranks by S scores, or None;
+    labeled: (M, D) float64 (M may be 0).
     """
 
     embeddings: np.ndarray
@@ -63,7 +64,8 @@ class Strategy(ABC):
     """One selection rule: ``select`` validates inputs, ``_rank`` holds the rule itself.
 
     Subclasses set ``name`` (the registry key), ``description`` (one paragraph, shown in 3D Slicer), and for
-    score-based rules ``score`` (the ``volume_scores`` key passed as ``uncertainty``) and ``cold_start``.
+    score-based rules ``score`` (the ``volume_scores`` key passed as ``uncertainty``, or a tuple of S keys whose
+    scores come as the columns of an (N, S) ``uncertainty``) and ``cold_start``.
     ``requires_uncertainty`` follows from those two: a rule with a score that does not run unscored at a cold start
     needs ``uncertainty`` in ``select``. ``unscored_ranking`` names what orders the picks when the rule runs without
     a score (recorded with each round). Constructor keyword arguments are the rule's options; ``config()`` returns
@@ -72,7 +74,7 @@ class Strategy(ABC):
 
     name: str
     description: str
-    score: str | None = None
+    score: str | tuple[str, ...] | None = None
     cold_start: ColdStart = ColdStart.UNSCORED
     unscored_ranking: str = "diversity"
     requires_uncertainty: bool = False
@@ -96,7 +98,7 @@ class Strategy(ABC):
         Raises SelectionError for budget <= 0, non-finite values or mismatched shapes. N == 0 gives [].
         """
         n_picks = check_int_option("budget", budget, 1)
-        pool = _check_pool(embeddings, uncertainty, labeled_embeddings)
+        pool = _check_pool(embeddings, uncertainty, labeled_embeddings, len(self.score_keys()))
         if self.requires_uncertainty and pool.uncertainty is None:
             raise SelectionError(
                 f"strategy {self.name!r} ranks by an uncertainty score: pass uncertainty=(N,) array"
@@ -106,6 +108,13 @@ class Strategy(ABC):
             return []
         picks = self._rank(pool, min(n_picks, n_pool), seed)
         return [int(i) for i in picks]
+
+    @classmethod
+    def score_keys(cls) -> tuple[str, ...]:
+        """The ``volume_scores`` keys the rule ranks by, in the order of ``uncertainty``'s columns (none, one or S)."""
+        if cls.score is None:
+            return ()
+        return (cls.score,) if isinstance(cls.score, str) else tuple(cls.score)
 
     @abstractmethod
     def _rank(self, pool: Pool, n_picks: int, seed: int) -> list[int] | np.ndarray:
@@ -148,7 +157,7 @@ def _as_finite_matrix(array: Any, what: str, shape_doc: str) -> np.ndarray:
 
 
 def _check_pool(
-    embeddings: Any, uncertainty: Any | None, labeled_embeddings: Any | None
+    embeddings: Any, uncertainty: Any | None, labeled_embeddings: Any | None, n_scores: int = 1
 ) -> Pool:
     pool = _as_finite_matrix(embeddings, "embeddings", "(N volumes x D features)")
     n_pool, n_dims = pool.shape
@@ -156,9 +165,11 @@ def _check_pool(
     scores = None
     if uncertainty is not None:
         scores = np.asarray(uncertainty, dtype=np.float64)
-        if scores.shape != (n_pool,):
+        expected = (n_pool, n_scores) if n_scores > 1 else (n_pool,)
+        if scores.shape != expected:
             raise SelectionError(
-                f"uncertainty has shape {scores.shape}, expected ({n_pool},): one score per pool volume"
+                f"uncertainty has shape {scores.shape}, expected {expected}: "
+                + ("one score per pool volume" if n_scores <= 1 else f"{n_scores} scores per pool volume")
             )
         if not np.isfinite(scores).all():
             raise SelectionError("uncertainty contains NaN or infinite values")

@@ -10,10 +10,11 @@ from typing import Any
 
 from strategies.base import SelectionError, Strategy, UnknownStrategyError
 from strategies.baselines import CoreSet, Entropy, Epistemic, First, ForegroundRandom, Random
+from strategies.clasp import ClaSPEntropy
 from strategies.tesla import TESLA
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (TESLA, Random, First, Entropy, Epistemic, CoreSet, ForegroundRandom)
+    cls.name: cls for cls in (TESLA, Random, First, Entropy, Epistemic, CoreSet, ForegroundRandom, ClaSPEntropy)
 }
 
 

@@ -47,7 +47,7 @@ def select_round(
 
     embeddings: (N, D) backbone embeddings of the pool; block_sizes: their layout
     (``models.embedding.embedding_blocks``); scores: (N,) the strategy's ``score`` of each pool volume from the newest
-    model, or None while no model has scored the pool (then the rule's ``cold_start`` applies; rules without a score
+    model ((N, S) for a rule with S score keys, columns in ``score_keys()`` order), or None while no model has scored the pool (then the rule's ``cold_start`` applies; rules without a score
     ignore it); labeled_embeddings: (M, D) of the labeled volumes, or None. Raises ``UnknownStrategyError`` and
     ``SelectionError`` (bad budget or shapes) like ``Strategy.select``.
     """
@@ -56,7 +56,7 @@ def select_round(
     if cls.score is None:
         scores, ranked_by = None, cls.unscored_ranking
     elif scores is not None:
-        ranked_by = cls.score
+        ranked_by = "+".join(cls.score_keys())
     elif cls.cold_start is ColdStart.ORGAN_FRACTION:
         scores, ranked_by = organ_fraction(embeddings, block_sizes), ColdStart.ORGAN_FRACTION.value
     elif cls.cold_start is ColdStart.RANDOM:

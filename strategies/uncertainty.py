@@ -95,11 +95,30 @@ def _check_member_probs(array: np.ndarray, what: str, shape_doc: str) -> np.ndar
     return probs
 
 
-#: Per-volume scores of :func:`volume_scores`, one per score-based strategy (TESLA, entropy, epistemic,
-#: fg_random); each strategy names the one it ranks by in its ``score`` attribute.
-SCORE_METHODS = ("prompt_uncertainty", "entropy", "epistemic", "foreground")
 #: Classes from this index on are the targets beyond the organ (class 0 background, 1 liver, 2 tumour).
 TARGET_CLASS = 2
+#: Foreground classes that get a class-wise entropy score (``class_entropy_<c>``; class-stratified rules rank by them).
+CLASS_ENTROPY_CLASSES = (1, 2)
+#: Per-volume scores of :func:`volume_scores`, one per score-based strategy (TESLA, entropy, epistemic,
+#: fg_random, clasp_pe); each strategy names the ones it ranks by in its ``score`` attribute.
+SCORE_METHODS = (
+    "prompt_uncertainty", "entropy", "epistemic", "foreground", *(f"class_entropy_{c}" for c in CLASS_ENTROPY_CLASSES)
+)
+
+
+def class_entropies(prompt_probs: np.ndarray) -> dict[str, float]:
+    """``{"class_entropy_<c>": mean entropy of the mean map over the voxels it labels c}`` for each class of
+    :data:`CLASS_ENTROPY_CLASSES`: (K, C, *spatial) -> floats, 0.0 where the mean map labels no voxel c (or the model
+    has no class c). A volume's uncertainty about each structure apart, so a rare class (the tumour) is not averaged
+    away by a common one (the liver)."""
+    probs = _check_member_probs(prompt_probs, "prompt_probs", "(K prompts, C classes, *spatial)")
+    mean = probs.mean(axis=0)
+    voxel_entropy, label = entropy(mean, axis=0), mean.argmax(axis=0)
+    scores = {}
+    for c in CLASS_ENTROPY_CLASSES:
+        voxels = label == c
+        scores[f"class_entropy_{c}"] = float(voxel_entropy[voxels].mean()) if voxels.any() else 0.0
+    return scores
 
 
 def target_fraction(prompt_probs: np.ndarray) -> float:
@@ -114,9 +133,10 @@ def volume_scores(prompt_probs: np.ndarray) -> dict[str, float]:
 
     ``prompt_uncertainty`` (TESLA, :func:`prompt_uncertainty`), ``entropy`` (entropy of the mean map) and
     ``epistemic`` (BALD with the K prompts as the ensemble), the last two averaged over the voxels any
-    prompt labels foreground (all three 0.0 when no prompt finds foreground), and ``foreground``
-    (fg_random, :func:`target_fraction`: the fraction of all voxels the mean prediction calls tumour). Used by the
-    server's scoring job and by the offline simulator, so both rank volumes by the same numbers.
+    prompt labels foreground (all three 0.0 when no prompt finds foreground), ``foreground``
+    (fg_random, :func:`target_fraction`: the fraction of all voxels the mean prediction calls tumour), and the
+    class-wise entropies of :func:`class_entropies` (clasp_pe). Used by the server's scoring job and by the offline
+    simulator, so both rank volumes by the same numbers.
     """
     probs = _check_member_probs(prompt_probs, "prompt_probs", "(K prompts, C classes, *spatial)")
     foreground = any_prompt_foreground(probs)
@@ -128,4 +148,5 @@ def volume_scores(prompt_probs: np.ndarray) -> dict[str, float]:
         "entropy": float(entropy(probs.mean(axis=0), axis=0)[foreground].mean()),
         "epistemic": float(np.asarray(bald(probs))[foreground].mean()),
         "foreground": target,
+        **class_entropies(probs),
     }

@@ -88,6 +88,7 @@ class Trained:
     scores: dict[str, dict[str, float]]  # {method: {image id: score}} of the new version
     tesla: tuple
     fg_random: tuple
+    clasp: tuple
 
 
 LABELED = ["case_0000", "case_0001", "case_0002"]
@@ -116,7 +117,7 @@ def trained(server, served_cohort: Path, cold_start: ColdStart) -> Trained:
 
         return wait_for(found, 300, f"a {strategy} round for the new model", server)
 
-    return Trained(version, unlabeled, scores, new_round("tesla"), new_round("fg_random"))
+    return Trained(version, unlabeled, scores, new_round("tesla"), new_round("fg_random"), new_round("clasp_pe"))
 
 
 def test_tesla_is_the_default_strategy_with_options(server):
@@ -198,6 +199,24 @@ def test_after_training_fg_random_draws_where_the_model_predicts_tumour(served_c
     )
     assert ranked == [ids[i] for i in expected.picks]
     assert not set(ranked) & set(LABELED)
+
+
+def test_after_training_clasp_pe_ranks_by_both_class_entropies(served_cohort: Path, trained: Trained):
+    selection, ranked = trained.clasp
+    assert selection.config["ranked_by"] == "class_entropy_2+class_entropy_1"
+    with studies_db(served_cohort) as session:
+        ids, embeddings = load_embeddings(session, _key(session), sorted(trained.unlabeled))
+        _, labeled = load_embeddings(session, _key(session), LABELED)
+        scores = np.column_stack([
+            [load_scores(session, method, trained.version)[i] for i in ids]
+            for method in ("class_entropy_2", "class_entropy_1")
+        ])
+    assert (scores >= 0).all() and scores.any()
+    expected = select_round(
+        "clasp_pe", embeddings, ROUND_SIZE, block_sizes=trained.tesla[0].config["block_sizes"], scores=scores,
+        labeled_embeddings=labeled,
+    )
+    assert ranked == [ids[i] for i in expected.picks]
 
 
 def _key(session) -> str:

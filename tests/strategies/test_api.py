@@ -12,13 +12,19 @@ import pytest
 import strategies
 from strategies import STRATEGIES, SelectionError, Strategy, UnknownStrategyError, get_strategy
 
-NAMES = ["tesla", "random", "first", "entropy", "epistemic", "coreset", "fg_random"]
+NAMES = ["tesla", "random", "first", "entropy", "epistemic", "coreset", "fg_random", "clasp_pe"]
 POOL = np.random.default_rng(0).normal(size=(12, 4))
 SCORES = np.random.default_rng(1).uniform(size=12)
 
 
+def scores_for(name: str, n: int) -> np.ndarray:
+    """(n,) scores, or (n, S) for a rule that ranks by S scores (each column a shifted copy)."""
+    keys = STRATEGIES[name].score_keys()
+    return SCORES[:n] if len(keys) <= 1 else np.column_stack([np.roll(SCORES, k)[:n] for k in range(len(keys))])
+
+
 def run(name: str, embeddings=POOL, budget=3, **kwargs) -> list[int]:
-    kwargs.setdefault("uncertainty", SCORES[: len(embeddings)])
+    kwargs.setdefault("uncertainty", scores_for(name, len(embeddings)))
     return get_strategy(name).select(embeddings, budget, **kwargs)
 
 
@@ -57,7 +63,7 @@ def test_same_seed_same_result(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_empty_pool_gives_no_picks(name):
-    assert run(name, embeddings=np.empty((0, 4)), uncertainty=np.empty(0)) == []
+    assert run(name, embeddings=np.empty((0, 4)), uncertainty=scores_for(name, 0)) == []
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -69,7 +75,8 @@ def test_bad_budget_is_rejected(name, budget):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_mismatched_shapes_are_rejected_with_a_clear_message(name):
-    with pytest.raises(SelectionError, match=r"uncertainty has shape \(11,\), expected \(12,\)"):
+    expected = r"\(12,\)" if len(STRATEGIES[name].score_keys()) <= 1 else r"\(12, 2\)"
+    with pytest.raises(SelectionError, match=r"uncertainty has shape \(11,\), expected " + expected):
         run(name, uncertainty=SCORES[:11])
     with pytest.raises(SelectionError, match="labeled_embeddings have 3 features per volume, the pool"):
         run(name, labeled_embeddings=np.zeros((2, 3)))

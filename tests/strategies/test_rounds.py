@@ -26,7 +26,7 @@ SCORES = rng.uniform(size=10)
 
 def test_every_rule_declares_a_known_score_and_cold_start():
     for name, cls in STRATEGIES.items():
-        assert cls.score is None or cls.score in SCORE_METHODS, name
+        assert set(cls.score_keys()) <= set(SCORE_METHODS), name
         assert isinstance(cls.cold_start, ColdStart)
         assert cls.requires_uncertainty == (cls.score is not None and cls.cold_start is not ColdStart.UNSCORED)
     declared = {name: (cls.score, cls.cold_start) for name, cls in STRATEGIES.items() if cls.score}
@@ -35,6 +35,7 @@ def test_every_rule_declares_a_known_score_and_cold_start():
         "entropy": ("entropy", ColdStart.RANDOM),
         "epistemic": ("epistemic", ColdStart.RANDOM),
         "fg_random": ("foreground", ColdStart.ORGAN_FRACTION),
+        "clasp_pe": (("class_entropy_2", "class_entropy_1"), ColdStart.RANDOM),
     }
 
 
