@@ -29,14 +29,13 @@ demo: install
 serve: demo
 	$(BIN)/slpt serve --studies $(DEMO)/studies --host $(HOST) --port $(PORT)
 
-# The label-efficiency study spans sessions: its records are kept in git under docs/results/simulation/$(STUDY), the
-# cohort and backbone are re-made in runs/full (they must come out identical, see run.json); commit the records after.
-# lean (the default) is the third study, annealed cut to fit 3 hours; full and annealed are complete (a run on them
-# re-checks the backbone against run.json and re-writes the report). All three share cohort and backbone.
-STUDY ?= lean
+# The label-efficiency study spans sessions: its records are kept in git under docs/results/simulation/$(STUDY), with
+# the backbone the study was run on (made by the first session, checked against run.json's SHA-256 by every later one,
+# on any machine); runs/$(STUDY) holds what can be made again (cohort, caches, trained models). Commit the records after.
+STUDY ?= lesion
 STUDY_MINUTES ?= 120
 study: install
-	$(BIN)/slpt simulate --synthetic --profile $(STUDY) --out runs/full --records docs/results/simulation/$(STUDY) \
+	$(BIN)/slpt simulate --synthetic --profile $(STUDY) --out runs/$(STUDY) --records docs/results/simulation/$(STUDY) \
 		--stop-after $(STUDY_MINUTES)
 
 clean:

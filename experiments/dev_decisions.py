@@ -1,7 +1,7 @@
 """How a trained network's mean softmax map becomes a label map, compared on the development cohort.
 
-``python -m sim.dev_decisions --network runs/dev160/nets/seed0.pt --cases 160 --out runs/dev160`` loads a network
-that :mod:`sim.dev_sweep` saved (``--save``), computes its mean prompt probabilities once per held-out
+``python -m experiments.dev_decisions --network runs/dev160/nets/seed0.pt --cases 160 --out runs/dev160`` loads a network
+that :mod:`experiments.dev_sweep` saved (``--save``), computes its mean prompt probabilities once per held-out
 development case, and scores every decision rule on them, one JSON line per rule. Like the schedules, a rule is
 chosen here and never on a study's test set (docs/design.md, "Measuring label efficiency honestly").
 
@@ -31,11 +31,10 @@ from scipy import ndimage
 from cohort.msd import load_msd
 from models.backbone import load_backbone
 from models.checkpoint import load_slpt
-from sim.dev_sweep import DEV_CASES, development_split
+from experiments.dev_sweep import DEV_CASES, development_split
 from sim.evaluation import mean_probabilities, score_predictions
-from sim.prepared import LIVER, TUMOUR
+from sim.prepared import LIVER, TUMOUR, prepared_cohort
 from sim.profiles import DEV_COHORT_SEED, PROFILES
-from sim.simulate import prepared_cohort
 
 Decision = Callable[[np.ndarray], np.ndarray]
 
@@ -95,12 +94,12 @@ def decision_rules(thresholds: list[float], min_sizes: list[int]) -> dict[str, D
 
 
 def compare(
-    network: Annotated[Path, typer.Option(help="A network saved by sim.dev_sweep --save")],
+    network: Annotated[Path, typer.Option(help="A network saved by experiments.dev_sweep --save")],
     out: Annotated[Path, typer.Option(help="The development folder it was trained in")] = Path("runs/dev"),
     cases: Annotated[int, typer.Option(help="Development cohort size")] = DEV_CASES,
     thresholds: Annotated[str, typer.Option(help="Comma-separated tumour thresholds")] = "0.2,0.3,0.4",
     min_sizes: Annotated[str, typer.Option(help="Comma-separated smallest tumour components kept (voxels)")] = "10,30",
-    profile: Annotated[str, typer.Option(help="Profile whose geometry was tuned")] = "full",
+    profile: Annotated[str, typer.Option(help="Profile whose geometry was tuned")] = "lesion",
     overlap: Annotated[float, typer.Option(help="Sliding-window overlap of the inference")] = 0.25,
     threads: Annotated[int, typer.Option(help="Torch threads")] = 1,
 ) -> None:

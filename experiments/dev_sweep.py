@@ -1,4 +1,4 @@
-"""Schedule tuning on the development cohort: ``python -m sim.dev_sweep --tuning prompt --steps 200 …``.
+"""Schedule tuning on the development cohort: ``python -m experiments.dev_sweep --tuning prompt --steps 200 …``.
 
 The schedules of :mod:`sim.profiles` are fixed here, never on a study's test set (docs/design.md,
 "Measuring label efficiency honestly"). The development
@@ -21,14 +21,15 @@ import numpy as np
 import torch
 import typer
 
+from cohort.msd import load_msd
 from models.backbone import load_backbone
 from models.checkpoint import save_slpt
-from cohort.msd import load_msd
-from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule
 from models.training import progress_bar
 from sim.evaluation import evaluate
-from sim.prepared import PreparedCohort
-from sim.simulate import build_network, prepare_synthetic, prepared_cohort, split_pool_test, train_network
+from sim.network import build_network, train_network
+from sim.prepared import PreparedCohort, prepared_cohort, split_pool_test
+from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule
+from sim.synthetic import prepare_synthetic
 
 DEV_CASES = 60
 DEV_SPLIT_SEED = 11
@@ -49,7 +50,7 @@ def sweep(
     batch_per_prompt: Annotated[int, typer.Option(help="Patches per prompt per step")] = 2,
     labels: Annotated[int, typer.Option(help="Labeled development volumes (>= pool size: all)")] = 10,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds")] = "0,1",
-    profile: Annotated[str, typer.Option(help="Profile whose geometry and backbone are tuned")] = "full",
+    profile: Annotated[str, typer.Option(help="Profile whose geometry and backbone are tuned")] = "lesion",
     cases: Annotated[int, typer.Option(help="Development cohort size")] = DEV_CASES,
     threads: Annotated[int, typer.Option(help="Torch threads")] = 1,
     eval_every: Annotated[int, typer.Option(help="Also evaluate every N steps (0: only at the end)")] = 0,

@@ -13,7 +13,9 @@ Evaluation is honest about stage 1: label voxels of the working grid outside the
 counts (``outside_liver``, ``outside_tumour``) and count as missed. A case whose stage 1 found no liver is
 segmented whole, as the server would.
 
-The cache is one ``.npz`` per run and profile; crops have different shapes, so each case has its own arrays.
+The cache (:func:`prepared_cohort`) is one ``.npz`` per run folder, geometry and backbone; crops have different
+shapes, so each case has its own arrays. :func:`split_pool_test` splits a prepared cohort into the pool and the test
+set.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ import numpy as np
 from tqdm import tqdm
 
 from cohort.msd import MSDDataset
+from sklearn.model_selection import train_test_split
+
 from models.backbone import load_backbone
 from models.cascade import CascadeConfig, coarse_pass, roi_from_pass, to_working
+from models.checkpoint import backbone_fingerprint
 from models.embedding import embedding_from_pass
 from models.geometry import Box
 from models.training import label_on_working_grid, training_box
+from sim.profiles import SimProfile
 from storage.atomic import atomic_path
 
 TUMOUR, LIVER = 2, 1
@@ -74,14 +80,16 @@ class PreparedCohort:
         return self.labels[i][self.rois[i].slices()]
 
     def digest(self) -> str:
-        """SHA-256 over names, groups, labels, ROIs and embeddings (rounded to 1e-4, so that the digest names the
-        data, not the last bits of a float sum): equal digests mean the same prepared cohort."""
+        """SHA-256 over names, groups and each case's labelled voxels (its label inside the labels' own bounding box):
+        the data the rows are measured on. Stage 1's ROIs and the embeddings are left out: they are the backbone's
+        float output, which another kind of CPU may round differently from the same kept backbone."""
         digest = hashlib.sha256()
         digest.update(json.dumps([self.names, self.groups]).encode())
-        for label, roi in zip(self.labels, self.rois):
-            digest.update(str((label.shape, roi.start, roi.stop)).encode())
-            digest.update(np.ascontiguousarray(label).tobytes())
-        digest.update(np.round(self.embeddings.astype(np.float64), 4).tobytes())
+        for label in self.labels:
+            box = Box.of_mask(label > 0)
+            labelled = label[box.slices()] if box is not None else label[:0, :0, :0]
+            digest.update(str(labelled.shape).encode())
+            digest.update(np.ascontiguousarray(labelled).tobytes())
         return digest.hexdigest()
 
     def has_tumour(self) -> np.ndarray:
@@ -150,3 +158,40 @@ def load_prepared(path: Path) -> PreparedCohort:
             outside_liver=data["outside_liver"], outside_tumour=data["outside_tumour"],
             embeddings=data["embeddings"],
         )
+
+
+def cascade_of(profile: SimProfile) -> CascadeConfig:
+    """The cascade geometry of a profile (the server's defaults unless the profile says otherwise)."""
+    return CascadeConfig(spacing=profile.spacing, coarse_spacing=profile.coarse_spacing, margin_mm=profile.margin_mm)
+
+
+def prepared_cohort(
+    dataset: MSDDataset, backbone_path: Path, out: Path, profile: SimProfile, backbone_sha: str | None = None,
+) -> tuple[PreparedCohort, Path]:
+    """The run's prepared cohort, from its cache in ``out/cache`` when present (prepared once per run folder, geometry
+    and backbone: stage 1's ROIs and the embeddings depend on the backbone) -> (cohort, cache file). ``backbone_sha``:
+    the backbone's weights fingerprint (:func:`models.checkpoint.backbone_fingerprint`) where the caller has it."""
+    cfg = cascade_of(profile)
+    fingerprint = (backbone_sha or backbone_fingerprint(load_backbone(backbone_path)[0]))[:12]
+    tag = "_".join(f"{v:g}" for v in (*cfg.spacing, *cfg.coarse_spacing, cfg.margin_mm)) + f"_{fingerprint}"
+    cache = out / "cache" / f"prepared_{tag}.npz"
+    expected = [c.name for c in dataset.cases if c.label is not None]
+    if cache.is_file():
+        cohort = load_prepared(cache)
+        if cohort.names != expected:
+            raise PreparationError(f"{cache} was made from other data: use a fresh --out folder")
+        return cohort, cache
+    cohort = prepare_cohort(dataset, backbone_path, cfg)
+    save_prepared(cohort, cache)
+    return cohort, cache
+
+
+def split_pool_test(cohort: PreparedCohort, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(pool indices, test indices): a split fixed by ``seed``, stratified by group and tumour presence."""
+    strata = np.array([f"{g}|{t}" for g, t in zip(cohort.groups, cohort.has_tumour())])
+    _, counts = np.unique(strata, return_counts=True)
+    n_test = int(round(test_fraction * len(cohort.names)))
+    # Stratify only when every stratum can give the test and the pool a member each.
+    stratify = strata if counts.min() >= 2 and n_test >= len(counts) and len(strata) - n_test >= len(counts) else None
+    pool, test = train_test_split(np.arange(len(strata)), test_size=n_test, random_state=seed, stratify=stratify)
+    return sorted(pool.tolist()), sorted(test.tolist())

@@ -1,49 +1,33 @@
 """Fixed settings of the label-efficiency study (``slpt simulate``), one frozen dataclass per profile.
 
-Training schedules (steps, learning rates, patch size) are part of the profile, the same for every strategy
-and every seed, and are never chosen by looking at the test set (docs/design.md,
-"Measuring label efficiency honestly"). They are fixed on a separate development cohort:
-``cohort.synth.generate_cohort(..., seed=DEV_COHORT_SEED)``, a seed that no profile uses for its downstream,
-upstream or split draws (``python -m sim.dev_sweep``; results in ``docs/results/simulation/dev_sweep.md``).
+Training schedules (steps, learning rates, patch size) are part of the profile, the same for every strategy and every
+seed, and are never chosen by looking at the test set (docs/design.md, "Measuring label efficiency honestly"). They
+are fixed on a separate development cohort, ``cohort.synth.generate_cohort(..., seed=DEV_COHORT_SEED)``, a seed that
+no profile uses for its downstream, upstream or split draws (``python -m experiments.dev_sweep``; what was tried and
+found is in ``docs/results/simulation/dev_sweep.md``).
 
 Geometry (docs/design.md, "Geometry and the liver-ROI cascade"): ``size`` is the edge of the generated synthetic
-volumes (a 512² scan of 0.7–0.9 mm pixels resampled to ``size`` pixels: 160 gives 2.2–2.9 mm, 240–420 mm of z
-coverage over 160 slices); every volume, synthetic or real, is resampled to the profile's working ``spacing``
-and segmented inside the liver ROI that stage 1 finds at ``coarse_spacing``. The study's 2.5 mm makes the
-smallest lesions (5 mm radius) 2 voxels in radius. An earlier study resized whole volumes to 48³ (6–9 mm voxels)
-and no model learned tumours there (docs/results/simulation/README.md).
-
-What the development sweep showed at 2.5 mm inside the liver ROI (45 labelled development volumes, tumour Dice on
-15 held-out ones; ``docs/results/simulation/dev_sweep.md``): 32³ patches learned no tumour in 600 steps (prompt
-tuning 0.001, fine-tuning 0.005); 48³ patches did (fine-tuning 0.11 / 0.17 / 0.19 after 500 / 1,000 / 1,500 steps,
-still rising; prompt tuning with one patch per prompt at 5e-2: 0.11 after 400 steps and 0.09 after 800, at 2e-2:
-0.18 and 0.19, and on the profile's 6,016-step backbone 0.23 and 0.24, or 0.25 after 400 steps with 2 patches per
-prompt). Hence 48³ patches, 2 per prompt per step, 400 prompt steps at 2e-2 and 600 fine-tuning steps at 1e-3.
-The floor (full-data prompt tuning tumour Dice >= 0.5) is not reached. The best figure, 0.351 after 1,600 steps on
-120 labelled volumes, came from a backbone pre-trained with the self-supervised denoising term (weight 10; the plain
-backbone reached 0.297), so the ``full`` profile pre-trains with it and trains its full-data prompt reference that
-long (1,600 steps at 2e-2). That is past the 0.35 below which the issue says not to run the study, on one seed.
-Since the study ran, a cosine-annealed learning rate (``TrainConfig.lr_decay``) reached 0.398 after 3,200 steps on
-the development cohort (constant rate: 0.373); ``full`` keeps the constant rate so that its complete records stay
-valid, and ``annealed`` anneals every schedule (dev_sweep.md, "A learning-rate schedule"). A denoising weight of 30
-instead of 10 made a better organ backbone but not a better tumour model (0.379 against 0.361 over two seeds, seeds
-disagreeing; dev_sweep.md, "A stronger denoising term"), so the profiles keep 10.
+volumes; every volume, synthetic or real, is resampled to the profile's working ``spacing`` and segmented inside the
+liver ROI that stage 1 finds at ``coarse_spacing``.
 
 Profiles:
 - ``quick``: a demonstration at a coarse 4 mm (96³ volumes, 16³ patches, few steps, 2 seeds), minutes on 2 cores.
-- ``full``: the study — 280 synthetic volumes at 160³, 2.5 mm working spacing, 5 % budget in 2 rounds, 5 seeds,
-  tesla/random/fg_random/entropy/coreset, and the tesla/random learning curve on to 10 % and 20 % of the pool;
-  fine-tuning at the 5 % round only, one full-data reference per tuning. About 97 models: many hours on 2 cores, so
-  it runs across sessions with its records in git (``make study``; docs/design.md, "A study that spans sessions").
-- ``annealed``: the second study, ``full`` re-cut towards 3 hours on 2 cores with every schedule cosine-annealed (its
-  definition below says what it cuts; summed over its records it still costs about 3.6 h on the study's usual CPU).
-- ``lean``: the third, ``annealed`` cut further to fit 3 hours (its definition below).
+- ``lesion``: the study. 280 synthetic volumes at 160³ (2.2–2.9 mm pixels) worked at 2.5 mm, 5 % budget in 2
+  rounds, 5 seeds, tesla/random/fg_random/entropy/coreset, and the tesla/random learning curve on to 10 % and 20 % of
+  the pool; fine-tuning (an evaluation arm) in the budget round only, one full-data reference per tuning, every
+  schedule cosine-annealed. Its backbone is a DynUNet with a full-resolution last stage, pre-trained with the
+  denoising term on an upstream cohort whose spleen and kidney lesions are a class of their own (definition below).
+  Many hours on 2 cores: it runs across sessions with its records, and the backbone it was made with, kept in git
+  (``make study``; docs/design.md, "A study that spans sessions").
 - ``smoke``: the smallest meaningful run (24³ volumes at 16 mm, a handful of steps), for tests and CI only.
+
+The earlier studies' profiles (``full``, ``annealed``, ``lean``) are retired; their records stay in
+``docs/results/simulation/`` as history.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from models.backbone import BackboneConfig
 
@@ -81,13 +65,7 @@ class SimProfile:
         curve_strategies, curve_budgets: strategies that go on past ``budget`` to each cumulative fraction of
             ``curve_budgets`` (the learning curve).
         finetune_budget_only: fine-tune (an evaluation arm) only in the budget round, not in the earlier rounds
-            or the learning curve's (:meth:`sim.simulate.Study.trains`).
-        finetune_strategies: fine-tune only on these strategies' labels (empty: every strategy's).
-        curve_seeds: the learning curve runs on the first ``curve_seeds`` seeds (None: every seed).
-        budget_round_only: strategies recorded from the budget round on (:class:`sim.simulate.Study`): a core-set
-            model of an earlier round serves no selection and no target, only a table cell.
-        early_rounds_on_curve_seeds: record the rounds before the budget only on the learning curve's seeds; on the
-            others their models only select (:class:`sim.simulate.Study`).
+            or the learning curve's (:meth:`sim.design.Study.trains`).
         lr_decay: learning-rate schedule of every training (:attr:`models.training.TrainConfig.lr_decay`).
         num_prompts: K of prompt tuning.
         prompt, finetune: schedules of the budget rounds; reference_prompt, reference_finetune: schedules
@@ -142,11 +120,7 @@ class SimProfile:
     head_reads_image: bool = False
     pretrain_denoise: float = 0.0
     finetune_budget_only: bool = False
-    finetune_strategies: tuple[str, ...] = ()
-    curve_seeds: int | None = None
     lr_decay: str = "constant"
-    budget_round_only: tuple[str, ...] = ()
-    early_rounds_on_curve_seeds: bool = False
 
 
 PROFILES: dict[str, SimProfile] = {
@@ -177,37 +151,6 @@ PROFILES: dict[str, SimProfile] = {
         pretrain_batch=2,
         backbone=BackboneConfig(channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1),
     ),
-    "full": SimProfile(
-        name="full",
-        size=160,
-        spacing=(2.5, 2.5, 2.5),
-        coarse_spacing=(5.0, 5.0, 5.0),
-        margin_mm=15.0,
-        patch=48,
-        batch_per_prompt=2,
-        cases=280,
-        test_fraction=0.26,
-        strategies=("tesla", "random", "fg_random", "entropy", "coreset"),
-        budget=0.05,
-        rounds=2,
-        seeds=5,
-        tunings=("prompt", "finetune"),
-        num_prompts=3,
-        prompt=Schedule(steps=400, lr=2e-2),
-        finetune=Schedule(steps=600, lr=1e-3),
-        reference_prompt=Schedule(steps=1600, lr=2e-2),
-        reference_finetune=Schedule(steps=1500, lr=1e-3),
-        reference_seeds=1,
-        upstream_cases=40,
-        pretrain_epochs=188,
-        pretrain_patch=48,
-        pretrain_batch=2,
-        backbone=BackboneConfig(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2),
-        curve_strategies=("tesla", "random"),
-        curve_budgets=(0.10, 0.20),
-        pretrain_denoise=10.0,
-        finetune_budget_only=True,
-    ),
     "smoke": SimProfile(
         name="smoke",
         size=24,
@@ -236,46 +179,46 @@ PROFILES: dict[str, SimProfile] = {
         backbone=BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0),
         workers=1,
     ),
+    # The study (issue "A tumour model that sees lesions"): a backbone whose head reads a full-resolution feature and
+    # whose upstream task has a lesion class. DynUNet 8-16-32-64-128 with a stride-1 first stage: its last decoder
+    # feature (8 channels) is at the working spacing. The upstream cohort labels lesions of the spleen and kidneys as
+    # their own class (cohort.synth), and the tumour head starts from that class
+    # (models.slpt.SLPTConfig.inherit_classes); the denoising term works at full resolution too. Prompts act on stages
+    # 1-4 only: one on the full-resolution stage doubles a prompt step on the CPU, and the head reads the
+    # full-resolution decoder feature anyway. 120 pre-training epochs (4,800 steps of 0.5 s on one core) make the
+    # backbone in about 40 minutes. Development-cohort figures: docs/results/simulation/dev_sweep.md, "A
+    # full-resolution, lesion-aware backbone".
+    "lesion": SimProfile(
+        name="lesion",
+        size=160,
+        spacing=(2.5, 2.5, 2.5),
+        coarse_spacing=(5.0, 5.0, 5.0),
+        margin_mm=15.0,
+        patch=48,
+        batch_per_prompt=2,
+        cases=280,
+        test_fraction=0.26,
+        strategies=("tesla", "random", "fg_random", "entropy", "coreset"),
+        budget=0.05,
+        rounds=2,
+        seeds=5,
+        tunings=("prompt", "finetune"),
+        num_prompts=3,
+        prompt=Schedule(steps=400, lr=2e-2),
+        finetune=Schedule(steps=600, lr=1e-3),
+        reference_prompt=Schedule(steps=1600, lr=2e-2),
+        reference_finetune=Schedule(steps=1500, lr=1e-3),
+        reference_seeds=1,
+        upstream_cases=40,
+        pretrain_epochs=120,
+        pretrain_patch=48,
+        pretrain_batch=2,
+        backbone=BackboneConfig(name="dynunet", channels=(8, 16, 32, 64, 128), strides=(2, 2, 2, 2), num_res_units=1),
+        curve_strategies=("tesla", "random"),
+        curve_budgets=(0.10, 0.20),
+        prompt_stages=(1, 2, 3, 4),
+        pretrain_denoise=10.0,
+        finetune_budget_only=True,
+        lr_decay="cosine",
+    ),
 }
-
-#: The second study: the ``full`` design re-cut towards 3 hours on 2 cores, with every schedule cosine-annealed. It keeps
-#: ``full``'s cohort, geometry and backbone recipe, so the two share a run folder's cohort and backbone. What it cuts,
-#: from ``full``'s measured cost (docs/results/simulation/README.md, "The second study"): fine-tuning on TESLA's labels
-#: only (the one comparison a target makes), the learning curve on two seeds, and 300 annealed prompt steps per budget
-#: round instead of 400 constant ones (on the development cohort the annealed rate at half the steps was ahead of the
-#: constant rate: 0.385 at 1,600 steps against 0.373 at 3,200).
-PROFILES["annealed"] = replace(
-    PROFILES["full"], name="annealed", lr_decay="cosine", finetune_strategies=("tesla",), curve_seeds=2,
-    prompt=Schedule(steps=300, lr=2e-2),
-)
-
-#: The third study: ``annealed`` cut to fit 3 hours on 2 cores. ``annealed`` measured about 3.6 h on EPYC family 25
-#: model 17 (docs/design.md, "Fitting the budget"); ``lean`` drops what no target reads and shortens the budget rounds:
-#: - the learning curve on one seed (a curve seed cost ~46 min there, a plain one ~28);
-#: - no rows before the budget round off the curve's seed (``early_rounds_on_curve_seeds``): there the first round's
-#:   models only select, and the targets read the budget round;
-#: - core-set from the budget round on (``budget_round_only``): it picks by embeddings, so its first-round model fed
-#:   nothing but a table cell, on the curve's seed too;
-#: - 240 annealed prompt steps per budget round instead of 300 (on the development cohort at 10 labels −0.006 tumour
-#:   Dice on the mean of five seeds, four of them lower, inside their spread: docs/results/simulation/dev_sweep.md,
-#:   "Shorter budget rounds, and cheaper sliding windows").
-#: Its references, cohort, split, geometry and backbone recipe are ``annealed``'s.
-PROFILES["lean"] = replace(
-    PROFILES["annealed"], name="lean", curve_seeds=1, early_rounds_on_curve_seeds=True, budget_round_only=("coreset",),
-    prompt=Schedule(steps=240, lr=2e-2),
-)
-
-#: The fourth design (issue "A tumour model that sees lesions"): a backbone whose head reads a full-resolution feature
-#: and whose upstream task has a lesion class. DynUNet 8-16-32-64-128 with a stride-1 first stage: its last decoder
-#: feature (8 channels) is at the working spacing, where UNet's head read a half-resolution one. The upstream cohort
-#: labels lesions of the spleen and kidneys as their own class (cohort.synth), and the tumour head starts from that
-#: class (models.slpt.SLPTConfig.inherit_classes); the denoising term now works at full resolution too. Prompts act on
-#: stages 1-4 only: one on the full-resolution stage doubles a prompt step on the CPU (2.0 s against 1.0 s, measured on
-#: one core), and the head reads the full-resolution decoder feature anyway. Pre-training is cut to 120 epochs (4,800
-#: steps of 0.5 s on one core) so the backbone is made in about 40 minutes. Development-cohort figures:
-#: docs/results/simulation/dev_sweep.md, "A full-resolution, lesion-aware backbone".
-PROFILES["lesion"] = replace(
-    PROFILES["full"], name="lesion", lr_decay="cosine",
-    backbone=BackboneConfig(name="dynunet", channels=(8, 16, 32, 64, 128), strides=(2, 2, 2, 2), num_res_units=1),
-    prompt_stages=(1, 2, 3, 4), pretrain_epochs=120,
-)

@@ -22,34 +22,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from sim.results import (  # noqa: E402
-    read_sessions, realization_folders, recorded_backbone, recorded_design, released_seeds,
-)
-from sim.simulate import FULL_DATA  # noqa: E402
+from sim.design import FULL_DATA  # noqa: E402
+from sim.results import read_run, recorded_design  # noqa: E402
 
 BOOTSTRAP_SAMPLES = 2000
 METRICS = ("tumour_dice", "tumour_dice_global", "liver_dice")
 
 
-#: Seeds of the k-th backbone realization's full-data references are offset by k times this in the merged tables, so
-#: that each realization's reference is its own unit in paired statistics (strategy seeds never span realizations).
-REFERENCE_SEED_OFFSET = 1000
-
-
 def load(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, per-case) tables of a study folder, every backbone realization's rows together
-    (:func:`sim.results.realization_folders`), with a ``backbone`` column naming each row's realization."""
-    folders = [f for f in realization_folders(out) if (f / "results.csv").is_file()] or [out]
-    tables = []
-    for k, folder in enumerate(folders):
-        backbone = (recorded_backbone(folder) or "")[:12]
-        results, per_case = pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "per_case.csv")
-        for table in (results, per_case):
-            table.loc[table["strategy"] == FULL_DATA, "seed"] += k * REFERENCE_SEED_OFFSET
-            table.insert(0, "backbone", backbone)
-        tables.append((results, per_case))
-    return (pd.concat([r for r, _ in tables], ignore_index=True),
-            pd.concat([p for _, p in tables], ignore_index=True))
+    """(results, per-case) tables of a records folder."""
+    return pd.read_csv(out / "results.csv"), pd.read_csv(out / "per_case.csv")
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -83,15 +65,11 @@ def design_budget_round(out: Path) -> int | None:
 def budget_ratios(results: pd.DataFrame, metric: str = "tumour_dice", budget: int | None = None) -> pd.DataFrame:
     """Per tuning × strategy: mean ``metric`` at the budget round (``budget``; from the data when None) / mean
     full-data ``metric``."""
-    if "backbone" not in results.columns:
-        results = results.assign(backbone="")
     last = results[results["strategy"] != FULL_DATA]
     last = last[last["round"] == budget_round(results, budget)]
-    # Each seed is measured against the reference of its own backbone realization.
-    full = results[results["strategy"] == FULL_DATA].groupby(["tuning", "backbone"])[metric].mean()
-    last = last.assign(full_data_dice=[full.get((t, b), math.nan) for t, b in zip(last["tuning"], last["backbone"])])
-    at_budget = last.groupby(["tuning", "strategy"]).agg(
-        n_labeled=("n_labeled", "mean"), dice=(metric, "mean"), full_data_dice=("full_data_dice", "mean"))
+    full = results[results["strategy"] == FULL_DATA].groupby("tuning")[metric].mean()
+    at_budget = last.groupby(["tuning", "strategy"]).agg(n_labeled=("n_labeled", "mean"), dice=(metric, "mean"))
+    at_budget["full_data_dice"] = [full.get(tuning, math.nan) for tuning, _strategy in at_budget.index]
     at_budget["ratio"] = at_budget["dice"] / at_budget["full_data_dice"]
     return at_budget.reset_index()
 
@@ -233,10 +211,10 @@ def write_report(out: Path, command: str = "", expected_runs: int | None = None)
     if expected_runs is not None and len(results) < expected_runs:
         lines += [f"**Partial: {len(results)} of {expected_runs} runs are in.** Every table and verdict below covers "
                   "only those; the same command resumes the study.", ""]
-    for note in released_seeds(out):
-        lines += [f"Seed {note['seed']} was released on backbone {note['backbone']} ({note['released_at'][:10]}, "
-                  f"{note['rows']} of its {note['rows_per_seed']} rows, kept apart and not read here): "
-                  f"{note['reason']}", ""]
+    kept = read_run(out).get("backbone")
+    if isinstance(kept, dict):
+        made = "pre-trained by the profile's recipe" if kept.get("recipe") else "given with --backbone"
+        lines += [f"Backbone: `{kept['file']}` in these records (SHA-256 {kept['sha256'][:12]}…, {made}).", ""]
     lines += [
         "Mean ± std over seeds; tumour Dice is the mean over test cases with tumour, global tumour Dice pools all",
         "test voxels, liver Dice covers liver + tumour. Full-data rows (`full`) train on 100 % of the pool.",
@@ -252,55 +230,9 @@ def write_report(out: Path, command: str = "", expected_runs: int | None = None)
     lines += ["## Liver Dice (secondary metric)", "", "Dice at the budget / full-data liver Dice:", "",
               _markdown(budget_ratios(results, "liver_dice", budget)), ""]
     lines += _comparisons(results, per_case, "liver_dice")
-    lines += _cost(out)
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
-
-
-def _cost(out: Path) -> list[str]:
-    """What the study cost: each ``slpt simulate`` run on these records (``sessions.csv``), and the totals."""
-    sessions = read_sessions(out)
-    if not sessions:
-        return []
-    table = pd.DataFrame(sessions)
-    minutes = table[["prepare_min", "run_min"]].astype(float)
-    return [
-        "## Cost: wall time of each run on these records", "",
-        "`prepare min`: the cohort and backbone made by that run (0 when they were in its run folder); `run min`: the",
-        "rest (preparing the cohort's ROIs where needed, training, scoring, evaluation). Rows: recorded before and after.",
-        "", _markdown(_spaced_headers(table)), "",
-        f"In all: {minutes['prepare_min'].sum():.0f} min making cohorts and backbones, {minutes['run_min'].sum():.0f} "
-        "min of study runs.", "",
-        "By CPU kind: a study that spans sessions may run on several kinds, and their speeds differ (docs/design.md,",
-        "\"Fitting the budget\").", "",
-        _markdown(_spaced_headers(_minutes_to_text(cost_by_cpu(table)))), "",
-    ]
-
-
-def cost_by_cpu(sessions: pd.DataFrame) -> pd.DataFrame:
-    """Sessions, minutes and rows added per CPU kind, from ``sessions.csv``'s rows. Rows added are each run's
-    ``rows_after`` minus its own ``rows_before``, so rows a released seed dropped between runs are not subtracted."""
-    table = sessions.assign(
-        prepare_min=sessions["prepare_min"].astype(float), run_min=sessions["run_min"].astype(float),
-        rows_added=sessions["rows_after"].astype(int) - sessions["rows_before"].astype(int),
-    )
-    by_cpu = table.groupby("cpu", sort=False).agg(
-        sessions=("cpu", "size"), prepare_min=("prepare_min", "sum"), run_min=("run_min", "sum"),
-        rows_added=("rows_added", "sum"),
-    ).reset_index()
-    by_cpu["total_min"] = by_cpu["prepare_min"] + by_cpu["run_min"]
-    return by_cpu
-
-
-def _spaced_headers(table: pd.DataFrame) -> pd.DataFrame:
-    """Column names as a reader writes them (``run_min`` → ``run min``)."""
-    return table.rename(columns=lambda c: c.replace("_", " "))
-
-
-def _minutes_to_text(table: pd.DataFrame) -> pd.DataFrame:
-    """Minute columns (``*_min``) as text with one decimal: a cost table reads in minutes, not in Dice digits."""
-    return table.assign(**{c: table[c].map("{:.1f}".format) for c in table.columns if c.endswith("_min")})
 
 
 TARGET_RATIO = 0.95  # TESLA + prompt tuning at the budget / full-data prompt tuning (issue target; paper: 0.94)

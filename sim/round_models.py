@@ -6,7 +6,7 @@ therefore train the very same network: random, entropy and fg_random all draw th
 any model exists (entropy's cold start is random; fg_random's is random among volumes with liver, which on the
 synthetic cohort is all of them). The store keeps, per model, its tensors and training time, its test-set evaluation
 and the scores of the pool volumes it left unlabelled, so a second strategy reads them instead of training,
-evaluating and scoring again (docs/design.md, "A study that spans sessions").
+evaluating and scoring again (docs/design.md, "No model twice").
 
 It lives in the run folder (``out/models``): what it holds can be made again, so it is never part of the records.
 Every file is written atomically; two workers that train the same model at once both write the same content.
@@ -31,14 +31,14 @@ from storage.atomic import atomic_path, write_text_atomic
 Evaluation = tuple[dict[str, float], list[dict]]  # (summary, per-case rows) as sim.evaluation.evaluate returns them
 
 
-class ModelStore:
+class RoundModels:
     """``root/<key>.pt`` (the network, :func:`models.checkpoint.save_slpt`, with its training seconds),
     ``root/<key>.eval.json`` (its test evaluation) and ``root/<key>.scores.json`` (every score of every pool
     volume it scored, by case index)."""
 
     def __init__(self, root: Path, run_identity: dict, backbone_config: BackboneConfig) -> None:
-        """root: the folder; run_identity: what every model of the run depends on (``run.json``: design, backbone,
-        cohort); backbone_config: the frozen backbone's architecture (a fine-tuned network is rebuilt from it)."""
+        """root: the folder; run_identity: what every model of the run depends on (``run.json``: design, kept
+        backbone, cohort); backbone_config: the frozen backbone's architecture (a fine-tuned network is rebuilt from it)."""
         self.root = Path(root)
         self.run_digest = hashlib.sha256(json.dumps(run_identity, sort_keys=True).encode()).hexdigest()
         self.backbone_config = backbone_config

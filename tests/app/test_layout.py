@@ -7,7 +7,7 @@ from pathlib import Path
 
 import app
 
-TOP_LEVEL_PACKAGES = {"app", "bench", "cohort", "db", "models", "sim", "slpt", "storage", "strategies", "tests"}
+TOP_LEVEL_PACKAGES = {"app", "bench", "cohort", "db", "experiments", "models", "sim", "slpt", "storage", "strategies", "tests"}
 
 
 def test_no_app_module_shadows_a_top_level_package():

@@ -11,8 +11,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from sim.dev_decisions import compare, in_largest_component, tumour_above, without_small_tumours
-from sim.dev_sweep import DEV_CASES, sweep
+from experiments.dev_decisions import compare, in_largest_component, tumour_above, without_small_tumours
+from experiments.dev_sweep import DEV_CASES, sweep
 from sim.profiles import DEV_COHORT_SEED, PROFILES
 
 torch.set_num_threads(1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("app", "bench", "cohort", "db", "models", "sim", "slpt", "storage", "strategies")
+PACKAGES = ("app", "bench", "cohort", "db", "experiments", "models", "sim", "slpt", "storage", "strategies")
 
 
 def module_name(path: Path) -> str:
@@ -70,6 +70,12 @@ def test_the_product_never_imports_the_lab():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_no_package_imports_the_experiments():
+    graph = import_graph()
+    users = sorted((a, b) for a, b in graph.edges if b.split(".")[0] == "experiments" != a.split(".")[0])
+    assert not users
 
 
 def test_no_import_cycles_between_modules():
