@@ -111,6 +111,8 @@ def keep_backbone(records: Path, source: Path | None, design: dict, recipe: dict
         return kept
     if source is None:
         raise SimulationError(f"{records} keeps no backbone yet: give --backbone FILE or --synthetic")
+    if not config_path(source).is_file():
+        raise SimulationError(f"the backbone {source} has no architecture file {config_path(source).name} beside it")
     size = source.stat().st_size + config_path(source).stat().st_size
     if size > MAX_BACKBONE_BYTES:
         raise SimulationError(
