@@ -29,29 +29,24 @@ rows' labels agree, are reported.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
-import platform
-import resource
 import statistics
-import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
-from bench import BenchError, in_new_process
+from bench import BenchError
+from bench.harness import (
+    Clock, Environment, cuda_peak_bytes, device_problem, human_bytes, in_forkserver, load_average, markdown_table,
+    measure_environment, peak_resident_bytes, report_header, reset_cuda_peak, resident_bytes,
+)
 
 CASCADE = "cascade (liver ROI)"
 WHOLE_VOLUME = "whole-volume sliding window"
-DEVICES = ("auto", "cpu", "cuda")
 #: Goals (issue 10, item 6), on 2 CPU cores: a volume in at most this many seconds with the cascade ...
 TARGET_CPU_SECONDS = 30.0
 #: ... and the cascade at least this many times faster than a whole-volume sliding window.
@@ -104,14 +99,9 @@ class InferBenchConfig:
 
 
 @dataclass(frozen=True)
-class Environment:
-    """Where the rows run, as a measuring process sees it (``backbone``: in words)."""
+class ModelFacts:
+    """The model the rows run, as a measuring process built it (``backbone``: in words)."""
 
-    device: str
-    device_name: str
-    threads: int
-    torch_version: str
-    monai_version: str
     backbone: str
     random_backbone: bool
     num_prompts: int
@@ -185,12 +175,12 @@ class InferBenchResult:
 
     config: InferBenchConfig
     environment: Environment
+    model: ModelFacts
     volume: Volume
     rows: list[RowResult]
     liver_dice: dict[str, float]  # row -> Dice of its liver (classes >= 1) against the ground-truth liver
     agreement_dice: float  # Dice of the two rows' foregrounds
     label_equal_fraction: float  # voxels where the two labels are equal
-    load_at_start: float | None = None
 
     @property
     def cascade(self) -> RowResult:
@@ -247,8 +237,8 @@ def check_config(cfg: InferBenchConfig) -> None:
         problems.append(f"--working-spacing must be positive mm, got {cfg.working_spacing}")
     if cfg.roi < 1:
         problems.append(f"--roi must be at least 1, got {cfg.roi}")
-    if cfg.device not in DEVICES:
-        problems.append(f"--device must be one of {', '.join(DEVICES)}, got {cfg.device!r}")
+    if problem := device_problem(cfg.device):
+        problems.append(problem)
     if cfg.backbone is not None and not Path(cfg.backbone).is_file():
         problems.append(f"--backbone {cfg.backbone} does not exist")
     if problems:
@@ -290,29 +280,19 @@ def build_model(cfg: InferBenchConfig):
     return model.eval(), described, cfg.backbone is None
 
 
-def probe_environment(cfg: InferBenchConfig) -> Environment:
-    """Resolve the device, build the model once (run in a measuring process).
+def probe(cfg: InferBenchConfig, load: float | None) -> tuple[Environment, ModelFacts]:
+    """Resolve the device, build the model once (run in a measuring process); ``load``: the load average at the start.
 
     Raises:
-        BenchError: CUDA asked for but absent; see :func:`build_model`.
+        BenchError: see :func:`bench.harness.resolve_device` and :func:`build_model`.
     """
-    import torch
-    from importlib.metadata import version
-
-    from bench.train import device_name
-
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda asked for, but torch sees no CUDA device")
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    env = measure_environment(cfg.device, threads=cfg.threads, load=load)
     model, described, random_backbone = build_model(cfg)
     c = model.config
-    return Environment(
-        device=device, device_name=device_name(torch.device(device)), threads=torch.get_num_threads(),
-        torch_version=torch.__version__, monai_version=version("monai"), backbone=described,
-        random_backbone=random_backbone, num_prompts=model.num_prompts, roi_size=tuple(c.roi_size),
-        spacing=tuple(c.spacing), coarse_spacing=tuple(c.coarse_spacing), margin_mm=float(c.roi_margin_mm),
+    return env, ModelFacts(
+        backbone=described, random_backbone=random_backbone, num_prompts=model.num_prompts,
+        roi_size=tuple(c.roi_size), spacing=tuple(c.spacing), coarse_spacing=tuple(c.coarse_spacing),
+        margin_mm=float(c.roi_margin_mm),
     )
 
 
@@ -352,26 +332,30 @@ def _measure_row(spec: RowSpec) -> RowResult:
         torch.set_num_threads(cfg.threads)
     model, _described, _random = build_model(cfg)
     model.to(device)
-    rss_before = _rss_bytes("VmRSS")
+    rss_before = resident_bytes()
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+        reset_cuda_peak(device)
 
     # Warm-up: the steps of segment_volume one by one, each timed.
     phases: dict[str, float] = {}
-    clock = _Clock(device)
-    original, working = clock.lap(phases, PHASE_LOAD, lambda: to_working(spec.image, cascade_config(model)))
+    clock = Clock(device)
+
+    def lap(name: str, work: Callable[[], T]) -> T:
+        out, phases[name] = clock.time(work)
+        return out
+
+    original, working = lap(PHASE_LOAD, lambda: to_working(spec.image, cascade_config(model)))
     if spec.whole_volume:
         roi = roi_of(model, working, None, whole_volume=True)
     else:
-        roi = clock.lap(phases, PHASE_STAGE1, lambda: roi_of(model, working, None))
+        roi = lap(PHASE_STAGE1, lambda: roi_of(model, working, None))
     crop = roi.box.crop(working)
-    prediction = clock.lap(phases, PHASE_STAGE2, lambda: predict(model, crop[0].as_tensor(), overlap=OVERLAP))
+    prediction = lap(PHASE_STAGE2, lambda: predict(model, crop[0].as_tensor(), overlap=OVERLAP))
     volume_prediction = VolumePrediction(
         prediction=prediction, roi=roi, roi_affine=affine_of(crop), original_affine=affine_of(original),
         original_shape=tuple(int(s) for s in original.shape[1:]),
     )
-    clock.lap(phases, PHASE_BACK, volume_prediction.label_on_original)
+    lap(PHASE_BACK, volume_prediction.label_on_original)
     working_shape = tuple(int(s) for s in working.shape[1:])
     del original, working, crop, prediction, volume_prediction
 
@@ -382,8 +366,7 @@ def _measure_row(spec: RowSpec) -> RowResult:
         result = segment_volume(model, spec.image, whole_volume=spec.whole_volume, overlap=OVERLAP)
         label = result.label_on_original()
         times.append(clock.stop())
-    peak = _rss_bytes("VmHWM")
-    cuda_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    peak, cuda_peak = peak_resident_bytes(), cuda_peak_bytes(device)
 
     box = result.roi.box
     on_image = box_on_grid(Box.whole(box.shape), result.roi_affine, result.original_affine, result.original_shape)
@@ -397,45 +380,6 @@ def _measure_row(spec: RowSpec) -> RowResult:
         label_affine=np.asarray(result.original_affine, dtype=np.float64).tolist(),
         label_counts=np.bincount(label.ravel(), minlength=model.config.num_classes).tolist(), label=label,
     )
-
-
-class _Clock:
-    """Wall time with CUDA synchronised at both ends."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-        self.started = 0.0
-
-    def _sync(self) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def start(self) -> None:
-        self._sync()
-        self.started = time.perf_counter()
-
-    def stop(self) -> float:
-        self._sync()
-        return time.perf_counter() - self.started
-
-    def lap(self, into: dict[str, float], name: str, work: Callable[[], T]) -> T:
-        self.start()
-        out = work()
-        into[name] = self.stop()
-        return out
-
-
-def _rss_bytes(key: str) -> int:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc/self/status; ``ru_maxrss`` elsewhere."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1]) * 1024
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 # ---- the run -----------------------------------------------------------------------------------------------------
@@ -485,24 +429,23 @@ def run_benchmark(cfg: InferBenchConfig, progress: Callable[[str], None] = lambd
         BenchError: bad arguments, a model that cannot be built, or a measuring process that died.
     """
     check_config(cfg)
-    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    with tempfile.TemporaryDirectory(prefix="slpt-bench-infer-") as folder, \
-            ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
-        env = in_new_process(pool, probe_environment, cfg, "checking the device and the model", MEMORY_HINT)
+    load = load_average()  # before the fork server adds its own
+    env, model = in_forkserver(probe, cfg, load, preload=PRELOAD, what="checking the device and the model",
+                               hint=MEMORY_HINT)
+    with tempfile.TemporaryDirectory(prefix="slpt-bench-infer-") as folder:
         progress(f"generating a {'×'.join(map(str, cfg.shape))} CT")
         volume, liver = generate_volume(cfg, Path(folder))
         rows = []
         for name, whole in ((CASCADE, False), (WHOLE_VOLUME, True)):
             progress(f"measuring: {name}")
-            rows.append(in_new_process(pool, measure_row, RowSpec(name, whole, cfg, volume.path, env.device), name, MEMORY_HINT))
+            spec = RowSpec(name, whole, cfg, volume.path, env.device)
+            rows.append(in_forkserver(measure_row, spec, preload=PRELOAD, what=name, hint=MEMORY_HINT))
     cascade, whole = rows
     return InferBenchResult(
-        config=cfg, environment=env, volume=volume, rows=rows,
+        config=cfg, environment=env, model=model, volume=volume, rows=rows,
         liver_dice={row.name: dice(row.label >= 1, liver) for row in rows},
         agreement_dice=dice(cascade.label >= 1, whole.label >= 1),
-        label_equal_fraction=float(np.mean(cascade.label == whole.label)), load_at_start=load_at_start,
+        label_equal_fraction=float(np.mean(cascade.label == whole.label)),
     )
 
 
@@ -512,25 +455,25 @@ def run_benchmark(cfg: InferBenchConfig, progress: Callable[[str], None] = lambd
 def format_table(result: InferBenchResult) -> str:
     """Markdown table, one row per way of segmenting."""
     cuda = result.environment.device == "cuda"
-    header = ("| row | region segmented (working grid) | sliding windows | time to label: median (s) | range (s) "
-              "| peak RSS | RSS before the first request |" + (" CUDA peak allocated |" if cuda else "")
-              + " label shape, affine |")
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if cuda else "") + "---|"]
-    spacing = result.environment.spacing
+    columns = ["row", "region segmented (working grid)", "sliding windows", "time to label: median (s)", "range (s)",
+               "peak RSS", "RSS before the first request", *(["CUDA peak allocated"] if cuda else []),
+               "label shape, affine"]
+    rows = []
+    spacing = result.model.spacing
     for row in result.rows:
         mm = "×".join(f"{n * s:.0f}" for n, s in zip(row.roi_shape, spacing))
         region = f"{'×'.join(map(str, row.roi_shape))} voxels ({mm} mm)"
         check = "same as the image" if result.shape_and_affine_ok(row) else "DIFFERENT from the image"
         cells = [
             row.name, region, str(row.windows), f"{row.median_s:.3f}",
-            f"{min(row.times_s):.3f}–{max(row.times_s):.3f}", _human_bytes(row.peak_rss_bytes),
-            _human_bytes(row.rss_before_bytes),
+            f"{min(row.times_s):.3f}–{max(row.times_s):.3f}", human_bytes(row.peak_rss_bytes),
+            human_bytes(row.rss_before_bytes),
         ]
         if cuda:
-            cells.append(_human_bytes(row.cuda_peak_bytes or 0))
+            cells.append(human_bytes(row.cuda_peak_bytes or 0))
         cells.append(f"{'×'.join(map(str, row.label_shape))}, {check}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(columns, rows, "llrrrrr" + ("r" if cuda else "") + "l")
 
 
 def format_verdicts(result: InferBenchResult) -> str:
@@ -551,20 +494,20 @@ def format_verdicts(result: InferBenchResult) -> str:
 
 def format_stage1(result: InferBenchResult) -> str:
     """What stage 1 found, against the generated ground truth."""
-    env, row, vol = result.environment, result.cascade, result.volume
-    mm = " × ".join(f"{n * s:.0f}" for n, s in zip(row.roi_shape, env.spacing))
+    model, row, vol = result.model, result.cascade, result.volume
+    mm = " × ".join(f"{n * s:.0f}" for n, s in zip(row.roi_shape, model.spacing))
     work = " × ".join(map(str, row.working_shape))
     lines = [
         f"- ROI found: {'true' if row.roi_found else 'false'} — liver seen by stage 1: {row.roi_liver_ml:.0f} ml "
         f"(ground truth {vol.liver_ml:.0f} ml); ROI on the working grid ({work} voxels at "
-        f"{env.spacing[0]:g} mm): voxels {list(row.roi_start)}–{list(row.roi_stop)}, "
+        f"{model.spacing[0]:g} mm): voxels {list(row.roi_start)}–{list(row.roi_stop)}, "
         f"{' × '.join(map(str, row.roi_shape))} = {math.prod(row.roi_shape):,} voxels, {mm} mm"
         + ("" if row.roi_found else " (no liver found: the whole volume, the fallback)"),
         f"- ROI holds all of the ground-truth liver: {'yes' if result.roi_holds_liver else 'no'} (liver box on the "
         f"image's grid {list(vol.liver_box[0])}–{list(vol.liver_box[1])}, ROI there "
         f"{list(row.roi_on_image[0])}–{list(row.roi_on_image[1])})",
     ]
-    if env.random_backbone:
+    if model.random_backbone:
         lines.append(
             "- **The backbone is randomly initialised (no `--backbone`): stage 1 finds no real liver.** The ROI above "
             "is whatever a random network calls liver (found: "
@@ -589,50 +532,42 @@ def format_checks(result: InferBenchResult) -> str:
 
 
 def format_phases(result: InferBenchResult) -> str:
-    lines = ["| phase (warm-up request) | " + " | ".join(row.name for row in result.rows) + " |",
-             "|---|" + "---:|" * len(result.rows)]
-    for name in PHASES:
-        cells = [f"{row.phases_s[name]:.2f} s" if name in row.phases_s else "— (skipped)" for row in result.rows]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [
+        [name, *(f"{row.phases_s[name]:.2f} s" if name in row.phases_s else "— (skipped)" for row in result.rows)]
+        for name in PHASES
+    ]
+    return markdown_table(["phase (warm-up request)", *(row.name for row in result.rows)], rows,
+                          "l" + "r" * len(result.rows))
 
 
 def format_report(result: InferBenchResult, command: str) -> str:
     """The whole markdown report: how it was measured, the table, stage 1, the checks, the ratio and the goals."""
-    cfg, env, vol = result.config, result.environment, result.volume
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load = "n/a" if result.load_at_start is None else f"{result.load_at_start:.1f}"
+    cfg, env, model, vol = result.config, result.environment, result.model, result.volume
     extent = " × ".join(f"{n * s:.0f}" for n, s in zip(vol.shape, vol.spacing))
-    roi = "×".join(map(str, env.roi_size))
+    roi = "×".join(map(str, model.roi_size))
     if env.device == "cuda":
         memory = ("peak resident set (`VmHWM`) of the row's own process and `torch.cuda.max_memory_allocated` after "
                   "`reset_peak_memory_stats` (model already on the GPU)")
     else:
         memory = "peak resident set (`VmHWM`) of the row's own process"
-    header = textwrap.dedent(
-        f"""\
-        # Inference on a CT of real size: liver-ROI cascade vs whole-volume sliding window
-
-        - Command: `{command}`
-        - Date: {date}
-        - Machine: {env.device_name}; device {env.device}; {env.threads} torch threads; {os.cpu_count()} CPU cores; \
-1-min load average at the start {load} (the cores may be shared with other work)
-        - Software: torch {env.torch_version}, MONAI {env.monai_version}, Python {platform.python_version()}, \
-{platform.platform()}
-        - Volume: generated CT (`cohort.phantom.render_case` on this grid with the plan and random stream of case 0 of seed {cfg.seed}: group {vol.group}, \
-{'with' if vol.lesions else 'without'} lesions), {' × '.join(map(str, vol.shape))} voxels at \
-{' × '.join(f'{s:g}' for s in vol.spacing)} mm ({extent} mm), int16 HU, `.nii.gz` of \
-{_human_bytes(vol.file_bytes)}; rendered and written in {vol.render_s:.0f} s (not timed)
-        - Model: `SLPTNet` in prompt mode, K = {env.num_prompts} prompts batched, window {roi}, overlap {OVERLAP}, \
-working spacing {env.spacing[0]:g} mm, stage 1 at {env.coarse_spacing[0]:g} mm, ROI margin {env.margin_mm:g} mm; \
-backbone: {env.backbone}
-        - Request: `segment_volume(model, path)` (cascade) or `segment_volume(model, path, whole_volume=True)`, then \
-`label_on_original()`: from the file path to a uint8 label on the image's grid. Median and range over {cfg.repeats} \
-requests after one untimed warm-up request; the file is in the page cache after the warm-up
-        - Processes: each row in its own new process (forked from a fork server that has only imported torch, MONAI \
-and the models), one after the other
-        - Memory: {memory}; it includes Python, torch, MONAI and the model (the RSS before the first request)
-        """
+    header = report_header(
+        "Inference on a CT of real size: liver-ROI cascade vs whole-volume sliding window", command, env, [
+            f"Volume: generated CT (`cohort.phantom.render_case` on this grid with the plan and random stream of case "
+            f"0 of seed {cfg.seed}: group {vol.group}, {'with' if vol.lesions else 'without'} lesions), "
+            f"{' × '.join(map(str, vol.shape))} voxels at {' × '.join(f'{s:g}' for s in vol.spacing)} mm "
+            f"({extent} mm), int16 HU, `.nii.gz` of {human_bytes(vol.file_bytes)}; rendered and written in "
+            f"{vol.render_s:.0f} s (not timed)",
+            f"Model: `SLPTNet` in prompt mode, K = {model.num_prompts} prompts batched, window {roi}, overlap "
+            f"{OVERLAP}, working spacing {model.spacing[0]:g} mm, stage 1 at {model.coarse_spacing[0]:g} mm, ROI "
+            f"margin {model.margin_mm:g} mm; backbone: {model.backbone}",
+            "Request: `segment_volume(model, path)` (cascade) or `segment_volume(model, path, whole_volume=True)`, "
+            "then `label_on_original()`: from the file path to a uint8 label on the image's grid. Median and range "
+            f"over {cfg.repeats} requests after one untimed warm-up request; the file is in the page cache after the "
+            "warm-up",
+            "Processes: each row in its own new process (forked from a fork server that has only imported torch, "
+            "MONAI and the models), one after the other",
+            f"Memory: {memory}; it includes Python, torch, MONAI and the model (the RSS before the first request)",
+        ], load_note="the cores may be shared with other work",
     )
     return (
         f"{header}\n{format_table(result)}\n\n{format_verdicts(result)}\n\n## Stage 1\n\n{format_stage1(result)}\n\n"
@@ -653,9 +588,3 @@ def _metrics(metrics: dict) -> str:
     if "spacing" in metrics:
         parts.append(f"pre-trained at {metrics['spacing'][0]:g} mm")
     return ("; " + ", ".join(parts)) if parts else ""
-
-
-def _human_bytes(count: float) -> str:
-    from bench.train import human_bytes
-
-    return human_bytes(count)

@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.harness import Environment
 from bench.infer import (
     CASCADE,
     PHASES,
     TARGET_CPU_SECONDS,
     TARGET_SPEEDUP,
     WHOLE_VOLUME,
-    Environment,
     InferBenchConfig,
     InferBenchResult,
+    ModelFacts,
     RowResult,
     Volume,
     format_report,
@@ -95,7 +96,7 @@ def test_bench_infer_end_to_end(tmp_path: Path, tiny_backbone: Path):
     report = out.read_text()
     assert report.strip() in result.stdout
     assert f"slpt {' '.join(args)}" in report
-    assert "Machine: " in report and "torch threads" in report and "device cpu" in report and "torch 2" in report
+    assert "Machine: " in report and "torch threads" in report and "Device: cpu;" in report and "torch 2" in report
     assert "64 × 60 × 32 voxels at 6 × 6 × 10 mm (384 × 360 × 320 mm)" in report
     assert f"`{tiny_backbone}` (unet, channels 4-8; held-out liver Dice 0.420, pre-trained at 12 mm)" in report
     assert "working spacing 12 mm, stage 1 at 24 mm" in report
@@ -140,7 +141,10 @@ def fake_row(name: str, seconds: list[float], found: bool = True) -> RowResult:
 def fake_result(cascade_s: list[float], whole_s: list[float], device: str = "cpu", random: bool = False,
                 found: bool = True) -> InferBenchResult:
     env = Environment(
-        device=device, device_name="test CPU", threads=2, torch_version="2.x", monai_version="1.x",
+        date="2024-01-01 00:00 UTC", load=1.0, cpu="test CPU", cores=2, os="Linux", python="3.11",
+        versions={"torch": "2.x", "MONAI": "1.x"}, device=device, device_name="test device", threads=2,
+    )
+    model = ModelFacts(
         backbone="randomly initialised default backbone" if random else "`bb.pt`", random_backbone=random,
         num_prompts=3, roi_size=(48, 48, 48), spacing=(2.5,) * 3, coarse_spacing=(5.0,) * 3, margin_mm=15.0,
     )
@@ -148,7 +152,7 @@ def fake_result(cascade_s: list[float], whole_s: list[float], device: str = "cpu
                     file_bytes=1000, group="arterial", lesions=True, liver_ml=1000.0,
                     liver_box=((5, 5, 5), (30, 30, 30)), render_s=1.0)
     return InferBenchResult(
-        config=InferBenchConfig(), environment=env, volume=volume,
+        config=InferBenchConfig(), environment=env, model=model, volume=volume,
         rows=[fake_row(CASCADE, cascade_s, found), fake_row(WHOLE_VOLUME, whole_s)],
         liver_dice={CASCADE: 0.9, WHOLE_VOLUME: 0.9}, agreement_dice=0.99, label_equal_fraction=0.999,
     )
