@@ -26,26 +26,20 @@ Per variant:
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import platform
-import resource
 import statistics
-import sys
 import tempfile
-import textwrap
-import time
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from bench import BenchError, in_new_process
+from bench import BenchError
+from bench.harness import (
+    Clock, Environment, cuda_peak_bytes, device_problem, human_bytes, in_forkserver, load_average, markdown_table,
+    measure_environment, peak_resident_bytes, report_header, reset_cuda_peak,
+)
 
 if TYPE_CHECKING:  # torch is imported only in the measuring processes
     import torch
@@ -53,7 +47,6 @@ if TYPE_CHECKING:  # torch is imported only in the measuring processes
 FINETUNE = "fine-tuning"
 PROMPT_ALL = "prompt tuning, all stages"
 PROMPT_DEEP = "prompt tuning, deeper stages"
-DEVICES = ("auto", "cpu", "cuda")
 #: Targets (issue "The SLPT model"; docs/design.md, "Benchmarks and quality bars"), as fractions of fine-tuning.
 TARGET_STATE_RATIO = 0.10  # gradient + optimiser-state bytes
 TARGET_VERSION_RATIO = 0.10  # published model version
@@ -132,23 +125,14 @@ class VariantResult:
 
 
 @dataclass(frozen=True)
-class Environment:
-    """Where the variants run, as one of the measuring processes sees it.
+class BackboneFacts:
+    """The backbone every variant trains, as a measuring process built it.
 
     Attributes:
-        device: resolved device, "cpu" or "cuda".
-        device_name: GPU name, or the CPU model.
-        threads: torch intra-op threads.
-        torch_version, monai_version: library versions.
         backbone: the default backbone configuration, in words.
         num_stages: its encoder stages (prompt stages are 0..num_stages-1).
     """
 
-    device: str
-    device_name: str
-    threads: int
-    torch_version: str
-    monai_version: str
     backbone: str
     num_stages: int
 
@@ -159,8 +143,8 @@ class BenchResult:
 
     config: BenchConfig
     environment: Environment
+    backbone: BackboneFacts
     variants: list[VariantResult]
-    load_at_start: float | None = None  # 1-min load average when the run started (None where unknown)
 
     @property
     def finetune(self) -> VariantResult:
@@ -186,29 +170,22 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     )
 
 
-def probe_environment(cfg: BenchConfig) -> Environment:
-    """Resolve the device and check ``cfg`` against the default backbone (run in a measuring process).
+def probe(cfg: BenchConfig, load: float | None) -> tuple[Environment, BackboneFacts]:
+    """Resolve the device and check ``cfg`` against the default backbone (run in a measuring process); ``load``: the
+    load average at the start.
 
     Raises:
         BenchError: CUDA asked for but absent, or a patch size the backbone cannot take.
     """
-    import torch
-
     from models.adapters import adapt_backbone
     from models.backbone import BackboneConfig, build_backbone
 
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda asked for, but torch sees no CUDA device")
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    env = measure_environment(cfg.device, load=load)
     backbone_config = BackboneConfig()
     adapter = adapt_backbone(build_backbone(backbone_config))
     if cfg.size < adapter.size_divisor or cfg.size % adapter.size_divisor:
         raise BenchError(f"--size {cfg.size} must be a positive multiple of {adapter.size_divisor} (the backbone's down-sampling)")
-    return Environment(
-        device=device, device_name=device_name(torch.device(device)), threads=torch.get_num_threads(),
-        torch_version=torch.__version__, monai_version=version("monai"),
+    return env, BackboneFacts(
         backbone=", ".join(f"{key} {value}" for key, value in backbone_config.to_dict().items()),
         num_stages=len(adapter.stages),
     )
@@ -219,12 +196,12 @@ def deeper_stages(num_stages: int) -> tuple[int, ...]:
     return tuple(range(num_stages // 2, num_stages))
 
 
-def variant_specs(cfg: BenchConfig, env: Environment) -> list[VariantSpec]:
+def variant_specs(cfg: BenchConfig, device: str, num_stages: int) -> list[VariantSpec]:
     """The rows: fine-tuning first (the reference), then prompts at all stages, then deeper stages only."""
     return [
-        VariantSpec(FINETUNE, "finetune", None, cfg, env.device),
-        VariantSpec(PROMPT_ALL, "prompt", None, cfg, env.device),
-        VariantSpec(PROMPT_DEEP, "prompt", deeper_stages(env.num_stages), cfg, env.device),
+        VariantSpec(FINETUNE, "finetune", None, cfg, device),
+        VariantSpec(PROMPT_ALL, "prompt", None, cfg, device),
+        VariantSpec(PROMPT_DEEP, "prompt", deeper_stages(num_stages), cfg, device),
     ]
 
 
@@ -271,17 +248,14 @@ def measure_variant(spec: VariantSpec) -> VariantResult:
         training_step(model, optimizer, scaler, loss_fn, images, labels, prompt_index)
 
     memory_before = _memory_baseline(device)
+    clock = Clock(device)
     with tqdm(total=cfg.warmup + cfg.steps, desc=spec.name, unit="step", leave=False) as bar:
         for _ in range(cfg.warmup):
             step()
             bar.update(1)
         times = []
         for _ in range(cfg.steps):
-            _synchronize(device)
-            start = time.perf_counter()
-            step()
-            _synchronize(device)
-            times.append(time.perf_counter() - start)
+            times.append(clock.time(step)[1])
             bar.update(1)
     peak = _memory_peak(device)
     optimizer_bytes = optimizer_state_bytes(optimizer)
@@ -318,43 +292,37 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
         BenchError: bad arguments, or a measuring process that died (e.g. killed for memory).
     """
     _check_config(cfg)
-    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    # One worker, replaced after every task: each task starts in a new process forked from the fork server.
-    with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
-        env = in_new_process(pool, probe_environment, cfg, "checking the device and backbone", MEMORY_HINT)
-        variants = [
-            in_new_process(pool, measure_variant, spec, spec.name, MEMORY_HINT)
-            for spec in tqdm(variant_specs(cfg, env), desc="variants", unit="variant")
-        ]
+    load = load_average()  # before the fork server adds its own
+    env, backbone = in_forkserver(probe, cfg, load, preload=PRELOAD, what="checking the device and backbone",
+                                  hint=MEMORY_HINT)
+    variants = [
+        in_forkserver(measure_variant, spec, preload=PRELOAD, what=spec.name, hint=MEMORY_HINT)
+        for spec in tqdm(variant_specs(cfg, env.device, backbone.num_stages), desc="variants", unit="variant")
+    ]
     if len({v.batch_fingerprint for v in variants}) != 1:
         raise BenchError("the variants did not train on the same batch (fingerprints differ)")
-    return BenchResult(config=cfg, environment=env, variants=variants, load_at_start=load_at_start)
+    return BenchResult(config=cfg, environment=env, backbone=backbone, variants=variants)
 
 
 def format_table(result: BenchResult) -> str:
     """Markdown table, one row per variant; every figure with its ratio to fine-tuning in parentheses."""
     ref = result.finetune
-    memory_kind = ref.memory_kind
-    header = (
-        "| variant | prompt stages | trainable params | step time: median (ratio), range | gradients + optimizer state "
-        f"| {memory_kind} | memory growth during steps | published version |"
-    )
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for v in result.variants:
-        stages = ", ".join(map(str, v.prompt_stages)) or "— (all weights)"
-        lines.append(
-            f"| {v.name} | {stages} "
-            f"| {v.trainable_params:,} ({_ratio(v.trainable_params, ref.trainable_params)}) "
-            f"| {v.median_step_s:.2f} s ({_ratio(v.median_step_s, ref.median_step_s)}), "
-            f"{min(v.step_times_s):.2f}–{max(v.step_times_s):.2f} s "
-            f"| {human_bytes(v.state_bytes)} ({_ratio(v.state_bytes, ref.state_bytes)}) "
-            f"| {human_bytes(v.peak_memory_bytes)} ({_ratio(v.peak_memory_bytes, ref.peak_memory_bytes)}) "
-            f"| {human_bytes(v.memory_growth_bytes)} ({_ratio(v.memory_growth_bytes, ref.memory_growth_bytes)}) "
-            f"| {human_bytes(v.version_bytes)} ({_ratio(v.version_bytes, ref.version_bytes)}) |"
-        )
-    return "\n".join(lines)
+    columns = ["variant", "prompt stages", "trainable params", "step time: median (ratio), range",
+               "gradients + optimizer state", ref.memory_kind, "memory growth during steps", "published version"]
+    rows = [
+        [
+            v.name, ", ".join(map(str, v.prompt_stages)) or "— (all weights)",
+            f"{v.trainable_params:,} ({_ratio(v.trainable_params, ref.trainable_params)})",
+            f"{v.median_step_s:.2f} s ({_ratio(v.median_step_s, ref.median_step_s)}), "
+            f"{min(v.step_times_s):.2f}–{max(v.step_times_s):.2f} s",
+            f"{human_bytes(v.state_bytes)} ({_ratio(v.state_bytes, ref.state_bytes)})",
+            f"{human_bytes(v.peak_memory_bytes)} ({_ratio(v.peak_memory_bytes, ref.peak_memory_bytes)})",
+            f"{human_bytes(v.memory_growth_bytes)} ({_ratio(v.memory_growth_bytes, ref.memory_growth_bytes)})",
+            f"{human_bytes(v.version_bytes)} ({_ratio(v.version_bytes, ref.version_bytes)})",
+        ]
+        for v in result.variants
+    ]
+    return markdown_table(columns, rows, "llrrrrrr")
 
 
 def format_verdicts(result: BenchResult) -> str:
@@ -375,9 +343,7 @@ def format_verdicts(result: BenchResult) -> str:
 
 def format_report(result: BenchResult, command: str) -> str:
     """The whole markdown report: how it was measured, the table, the verdicts."""
-    cfg, env = result.config, result.environment
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load = "n/a" if result.load_at_start is None else f"{result.load_at_start:.1f}"
+    cfg, env, backbone = result.config, result.environment, result.backbone
     if env.device == "cuda":
         memory_note = (
             "`torch.cuda.max_memory_allocated` after `reset_peak_memory_stats` (model and batch already on the GPU); "
@@ -385,57 +351,24 @@ def format_report(result: BenchResult, command: str) -> str:
         )
     else:
         memory_note = (
-            "peak resident set size (`ru_maxrss`) of the variant's own process, so it includes Python, torch and "
+            "peak resident set size (`VmHWM`) of the variant's own process, so it includes Python, torch and "
             "MONAI themselves (loaded before the fork); growth = peak RSS after the steps minus peak RSS before the "
             "first step (activations, gradients and optimizer state)"
         )
-    header = textwrap.dedent(
-        f"""\
-        # Training step: prompt tuning vs full fine-tuning
-
-        - Command: `{command}`
-        - Date: {date}
-        - Device: {env.device_name}; {env.threads} torch threads; {os.cpu_count()} CPU cores; 1-min load average \
-at the start {load} (the cores are shared with other work, so step times are noisy)
-        - Software: torch {env.torch_version}, MONAI {env.monai_version}, Python {platform.python_version()}, \
-{platform.platform()}
-        - Model: default backbone ({env.backbone}; random weights, {env.num_stages} encoder stages), \
-K = {cfg.num_prompts} prompt sets, one optimisation step = `models.training.training_step` (AdamW, Dice + CE\
-{", float16 autocast" if env.device == "cuda" else ""})
-        - Batch: the same {cfg.patches} random patches of {cfg.size}³ voxels for every variant \
-(prompt tuning: {cfg.num_prompts} prompts × {cfg.batch_per_prompt} patches each; fine-tuning: all {cfg.patches} \
-as one batch), seed {cfg.seed}
-        - Timing: median over {cfg.steps} steps after {cfg.warmup} untimed warm-up steps; each variant runs in \
-its own new process, one after the other
-        - Memory: {memory_note}
-        - Published version: file size of `models.checkpoint.save_slpt` (prompt tuning stores prompts, FPUs and \
-head only; fine-tuning stores the full state)
-        """
-    )
+    header = report_header("Training step: prompt tuning vs full fine-tuning", command, env, [
+        f"Model: default backbone ({backbone.backbone}; random weights, {backbone.num_stages} encoder stages), "
+        f"K = {cfg.num_prompts} prompt sets, one optimisation step = `models.training.training_step` (AdamW, Dice + CE"
+        f"{', float16 autocast' if env.device == 'cuda' else ''})",
+        f"Batch: the same {cfg.patches} random patches of {cfg.size}³ voxels for every variant (prompt tuning: "
+        f"{cfg.num_prompts} prompts × {cfg.batch_per_prompt} patches each; fine-tuning: all {cfg.patches} as one "
+        f"batch), seed {cfg.seed}",
+        f"Timing: median over {cfg.steps} steps after {cfg.warmup} untimed warm-up steps; each variant runs in its own "
+        "new process, one after the other",
+        f"Memory: {memory_note}",
+        "Published version: file size of `models.checkpoint.save_slpt` (prompt tuning stores prompts, FPUs and head "
+        "only; fine-tuning stores the full state)",
+    ], load_note="the cores are shared with other work, so step times are noisy")
     return f"{header}\nRatios in parentheses are relative to fine-tuning.\n\n{format_table(result)}\n\n{format_verdicts(result)}\n"
-
-
-def human_bytes(count: float) -> str:
-    """``1536 -> "1.5 KiB"``."""
-    for unit in ("B", "KiB", "MiB"):
-        if abs(count) < 1024:
-            return f"{count:.0f} B" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.2f} GiB"
-
-
-def device_name(device: torch.device) -> str:
-    """GPU name on CUDA, else the CPU model (from /proc/cpuinfo where there is one)."""
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def _ratio(value: float, reference: float) -> str:
@@ -451,38 +384,16 @@ def _check_config(cfg: BenchConfig) -> None:
         )
         if value < least
     ]
-    if cfg.device not in DEVICES:
-        problems.append(f"--device must be one of {', '.join(DEVICES)}, got {cfg.device!r}")
+    if problem := device_problem(cfg.device):
+        problems.append(problem)
     if problems:
         raise BenchError("; ".join(problems))
 
 
-def _synchronize(device: torch.device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_rss_bytes() -> int:
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
 def _memory_baseline(device: torch.device) -> int:
     """Start a variant's memory measurement; returns the baseline that "growth" is relative to."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device)
-    return _peak_rss_bytes()
+    return reset_cuda_peak(device) if device.type == "cuda" else peak_resident_bytes()
 
 
 def _memory_peak(device: torch.device) -> int:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return _peak_rss_bytes()
+    return cuda_peak_bytes(device) if device.type == "cuda" else peak_resident_bytes()

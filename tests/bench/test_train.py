@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 
+from bench.harness import Environment
 from bench.train import (
     FINETUNE,
     PROMPT_ALL,
     PROMPT_DEEP,
+    BackboneFacts,
     BenchConfig,
     BenchResult,
-    Environment,
     VariantResult,
     format_verdicts,
     gradient_bytes,
@@ -69,12 +70,11 @@ def fake_variant(name: str, state_bytes: int, version_bytes: int, step_s: float)
 
 
 def test_verdicts_compare_each_prompt_variant_with_fine_tuning():
-    env = Environment(
-        device="cpu", device_name="cpu", threads=1, torch_version="x", monai_version="y", backbone="unet", num_stages=4
-    )
+    env = Environment(date="d", load=None, cpu="cpu", cores=1, os="os", python="3", device="cpu", threads=1)
     result = BenchResult(
         BenchConfig(),
         env,
+        BackboneFacts(backbone="unet", num_stages=4),
         [
             fake_variant(FINETUNE, state_bytes=1000, version_bytes=1000, step_s=1.0),
             fake_variant(PROMPT_ALL, state_bytes=200, version_bytes=50, step_s=1.5),  # state 20 %: missed; slower
