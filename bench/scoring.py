@@ -32,16 +32,11 @@ the first ``warmup`` volumes are not timed. The batched and one-by-one paths mus
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import statistics
 import tempfile
-import textwrap
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib.metadata import version
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +58,7 @@ from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 from tqdm import tqdm
 
 from bench import BenchError
-from bench.train import device_name
+from bench.harness import Clock, Environment, markdown_table, measure_environment, report_header
 from models.inference import roi_prompt_probabilities, roi_volume
 from strategies.uncertainty import volume_scores
 from models.backbone import BackboneConfig, build_backbone
@@ -76,7 +71,6 @@ from cohort.synth import CohortError, generate_cohort
 TESLA_BATCHED = "TESLA, K prompts batched (ours)"
 ONE_BY_ONE = "K prompts one by one"
 STOCK_EPISTEMIC = "stock epistemic (MC dropout)"
-DEVICES = ("auto", "cpu", "cuda")
 #: Stock MONAI Label defaults: ``epistemic_simulation_size`` 5, ``epistemic_dropout`` 0.2.
 STOCK_PASSES = 5
 STOCK_DROPOUT = 0.2
@@ -140,15 +134,12 @@ class ScoringBenchResult:
     """
 
     config: ScoringBenchConfig
-    device: str
-    device_name: str
-    threads: int
+    environment: Environment
     roi: tuple[int, int, int]
     num_prompts: int
     methods: list[MethodTimes]
     score_gap: float
     foreground_volumes: int
-    load_at_start: float | None
 
     @property
     def stock(self) -> MethodTimes:
@@ -255,16 +246,6 @@ def benchmark_network(seed: int, roi: tuple[int, int, int], spacing: float = 2.5
     return network.eval(), backbone_config
 
 
-def resolve_device(name: str) -> str:
-    if name not in DEVICES:
-        raise BenchError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda asked for, but torch sees no CUDA device")
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def run_benchmark(cfg: ScoringBenchConfig) -> ScoringBenchResult:
     """Generate the cohort, then score every volume with all three methods, interleaved; time the non-warm-up ones.
 
@@ -273,7 +254,8 @@ def run_benchmark(cfg: ScoringBenchConfig) -> ScoringBenchResult:
     """
     if cfg.volumes < 1 or cfg.warmup < 0:
         raise BenchError(f"--volumes must be at least 1 and --warmup at least 0, got {cfg.volumes}, {cfg.warmup}")
-    device = resolve_device(cfg.device)
+    env = measure_environment(cfg.device)  # before the run adds its own load
+    device = env.device
     # Every stock LoadImaged builds a PydicomReader, which warns each time that nvImageCodec is missing (harmless;
     # the check itself still runs and is timed).
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
@@ -298,7 +280,7 @@ def run_benchmark(cfg: ScoringBenchConfig) -> ScoringBenchResult:
         STOCK_EPISTEMIC: f"{STOCK_PASSES} (batch of 1), each after reloading the image",
     }
 
-    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    clock = Clock(device)
     times: dict[str, list[float]] = {name: [] for name in scorers}
     score_gap, foreground_volumes = 0.0, 0
     names = list(scorers)
@@ -313,7 +295,7 @@ def run_benchmark(cfg: ScoringBenchConfig) -> ScoringBenchResult:
             order = names[index % len(names):] + names[: index % len(names)]
             results = {}
             for name in order:
-                results[name], seconds = _timed(scorers[name], image, device)
+                results[name], seconds = clock.time(partial(scorers[name], image))
                 if index >= cfg.warmup:
                     times[name].append(seconds)
             batched, single = results[TESLA_BATCHED], results[ONE_BY_ONE]
@@ -324,37 +306,23 @@ def run_benchmark(cfg: ScoringBenchConfig) -> ScoringBenchResult:
     if score_gap > SCORE_TOLERANCE[device]:
         raise BenchError(f"the batched and one-by-one prompt scores differ by {score_gap:.2g}: they must agree")
     return ScoringBenchResult(
-        config=cfg, device=device, device_name=device_name(torch.device(device)), threads=torch.get_num_threads(),
-        roi=roi, num_prompts=k, methods=[MethodTimes(name, passes[name], times[name]) for name in names],
-        score_gap=score_gap, foreground_volumes=int(foreground_volumes), load_at_start=load_at_start,
+        config=cfg, environment=env, roi=roi, num_prompts=k,
+        methods=[MethodTimes(name, passes[name], times[name]) for name in names], score_gap=score_gap,
+        foreground_volumes=int(foreground_volumes),
     )
-
-
-def _timed(scorer: Scorer, image: str, device: str) -> tuple[object, float]:
-    """``scorer(image)`` and its wall time in seconds (CUDA synchronised before and after)."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = scorer(image)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
 
 
 def format_table(result: ScoringBenchResult) -> str:
     """Markdown table, one row per method; ratios are to stock epistemic (median to median, mean to mean)."""
     stock = result.stock
-    lines = [
-        "| method | forward passes per volume | s/volume median | s/volume mean | range (s) "
-        "| median ÷ stock | mean ÷ stock |",
-        "|---|---|---:|---:|---:|---:|---:|",
+    columns = ["method", "forward passes per volume", "s/volume median", "s/volume mean", "range (s)",
+               "median ÷ stock", "mean ÷ stock"]
+    rows = [
+        [m.name, m.passes, f"{m.median_s:.3f}", f"{m.mean_s:.3f}", f"{min(m.times_s):.3f}–{max(m.times_s):.3f}",
+         f"{m.median_s / stock.median_s:.2f}", f"{m.mean_s / stock.mean_s:.2f}"]
+        for m in result.methods
     ]
-    for m in result.methods:
-        lines.append(
-            f"| {m.name} | {m.passes} | {m.median_s:.3f} | {m.mean_s:.3f} | {min(m.times_s):.3f}–{max(m.times_s):.3f} "
-            f"| {m.median_s / stock.median_s:.2f} | {m.mean_s / stock.mean_s:.2f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(columns, rows, "llrrrrr")
 
 
 def format_verdict(result: ScoringBenchResult) -> str:
@@ -371,31 +339,20 @@ def format_verdict(result: ScoringBenchResult) -> str:
 def format_report(result: ScoringBenchResult, command: str) -> str:
     """The whole markdown report: how it was measured, the table, the verdict."""
     cfg = result.config
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load = "n/a" if result.load_at_start is None else f"{result.load_at_start:.1f}"
     roi = "×".join(str(edge) for edge in result.roi)
-    cuda = result.device == "cuda"
+    cuda = result.environment.device == "cuda"
     precision = "; ours in float16 autocast, stock in float32 as `BasicInferTask` runs" if cuda else ""
-    header = textwrap.dedent(
-        f"""\
-        # Scoring one unlabeled volume: TESLA vs stock MONAI Label epistemic
-
-        - Command: `{command}`
-        - Date: {date}
-        - Device: {result.device_name} ({result.device}); {result.threads} torch threads; {os.cpu_count()} CPU cores; \
-1-min load average at the start {load} (the cores are shared with other work, so times are noisy: compare the \
-rows, which ran interleaved, rather than absolute seconds)
-        - Software: torch {torch.__version__}, MONAI {version("monai")}, MONAI Label {version("monailabel")}, \
-Python {platform.python_version()}
-        - Model: default backbone UNet (random weights; FPU gates {GATE}), K = {result.num_prompts} prompts, \
-working resolution {roi} (every method resizes the volume to it){precision}
-        - Stock epistemic: `EpistemicScoring` (epistemic_v2) as the sample apps set it up: the same UNet with \
-dropout {STOCK_DROPOUT} in train mode, {STOCK_PASSES} passes, each a `BasicInferTask` call that reloads and \
-re-transforms the image; entropy over the passes (`entropy_volume`, `nanmean`)
-        - Cohort: `cohort.synth.generate_cohort`, {cfg.size}³ voxels, seed {cfg.seed}; {cfg.warmup} untimed warm-up \
-volumes, then {cfg.volumes} timed volumes, each scored by all three methods in rotating order, in one process
-        - Checks: batched and one-by-one scores agree to {result.score_gap:.1g}; \
-{result.foreground_volumes} of {cfg.warmup + cfg.volumes} volumes had a non-empty foreground for TESLA
-        """
-    )
+    header = report_header("Scoring one unlabeled volume: TESLA vs stock MONAI Label epistemic", command,
+                           result.environment, [
+        f"Model: default backbone UNet (random weights; FPU gates {GATE}), K = {result.num_prompts} prompts, working "
+        f"resolution {roi} (every method resizes the volume to it){precision}",
+        f"Stock epistemic: `EpistemicScoring` (epistemic_v2) as the sample apps set it up: the same UNet with dropout "
+        f"{STOCK_DROPOUT} in train mode, {STOCK_PASSES} passes, each a `BasicInferTask` call that reloads and "
+        "re-transforms the image; entropy over the passes (`entropy_volume`, `nanmean`)",
+        f"Cohort: `cohort.synth.generate_cohort`, {cfg.size}³ voxels, seed {cfg.seed}; {cfg.warmup} untimed warm-up "
+        f"volumes, then {cfg.volumes} timed volumes, each scored by all three methods in rotating order, in one process",
+        f"Checks: batched and one-by-one scores agree to {result.score_gap:.1g}; {result.foreground_volumes} of "
+        f"{cfg.warmup + cfg.volumes} volumes had a non-empty foreground for TESLA",
+    ], load_note="the cores are shared with other work, so times are noisy: compare the rows, which ran interleaved, "
+                 "rather than absolute seconds")
     return f"{header}\n{format_table(result)}\n\n{format_verdict(result)}\n"
