@@ -17,20 +17,15 @@ import contextlib
 import dataclasses
 import http.client
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from bench import BenchError
+from bench.harness import Environment, markdown_table, measure_environment, report_header
+from bench.harness import machine_facts  # noqa: F401 - bench.soak imports it from here
 from bench.serverproc import free_port, running_server, slpt_serve_command
 from cohort.synth import generate_cohort
 
@@ -291,22 +288,20 @@ def summarize(name: str, result: LoadResult) -> ServerStats:
 def format_table(ours: ServerStats, stock: ServerStats) -> str:
     """The two servers' figures as a markdown table, then the ratios ours vs stock and the targets."""
     cycle = ours.upload_p99_ms is not None
+    columns = ["server", "p50 (ms)", "p99 (ms)", "requests/s", "duplicate assignments",
+               *(["upload p50 / p99 (ms)"] if cycle else [])]
     rows = [
-        "| server | p50 (ms) | p99 (ms) | requests/s | duplicate assignments |" + (" upload p50 / p99 (ms) |" if cycle else ""),
-        "|---|---:|---:|---:|---:|" + ("---:|" if cycle else ""),
+        [stats.name, f"{stats.p50_ms:.1f}", f"{stats.p99_ms:.1f}", f"{stats.requests_per_s:.1f}",
+         f"{stats.duplicates} of {stats.requests}",
+         *([f"{stats.upload_p50_ms:.1f} / {stats.upload_p99_ms:.1f}"] if cycle else [])]
+        for stats in (ours, stock)
     ]
-    for stats in (ours, stock):
-        upload = f" {stats.upload_p50_ms:.1f} / {stats.upload_p99_ms:.1f} |" if cycle else ""
-        rows.append(
-            f"| {stats.name} | {stats.p50_ms:.1f} | {stats.p99_ms:.1f} | {stats.requests_per_s:.1f} "
-            f"| {stats.duplicates} of {stats.requests} |{upload}"
-        )
     p99_ratio = stock.p99_ms / ours.p99_ms
     throughput_ratio = ours.requests_per_s / stock.requests_per_s
     verdict = _verdicts(ours, p99_ratio)
     return "\n".join(
         [
-            *rows,
+            markdown_table(columns, rows, "lrrrr" + ("r" if cycle else "")),
             "",
             f"Ours vs stock: p99 latency {_times(p99_ratio, 'lower', 'higher')}, "
             f"throughput {_times(throughput_ratio, 'higher', 'lower')}.",
@@ -361,7 +356,7 @@ def run_benchmark(
     server's database URL (default SQLite in its studies folder); stock MONAI Label keeps its JSON file either way.
     """
     _check_arguments(volumes, clients, requests, size, cycle)
-    facts = machine_facts()  # before the servers add their own load
+    env = measure_environment()  # before the servers add their own load
     with tempfile.TemporaryDirectory(prefix="slpt-bench-") as scratch:
         work = Path(scratch)
         ours_studies, stock_studies = work / "ours" / "studies", work / "stock" / "studies"
@@ -381,7 +376,7 @@ def run_benchmark(
             f"ours (`slpt serve`, {'PostgreSQL' if db and db.startswith('postgresql') else 'SQLite'} claims)": (
                 slpt_serve_command(ours_studies, ours_port, {"db": db} if db else None), ours_port,
             ),
-            f"stock MONAI Label {version('monailabel')} (LocalDatastore + Random)": (
+            f"stock MONAI Label {env.versions['MONAI Label']} (LocalDatastore + Random)": (
                 stock_serve_command(stock_app, stock_studies, stock_port),
                 stock_port,
             ),
@@ -389,7 +384,7 @@ def run_benchmark(
         with contextlib.ExitStack() as running:
             urls = _start_together(running, servers, work, startup_timeout)
             ours, stock = [_measure(name, url, clients, requests, labels) for name, url in urls.items()]
-    return format_report(ours, stock, volumes, clients, requests, size, command, facts, cycle)
+    return format_report(ours, stock, volumes, clients, requests, size, command, env, cycle)
 
 
 def _check_arguments(volumes: int, clients: int, requests: int, size: int, cycle: bool = False) -> None:
@@ -432,25 +427,6 @@ def _measure(name: str, url: str, clients: int, requests: int, labels: dict[str,
     return summarize(name, result)
 
 
-def machine_facts() -> dict[str, str]:
-    """When and where the figures were taken: date, cores, CPU, OS, versions, and how busy the machine was."""
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        cpu = models[0] if models else cpu
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": str(os.cpu_count()),
-        "cpu": cpu,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "monailabel": version("monailabel"),
-        "load": f"{load:.1f}",
-    }
-
-
 def format_report(
     ours: ServerStats,
     stock: ServerStats,
@@ -459,26 +435,18 @@ def format_report(
     requests: int,
     size: int,
     command: str,
-    facts: dict[str, str],
+    env: Environment,
     cycle: bool = False,
 ) -> str:
     cycle_note = (", each followed by `PUT /datastore/label` of that volume's label (tag `final`, multipart, as "
                   "the Slicer plugin sends it): the full annotator cycle; latencies are next-sample only"
                   if cycle else "")
-    header = textwrap.dedent(
-        f"""\
-        # Next Sample under concurrent annotators: ours vs stock MONAI Label
-
-        - Command: `{command}`
-        - Date: {facts["date"]} (start)
-        - Machine: {facts["cores"]} CPU cores ({facts["cpu"]}), {facts["os"]}, Python {facts["python"]}, \
-monailabel {facts["monailabel"]}; 1-min load average at the start {facts["load"]} (cores shared with other work)
-        - Load: {volumes} volumes of {size}³ voxels; {clients} concurrent clients × {requests} sequential \
-`POST /activelearning/{STRATEGY}` each (`{{"client_id": "annotator-<n>"}}`), after {WARMUP_REQUESTS} untimed \
-warm-up requests per client{cycle_note}; both servers were started together, each over its own copy of the cohort, and loaded \
-one after the other (the other one idle)
-        """
-    )
+    header = report_header("Next Sample under concurrent annotators: ours vs stock MONAI Label", command, env, [
+        f"Load: {volumes} volumes of {size}³ voxels; {clients} concurrent clients × {requests} sequential "
+        f"`POST /activelearning/{STRATEGY}` each (`{{\"client_id\": \"annotator-<n>\"}}`), after {WARMUP_REQUESTS} "
+        f"untimed warm-up requests per client{cycle_note}; both servers were started together, each over its own "
+        "copy of the cohort, and loaded one after the other (the other one idle)",
+    ], load_note="cores shared with other work", date_note=" (start)")
     footnote = (
         "A duplicate assignment is a response (warm-up included) whose volume another client held when it arrived; "
         "a client holds its latest volume from receiving it until it sends its next request."
