@@ -185,7 +185,7 @@ PROFILES: dict[str, SimProfile] = {
     # their own class (cohort.synth), and the tumour head starts from that class
     # (models.slpt.SLPTConfig.inherit_classes); the denoising term works at full resolution too. Prompts act on stages
     # 1-4 only: one on the full-resolution stage doubles a prompt step on the CPU, and the head reads the
-    # full-resolution decoder feature anyway. 120 pre-training epochs (4,800 steps of 0.5 s on one core) make the
+    # full-resolution decoder feature anyway. 120 pre-training epochs (3,840 steps of 0.5-0.7 s on one core) make the
     # backbone in about 40 minutes. Development-cohort figures: docs/results/simulation/dev_sweep.md, "A
     # full-resolution, lesion-aware backbone".
     "lesion": SimProfile(
@@ -198,7 +198,7 @@ PROFILES: dict[str, SimProfile] = {
         batch_per_prompt=2,
         cases=280,
         test_fraction=0.26,
-        strategies=("tesla", "random", "fg_random", "entropy", "coreset"),
+        strategies=("tesla", "random", "fg_random", "entropy", "clasp_pe", "coreset"),
         budget=0.05,
         rounds=2,
         seeds=5,

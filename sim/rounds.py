@@ -190,11 +190,11 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
     path = state_path(ctx.records, unit.seed, unit.strategy)
     finished = files.read_state(path)
     budgets = strategy_budgets(ctx.study, len(ctx.pool), unit.strategy)
-    score_name = STRATEGIES[unit.strategy].score
+    score_keys = STRATEGIES[unit.strategy].score_keys()
     done = files.done_keys(ctx.records)
     tunings = sorted(ctx.study.tunings, key=lambda tuning: tuning != "prompt")  # prompt first
     labeled: list[int] = []
-    scores: dict[str, float] | None = None
+    scores: dict[str, float | list[float]] | None = None
     blocks = embedding_blocks(backbone)
     written = 0
     for r, budget in enumerate(budgets):
@@ -203,7 +203,7 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
             return written
         picks = finished[r]["selected"] if replay else _select(ctx, unit, cohort, labeled, scores, budget, r, blocks)
         labeled = labeled + picks
-        scoring = not replay and bool(score_name) and r + 1 < len(budgets)
+        scoring = not replay and bool(score_keys) and r + 1 < len(budgets)
         prompt_model: Trained | None = None
         if scoring and "prompt" not in tunings:  # no prompt row is recorded, but the next pick ranks by its model
             prompt_model = _train_round(ctx, cohort, backbone, labeled, "prompt", unit.seed, r)
@@ -229,7 +229,11 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
         if scoring:
             if prompt_model is None:  # its row was recorded before (settle_unfinished discards such rows)
                 prompt_model = _train_round(ctx, cohort, backbone, labeled, "prompt", unit.seed, r)
-            scores = {i: every[score_name] for i, every in _pool_scores(ctx, cohort, prompt_model, labeled).items()}
+            # a rule with several score keys (clasp_pe) gets a list per volume: the columns of its (N, S) scores
+            scores = {
+                i: every[score_keys[0]] if len(score_keys) == 1 else [every[k] for k in score_keys]
+                for i, every in _pool_scores(ctx, cohort, prompt_model, labeled).items()
+            }
         finished.append({"round": r, "selected": picks, "scores": scores})
         files.write_state(path, unit.seed, unit.strategy, finished)
         if stopping:
@@ -238,7 +242,8 @@ def _run_rounds(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone, r
 
 
 def _select(
-    ctx: RunContext, unit: Unit, cohort: PreparedCohort, labeled: list[int], scores: dict[str, float] | None,
+    ctx: RunContext, unit: Unit, cohort: PreparedCohort, labeled: list[int],
+    scores: dict[str, float | list[float]] | None,
     budget: int, round_index: int, blocks: Sequence[int],
 ) -> list[int]:
     """Pool indices the strategy picks this round (:func:`strategies.rounds.select_round`, as the server does)."""

@@ -388,15 +388,15 @@ def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, t
     assert "| random: prompt − finetune | both | 0 |" not in comparisons
 
 
-def test_the_lesion_study_has_97_rows():
+def test_the_lesion_study_has_112_rows():
     """One reference per tuning; per seed, TESLA and random on the learning curve (4 prompt rounds, fine-tuning at the
-    budget) and three strategies to the budget (2 prompt rounds, fine-tuning at the budget)."""
+    budget) and four strategies to the budget (2 prompt rounds, fine-tuning at the budget)."""
     from sim.design import seed_rows, study_of, study_rows
     from sim.profiles import PROFILES
 
     study = study_of(PROFILES["lesion"])
-    assert seed_rows(study, 207) == 2 * 5 + 3 * 3
-    assert study_rows(study, 207, references=2) == 97
+    assert seed_rows(study, 207) == 2 * 5 + 4 * 3
+    assert study_rows(study, 207, references=2) == 112
 
 
 def two_round_study(*strategies: str):
@@ -643,3 +643,24 @@ def test_a_synthetic_run_makes_its_cohort_beside_the_pretraining(tmp_path: Path)
     weights = backbone.read_bytes()
     assert prepare_synthetic(tmp_path / "run", profile) == (cohort, backbone)
     assert backbone.read_bytes() == weights
+
+
+def test_clasp_pe_keeps_both_class_entropies_for_its_next_round(inputs, tmp_path: Path):
+    """A rule with two score keys: the simulator stores both class entropies of every unlabelled pool volume with
+    the first round, in the rule's column order, and runs the second round on them."""
+    out = tmp_path / "clasp"
+    args = run_args(inputs, out)
+    args[args.index("tesla,random")] = "clasp_pe"
+    args[args.index("--rounds") + 1] = "2"
+    args[args.index("--budget") + 1] = "0.5"
+    args[args.index("--tuning") + 1] = "prompt"
+    result = simulate(*args)
+    assert result.exit_code == 0, result.output
+    first, second = json.loads((out / "state" / "seed0_clasp_pe.json").read_text())["rounds"]
+    assert first["scores"] and all(isinstance(v, list) and len(v) == 2 for v in first["scores"].values())
+    pool = json.loads((out / "split.json").read_text())["pool"]  # names; scores are keyed by cohort index
+    assert len(first["scores"]) == len(pool) - len(first["selected"])
+    assert not set(first["scores"]) & {str(i) for i in first["selected"]}
+    assert not set(second["selected"]) & set(first["selected"])
+    _, rows = read_rows(out / "results.csv")
+    assert sorted(int(r["round"]) for r in rows if r["strategy"] == "clasp_pe") == [0, 1]
