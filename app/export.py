@@ -3,7 +3,8 @@ written as a gzipped tar stream so that neither the server nor the client holds 
 
 ``manifest.json`` says who saved each final label and when (its newest version). Volumes or labels stored in another
 format (NRRD, MHA) are converted to NIfTI, which the MSD layout requires; ``cohort.msd.load_msd`` reads the archive
-back once unpacked.
+back once unpacked. A case whose image or label file is missing or unreadable stops the archive with an
+:class:`ExportError` naming the case and the file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from sqlalchemy.orm import Session
 from cohort.msd import GROUPS_CSV, groups_csv, msd_index
 from db.labels import FINAL_TAG
 from db.schema import Image, Label
+
+
+class ExportError(RuntimeError):
+    """A case cannot be exported: its image or label file is missing or is not a readable volume."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,8 @@ def msd_archive(cases: list[ExportedCase], labels: dict[int, str], description: 
     groups = {c.image_id: c.group for c in cases if c.group}
     with tarfile.open(fileobj=out, mode="w|gz") as tar, tempfile.TemporaryDirectory(prefix="slpt-export-") as scratch:
         for case in cases:
-            _add_nifti(tar, Path(case.image_path), f"imagesTr/{case.image_id}.nii.gz", Path(scratch))
-            _add_nifti(tar, Path(case.label_path), f"labelsTr/{case.image_id}.nii.gz", Path(scratch))
+            _add_nifti(tar, case.image_id, "image", Path(case.image_path), "imagesTr", Path(scratch))
+            _add_nifti(tar, case.image_id, "label", Path(case.label_path), "labelsTr", Path(scratch))
             yield from out.drain()
         _add_bytes(tar, "dataset.json", json.dumps(msd_index(names, labels, groups, description), indent=2) + "\n")
         if groups:
@@ -95,12 +100,18 @@ def msd_archive(cases: list[ExportedCase], labels: dict[int, str], description: 
     yield from out.drain()
 
 
-def _add_nifti(tar: tarfile.TarFile, source: Path, name: str, scratch: Path) -> None:
+def _add_nifti(tar: tarfile.TarFile, image_id: str, what: str, source: Path, folder: str, scratch: Path) -> None:
+    """Add ``source`` (the case's ``what`` file) as ``folder/<image_id>.nii.gz``, converted to NIfTI if need be."""
+    if not source.is_file():
+        raise ExportError(f"cannot export {image_id}: its {what} file {source} is missing")
     if not source.name.endswith(".nii.gz"):
         converted = scratch / "converted.nii.gz"
-        sitk.WriteImage(sitk.ReadImage(str(source)), str(converted), useCompression=True)
+        try:
+            sitk.WriteImage(sitk.ReadImage(str(source)), str(converted), useCompression=True)
+        except RuntimeError as error:
+            raise ExportError(f"cannot export {image_id}: its {what} file {source} is not a readable volume") from error
         source = converted
-    tar.add(str(source), arcname=name, recursive=False)
+    tar.add(str(source), arcname=f"{folder}/{image_id}.nii.gz", recursive=False)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, text: str) -> None:
