@@ -7,6 +7,8 @@ the volumes unlabeled, and the annotators cycle through them for as long as aske
 The server runs on loopback (``slpt serve``, SQLite in the studies folder or ``--db URL``). The report gives the errors
 (any answer but 2xx, or a failed connection: must be 0), latency percentiles of both requests, and the server's
 resident memory over the run: growth from the first sample after the warm-up to the last must stay within 10 %.
+:func:`soak` drives any server given its URL and process id (tests point it at servers that leak or fail on purpose);
+:func:`verdicts` are the two pass/fail judgements the report prints.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def resident_mib(pid: int) -> float:
     raise BenchError(f"no VmRSS for process {pid}")
 
 
-def run_soak(minutes: float, clients: int, volumes: int, db: str | None, command: str = "", tag: str = "final") -> str:
+def run_soak(minutes: float, clients: int, volumes: int, db: str | None, command: str = "", tag: str = "final",
+             sample_every_s: float = SAMPLE_EVERY_S) -> str:
     if minutes <= 0 or clients < 1 or volumes < 2 * clients:
         raise BenchError("need minutes > 0, clients >= 1 and volumes >= 2 x clients")
     facts = machine_facts()
@@ -61,11 +64,14 @@ def run_soak(minutes: float, clients: int, volumes: int, db: str | None, command
         serve = slpt_serve_command(studies, port, conf)
         with running_server(serve, log_path=Path(scratch) / "server.log", port=port,
                             startup_timeout=180 + 0.05 * volumes) as server:
-            log = _soak(server.url, server.process.pid, clients, labels, minutes * 60, tag)
+            log = soak(server.url, server.process.pid, clients, labels, minutes * 60, tag, sample_every_s)
     return _report(log, minutes, clients, volumes, db, command, facts, tag)
 
 
-def _soak(url: str, pid: int, clients: int, labels: dict[str, bytes], seconds: float, tag: str) -> SoakLog:
+def soak(url: str, pid: int, clients: int, labels: dict[str, bytes], seconds: float, tag: str = "final",
+         sample_every_s: float = SAMPLE_EVERY_S) -> SoakLog:
+    """``clients`` annotators cycle on the server at ``url`` for ``seconds`` (or until it has nothing left); the
+    resident memory of process ``pid`` is sampled every ``sample_every_s``. ``labels``: the upload for each image id."""
     log = SoakLog()
     start = time.monotonic()
     deadline = start + seconds
@@ -108,7 +114,7 @@ def _soak(url: str, pid: int, clients: int, labels: dict[str, bytes], seconds: f
             log.rss_mib.append((now, resident_mib(pid)))
             bar.n = min(int(now), int(seconds))
             bar.set_postfix(cycles=len(log.upload_ms), errors=len(log.errors))
-            time.sleep(SAMPLE_EVERY_S)
+            time.sleep(sample_every_s)
     log.rss_mib.append((time.monotonic() - start, resident_mib(pid)))
     return log
 
@@ -120,11 +126,23 @@ def _percentiles(values: list[float]) -> str:
     return f"{p50:.1f} | {p95:.1f} | {p99:.1f}"
 
 
+def memory_growth(log: SoakLog) -> tuple[float, float]:
+    """(RSS in MiB at the first sample after the warm-up, its relative growth from there to the last sample)."""
+    ran_s = log.rss_mib[-1][0]
+    after_warmup = [mib for at, mib in log.rss_mib if at >= WARMUP_FRACTION * ran_s] or [log.rss_mib[-1][1]]
+    return after_warmup[0], (log.rss_mib[-1][1] - after_warmup[0]) / after_warmup[0]
+
+
+def verdicts(log: SoakLog) -> dict[str, bool]:
+    """Whether the run met each bar: no errors, and memory growth within :data:`MAX_GROWTH`."""
+    return {"errors": not log.errors, "memory": memory_growth(log)[1] <= MAX_GROWTH}
+
+
 def _report(log: SoakLog, minutes: float, clients: int, volumes: int, db: str | None, command: str,
             facts: dict[str, str], tag: str) -> str:
     ran_s = log.rss_mib[-1][0]
-    after_warmup = [mib for at, mib in log.rss_mib if at >= WARMUP_FRACTION * ran_s] or [log.rss_mib[-1][1]]
-    growth = (log.rss_mib[-1][1] - after_warmup[0]) / after_warmup[0]
+    warm_mib, growth = memory_growth(log)
+    met = {bar: "met" if ok else "MISSED" for bar, ok in verdicts(log).items()}
     backend = "PostgreSQL" if db and db.startswith("postgresql") else "SQLite"
     lines = [
         "# Soak: the full annotator cycle (next sample, then a label upload)", "",
@@ -137,10 +155,10 @@ def _report(log: SoakLog, minutes: float, clients: int, volumes: int, db: str | 
         f"| next sample | {len(log.next_sample_ms)} | {_percentiles(log.next_sample_ms)} |",
         f"| label upload | {len(log.upload_ms)} | {_percentiles(log.upload_ms)} |", "",
         f"Errors: {len(log.errors)}" + (f" (first: {log.errors[0]})" if log.errors else ""), "",
-        f"Server memory (RSS): {after_warmup[0]:.0f} MiB after the warm-up, {log.rss_mib[-1][1]:.0f} MiB at the end, "
+        f"Server memory (RSS): {warm_mib:.0f} MiB after the warm-up, {log.rss_mib[-1][1]:.0f} MiB at the end, "
         f"peak {max(m for _, m in log.rss_mib):.0f} MiB: growth {growth * 100:+.1f} %.", "",
         "## Verdicts", "",
-        f"- errors = 0: {'met' if not log.errors else 'MISSED'} ({len(log.errors)})",
-        f"- memory growth within {MAX_GROWTH:.0%}: {'met' if growth <= MAX_GROWTH else 'MISSED'} ({growth * 100:+.1f} %)",
+        f"- errors = 0: {met['errors']} ({len(log.errors)})",
+        f"- memory growth within {MAX_GROWTH:.0%}: {met['memory']} ({growth * 100:+.1f} %)",
     ]
     return "\n".join(lines) + "\n"
