@@ -257,6 +257,7 @@ def build_model(cfg: InferBenchConfig):
     import torch
 
     from models.backbone import BackboneConfig, build_backbone, config_path, load_backbone, read_backbone_info
+    from models.cascade import CascadeConfig
     from models.errors import ModelError
     from models.slpt import SLPTConfig, SLPTNet
 
@@ -273,7 +274,8 @@ def build_model(cfg: InferBenchConfig):
             described = f"randomly initialised default backbone ({_describe(backbone_config)}; seed {cfg.seed})"
         ws = float(cfg.working_spacing)
         model = SLPTNet(backbone, SLPTConfig(
-            mode="prompt", roi_size=(cfg.roi,) * 3, spacing=(ws,) * 3, coarse_spacing=(2 * ws,) * 3, seed=cfg.seed,
+            mode="prompt", roi_size=(cfg.roi,) * 3, seed=cfg.seed,
+            cascade=CascadeConfig(spacing=(ws,) * 3, coarse_spacing=(2 * ws,) * 3),
         ))
     except ModelError as exc:  # CheckpointError is one
         raise BenchError(str(exc)) from exc
@@ -291,8 +293,8 @@ def probe(cfg: InferBenchConfig, load: float | None) -> tuple[Environment, Model
     c = model.config
     return env, ModelFacts(
         backbone=described, random_backbone=random_backbone, num_prompts=model.num_prompts,
-        roi_size=tuple(c.roi_size), spacing=tuple(c.spacing), coarse_spacing=tuple(c.coarse_spacing),
-        margin_mm=float(c.roi_margin_mm),
+        roi_size=tuple(c.roi_size), spacing=tuple(c.cascade.spacing), coarse_spacing=tuple(c.cascade.coarse_spacing),
+        margin_mm=float(c.cascade.margin_mm),
     )
 
 
@@ -325,7 +327,7 @@ def _measure_row(spec: RowSpec) -> RowResult:
 
     from models.cascade import to_working
     from models.geometry import Box, affine_of, box_on_grid
-    from models.inference import VolumePrediction, cascade_config, predict, roi_of, segment_volume
+    from models.inference import VolumePrediction, predict, roi_of, segment_volume
 
     cfg, device = spec.bench, torch.device(spec.device)
     if cfg.threads:
@@ -344,7 +346,7 @@ def _measure_row(spec: RowSpec) -> RowResult:
         out, phases[name] = clock.time(work)
         return out
 
-    original, working = lap(PHASE_LOAD, lambda: to_working(spec.image, cascade_config(model)))
+    original, working = lap(PHASE_LOAD, lambda: to_working(spec.image, model.config.cascade))
     if spec.whole_volume:
         roi = roi_of(model, working, None, whole_volume=True)
     else:

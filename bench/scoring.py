@@ -62,6 +62,7 @@ from bench.harness import Clock, Environment, markdown_table, measure_environmen
 from models.inference import roi_prompt_probabilities, roi_volume
 from strategies.uncertainty import volume_scores
 from models.backbone import BackboneConfig, build_backbone
+from models.cascade import CascadeConfig
 from models.device import autocast
 from models.errors import ModelError
 from models.geometry import window_hu
@@ -213,7 +214,7 @@ def one_by_one_probs(network: SLPTNet, image_path: str, roi: Sequence[int]) -> n
     ``network`` must be in eval mode (as :func:`benchmark_network` returns it).
     """
     device = next(network.parameters()).device
-    x = window_hu(roi_volume(network, image_path), network.config.hu_window)[None, None].to(device)  # (1, 1, *ROI)
+    x = window_hu(roi_volume(network, image_path), network.config.cascade.hu_window)[None, None].to(device)  # (1, 1, *ROI)
     maps = []
     with torch.no_grad():
         for k in range(network.num_prompts):
@@ -236,7 +237,7 @@ def benchmark_network(seed: int, roi: tuple[int, int, int], spacing: float = 2.5
     backbone_config = BackboneConfig()
     try:
         network = SLPTNet(build_backbone(backbone_config), SLPTConfig(
-            roi_size=roi, seed=seed, spacing=(spacing,) * 3, coarse_spacing=(2 * spacing,) * 3
+            roi_size=roi, seed=seed, cascade=CascadeConfig(spacing=(spacing,) * 3, coarse_spacing=(2 * spacing,) * 3)
         ))
     except ModelError as exc:  # e.g. a ROI the backbone cannot take
         raise BenchError(f"--roi {roi[0]}: {exc}") from exc
@@ -263,8 +264,8 @@ def run_benchmark(cfg: ScoringBenchConfig) -> ScoringBenchResult:
     network, backbone_config = benchmark_network(cfg.seed, roi, cfg.spacing)
     network.to(device)
     infer_task = StockEpistemicInfer(
-        stock_network(backbone_config, network.config.num_classes), roi, network.config.hu_window,
-        network.config.spacing,
+        stock_network(backbone_config, network.config.num_classes), roi, network.config.cascade.hu_window,
+        network.config.cascade.spacing,
     )
     stock = EpistemicScoring(infer_task, simulation_size=STOCK_PASSES)
     k = network.num_prompts

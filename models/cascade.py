@@ -22,7 +22,7 @@ from scipy import ndimage
 from torch import nn
 
 from models.adapters import adapt_backbone, first_conv
-from models.config import config_to_dict
+from models.config import config_from_dict, config_to_dict
 from models.errors import ModelError
 from models.geometry import (
     COARSE_SPACING,
@@ -69,6 +69,10 @@ class CascadeConfig:
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CascadeConfig:
+        return config_from_dict(cls, data, "cascade")
 
 
 @dataclass(frozen=True)

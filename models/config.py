@@ -15,8 +15,13 @@ C = TypeVar("C")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A dataclass instance as a dict of JSON-able values (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+    """A dataclass instance as a dict of JSON-able values (tuples as lists, nested configs as dicts)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return list(value) if isinstance(value, tuple) else value
+
+    return plain(asdict(config))
 
 
 def config_from_dict(cls: type[C], data: dict[str, Any], what: str) -> C:

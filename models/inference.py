@@ -18,7 +18,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from models.cascade import CascadeConfig, LiverROI, locate_liver, to_working
+from models.cascade import LiverROI, locate_liver, to_working
 from models.device import autocast, window_batch
 from models.errors import ModelError
 from models.geometry import Box, Source, affine_of, map_to_grid, window_hu
@@ -58,7 +58,7 @@ def prompt_probabilities(
     the volume runs it in one pass, which is faster than several overlapping patches. ``sw_batch_size`` windows
     run in one forward pass (default :func:`~models.device.window_batch`: several on a GPU, one on the CPU).
     """
-    volume = window_hu(image_hu, model.config.hu_window)
+    volume = window_hu(image_hu, model.config.cascade.hu_window)
     if volume.ndim != 3:
         raise ModelError(f"expected a 3D volume on the working grid, got shape {tuple(volume.shape)}")
     device = next(model.parameters()).device
@@ -153,13 +153,6 @@ class VolumePrediction:
         return out
 
 
-def cascade_config(model: SLPTNet) -> CascadeConfig:
-    """The cascade geometry a network was trained with (working and coarse spacing, ROI margin, HU window)."""
-    c = model.config
-    return CascadeConfig(spacing=c.spacing, coarse_spacing=c.coarse_spacing, margin_mm=c.roi_margin_mm,
-                         hu_window=c.hu_window)
-
-
 def roi_of(model: SLPTNet, working: MetaTensor, locator: nn.Module | None, whole_volume: bool = False) -> LiverROI:
     """Stage 1 for ``model``: the liver ROI found by ``locator`` (default: the model's own frozen backbone)."""
     if whole_volume:
@@ -168,7 +161,7 @@ def roi_of(model: SLPTNet, working: MetaTensor, locator: nn.Module | None, whole
         if model.mode != "prompt":
             raise ModelError("a fine-tuned network changed its backbone: pass the frozen backbone as the locator")
         locator = model.backbone
-    return locate_liver(locator, working, cascade_config(model))
+    return locate_liver(locator, working, model.config.cascade)
 
 
 def segment_volume(
@@ -183,7 +176,7 @@ def segment_volume(
         whole_volume: skip stage 1 and slide the window over the whole working volume (the baseline of
             ``slpt bench infer``).
     """
-    original, working = to_working(image, cascade_config(model))
+    original, working = to_working(image, model.config.cascade)
     roi = roi_of(model, working, locator, whole_volume)
     crop = roi.box.crop(working)
     prediction = predict(model, crop[0].as_tensor(), overlap=overlap, sw_batch_size=sw_batch_size)
@@ -195,7 +188,7 @@ def segment_volume(
 
 def roi_volume(model: SLPTNet, image: Source, locator: nn.Module | None = None) -> torch.Tensor:
     """The liver ROI of an image on ``model``'s working grid: (X, Y, Z) HU, what stage 2 segments."""
-    _original, working = to_working(image, cascade_config(model))
+    _original, working = to_working(image, model.config.cascade)
     return roi_of(model, working, locator).box.crop(working)[0].as_tensor()
 
 

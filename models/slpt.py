@@ -17,16 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from models.adapters import BackboneAdapter, adapt_backbone
+from models.cascade import CascadeConfig
 from models.config import config_from_dict, config_to_dict
 from models.errors import ModelError
-from models.geometry import COARSE_SPACING, HU_WINDOW, WORKING_SPACING
 from models.prompts import FeaturePromptUpdater, PromptBank
 
 Mode = Literal["prompt", "finetune"]
@@ -57,17 +57,15 @@ class SLPTConfig:
             have starts at zero. An int n (older checkpoints) means (0, …, n - 1).
         roi_size: patch size for training and sliding-window inference (a multiple of the backbone's
             down-sampling factor).
-        hu_window: HU clip window of :func:`models.geometry.window_hu`.
-        spacing: working spacing (mm) the network was trained at: images are resampled to it before
-            stage 2 of the cascade (:mod:`models.inference`).
+        cascade: the geometry the network was trained with and segments in (:class:`models.cascade.CascadeConfig`:
+            working spacing, stage 1's coarse spacing, the ROI margin, the HU window). The one definition of it: the
+            app, its train task and the simulator each build one and hand it here.
         head_kernel: edge of the head's convolution (1 = the method's 1×1×1 head; 3 lets it see a voxel's
             neighbours at full resolution, where the UNet's decoder feature is at half resolution).
         head_reads_image: the head also reads the (windowed) input image at full resolution.
         head_reads_stages: encoder stages whose output (prompted, in prompt mode) the head also reads, upsampled to
             full resolution: a trainable path from the FPUs' shallow features (intensity, edges) to the head that
             does not go through the frozen decoder, which was trained to label lesions as organ.
-        coarse_spacing, roi_margin_mm: stage 1 of the cascade (:class:`models.cascade.CascadeConfig`): the
-            spacing at which the backbone finds the liver, and the margin of the region around it.
     """
 
     num_classes: int = 3
@@ -80,10 +78,7 @@ class SLPTConfig:
     prompt_init_std: float = 0.5
     inherit_classes: tuple[int, ...] = (0, 1, 4)
     roi_size: tuple[int, int, int] = (48, 48, 48)
-    hu_window: tuple[float, float] = HU_WINDOW
-    spacing: tuple[float, float, float] = WORKING_SPACING
-    coarse_spacing: tuple[float, float, float] = COARSE_SPACING
-    roi_margin_mm: float = 15.0
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
     head_kernel: int = 1
     head_reads_image: bool = False
     head_reads_stages: tuple[int, ...] = ()
@@ -98,9 +93,8 @@ class SLPTConfig:
         if self.prompt_stages is not None:
             object.__setattr__(self, "prompt_stages", tuple(int(s) for s in self.prompt_stages))
         object.__setattr__(self, "roi_size", tuple(int(s) for s in self.roi_size))
-        object.__setattr__(self, "hu_window", tuple(float(v) for v in self.hu_window))
-        object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
-        object.__setattr__(self, "coarse_spacing", tuple(float(v) for v in self.coarse_spacing))
+        if isinstance(self.cascade, dict):
+            object.__setattr__(self, "cascade", CascadeConfig.from_dict(self.cascade))
         if self.mode not in ("prompt", "finetune"):
             raise ModelError(f"unknown mode {self.mode!r}; expected prompt or finetune")
         if self.num_classes < 2 or self.num_prompts < 1 or self.prompt_grid < 1 or self.fpu_rank < 1:
@@ -119,7 +113,19 @@ class SLPTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SLPTConfig:
+        """Inverse of :meth:`to_dict`. Checkpoints from before the cascade had one owner carry its fields loose
+        (``spacing``, ``coarse_spacing``, ``roi_margin_mm``, ``hu_window``): they are gathered into ``cascade``."""
+        data = dict(data)
+        loose = {new: data.pop(old) for old, new in _LOOSE_CASCADE_KEYS.items() if old in data}
+        if loose:
+            data["cascade"] = {**CascadeConfig().to_dict(), **data.get("cascade", {}), **loose}
         return config_from_dict(cls, data, "SLPT")
+
+
+#: SLPTConfig keys of older checkpoints -> their CascadeConfig field.
+_LOOSE_CASCADE_KEYS = {
+    "spacing": "spacing", "coarse_spacing": "coarse_spacing", "roi_margin_mm": "margin_mm", "hu_window": "hu_window",
+}
 
 
 class SLPTNet(nn.Module):

@@ -31,7 +31,7 @@ from models.ranks import RANK_SEED_STRIDE, data_parallel, process_rank
 from models.errors import ModelError
 from models.cascade import CascadeConfig, label_box, locate_liver, to_working
 from models.geometry import Box, Source, affine_of, load_label, resample_to_grid, window_hu
-from models.inference import cascade_config, segment_volume
+from models.inference import segment_volume
 from models.slpt import SLPTNet
 
 #: ``progress(step_done, total_steps, loss)``, called after every optimisation step.
@@ -152,7 +152,7 @@ def prepare_cases(model: SLPTNet, cases: Sequence[Case]) -> list[tuple[np.ndarra
 
     Stage 1 uses ``model.backbone`` as it is now, i.e. before training: the frozen upstream backbone.
     """
-    cfg = cascade_config(model)
+    cfg = model.config.cascade
     return [
         (image, label) if isinstance(image, np.ndarray) else roi_case(image, label, model.backbone, cfg)
         for image, label in cases
@@ -171,7 +171,7 @@ def train_prompts(
         cfg: schedule.
         progress: called after every step.
     """
-    data = load_cases(prepare_cases(model, cases), model.config.num_classes, model.config.hu_window)
+    data = load_cases(prepare_cases(model, cases), model.config.num_classes, model.config.cascade.hu_window)
     device = pick_device(cfg.device)
     cpu_fast_layout(model.to(device)).train()
     rng = np.random.default_rng(cfg.seed)

@@ -11,6 +11,7 @@ import torch
 
 from models.slpt import SLPTConfig, SLPTNet
 from models.training import Progress, TrainConfig, train_prompts
+from sim.prepared import cascade_of
 from sim.profiles import Schedule, SimProfile
 
 
@@ -19,7 +20,7 @@ def build_network(backbone: torch.nn.Module, tuning: str, profile: SimProfile, s
     torch.manual_seed(seed)
     config = SLPTConfig(
         num_prompts=profile.num_prompts, mode=tuning, seed=seed, roi_size=(profile.patch,) * 3,
-        spacing=profile.spacing, coarse_spacing=profile.coarse_spacing, roi_margin_mm=profile.margin_mm,
+        cascade=cascade_of(profile),
         fpu_rank=profile.fpu_rank, prompt_stages=profile.prompt_stages,
         head_reads_stages=profile.head_reads_stages, head_kernel=profile.head_kernel,
         head_reads_image=profile.head_reads_image,

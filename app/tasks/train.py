@@ -59,9 +59,7 @@ class SLPTTrain(TrainTask):
                 num_classes=self.num_classes,
                 num_prompts=int(request.get("num_prompts", self.settings.num_prompts)),
                 roi_size=(self.settings.roi_size,) * 3,
-                spacing=(self.settings.spacing,) * 3,
-                coarse_spacing=(self.settings.coarse_spacing,) * 3,
-                roi_margin_mm=self.settings.roi_margin_mm,
+                cascade=self.settings.cascade(),
             ),
         )
         cases = [(pair["image"], pair["label"]) for pair in pairs]

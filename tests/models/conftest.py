@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from models.backbone import BackboneConfig
+from models.cascade import CascadeConfig
 
 torch.set_num_threads(1)
 
@@ -14,7 +15,7 @@ torch.set_num_threads(1)
 TINY = BackboneConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, out_channels=3)
 ROI = (16, 16, 16)
 #: The cascade at the scale of these 1 mm test volumes (the product's defaults are 2.5 mm and 5 mm).
-GEOMETRY = {"spacing": (1.0, 1.0, 1.0), "coarse_spacing": (2.0, 2.0, 2.0), "roi_margin_mm": 3.0}
+GEOMETRY = {"cascade": CascadeConfig(spacing=(1.0, 1.0, 1.0), coarse_spacing=(2.0, 2.0, 2.0), margin_mm=3.0)}
 
 
 def make_case(

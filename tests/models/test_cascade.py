@@ -25,7 +25,7 @@ from models.training import label_on_working_grid
 #: 48³ generated cases are about 7.5 × 7.5 × 7-9 mm: the cascade at twice that, so it runs in seconds.
 CASCADE = CascadeConfig(spacing=(8.0, 8.0, 8.0), coarse_spacing=(16.0, 16.0, 16.0), margin_mm=16.0)
 #: Stage 2 at the grid the test backbone was pre-trained on.
-MODEL_GEOMETRY = {"spacing": (16.0, 16.0, 16.0), "coarse_spacing": (16.0, 16.0, 16.0), "roi_margin_mm": 16.0}
+MODEL_GEOMETRY = {"cascade": CascadeConfig(spacing=(16.0, 16.0, 16.0), coarse_spacing=(16.0, 16.0, 16.0), margin_mm=16.0)}
 CASES = 4
 
 
@@ -157,7 +157,7 @@ def test_segment_volume_without_a_liver_segments_the_whole_volume_and_says_so(co
     model = SLPTNet(background_only_backbone(), SLPTConfig(roi_size=(16, 16, 16), **MODEL_GEOMETRY))
     result = segment_volume(model, image)
     shape = nib.load(image).shape
-    _original, working = to_working(image, CascadeConfig(spacing=MODEL_GEOMETRY["spacing"]))
+    _original, working = to_working(image, MODEL_GEOMETRY["cascade"])
     assert not result.roi.found and result.roi.box == Box.whole(working.shape)
     assert result.prediction.label.shape == tuple(working.shape[1:])
     label = result.label_on_original()

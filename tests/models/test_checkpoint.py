@@ -82,3 +82,16 @@ def test_tensors_that_do_not_fit_are_named(tmp_path):
     message = r"missing fpus\.1\.gate; shape mismatch for head\.weight: file \(5, 3, 1, 1, 1\)"
     with pytest.raises(CheckpointError, match=message):
         load_slpt(path, model.backbone)
+
+
+def test_a_checkpoint_config_with_loose_geometry_fields_loads_into_one_cascade():
+    """Versions published before the cascade had one owner carry spacing, coarse spacing, margin and window loose."""
+    from models.cascade import CascadeConfig
+    from models.slpt import SLPTConfig
+
+    older = {"num_classes": 3, "spacing": [2.0, 2.0, 2.0], "coarse_spacing": [4.0, 4.0, 4.0], "roi_margin_mm": 9.0,
+             "hu_window": [-100.0, 200.0], "inherit_classes": 2}
+    config = SLPTConfig.from_dict(older)
+    assert config.cascade == CascadeConfig(spacing=(2.0,) * 3, coarse_spacing=(4.0,) * 3, margin_mm=9.0,
+                                           hu_window=(-100.0, 200.0))
+    assert SLPTConfig.from_dict(config.to_dict()) == config  # and the new form round-trips
