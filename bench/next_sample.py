@@ -34,7 +34,6 @@ from tqdm import tqdm
 
 from bench import BenchError
 from bench.harness import Environment, markdown_table, measure_environment, report_header
-from bench.harness import machine_facts  # noqa: F401 - bench.soak imports it from here
 from bench.serverproc import free_port, running_server, slpt_serve_command
 from cohort.synth import generate_cohort
 

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench import BenchError
-from bench.next_sample import machine_facts
+from bench.harness import machine_facts
 from bench.serverproc import free_port, running_server, slpt_serve_command
 from cohort.synth import generate_cohort
 
