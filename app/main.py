@@ -21,7 +21,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
 from app.accounts import bootstrap_admin
-from app.api.security import Authenticator
+from app.security import Authenticator
 from app.inference_queue import InferenceQueue
 from app.jobs import fail_interrupted_jobs
 from app.modelstore import ModelStore
@@ -48,6 +48,7 @@ class SLPTApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.settings = AppSettings.from_conf(conf)
         self.layout = resolve_studies(studies)
+        self._build_services()
         super().__init__(
             app_dir=app_dir,
             studies=str(self.layout.root),
@@ -61,13 +62,31 @@ class SLPTApp(MONAILabelApp):
         # training; our train task scores with the model it just published instead (see app.tasks.train).
         self._auto_update_scoring = False
 
-    def init_datastore(self) -> Datastore:
-        """The SQL datastore (migrated to the newest schema), with new volumes in the studies folder ingested."""
+    def _build_services(self) -> None:
+        """What the app's tasks and routes share, built before MONAI Label's constructor asks for the datastore, infers
+        and trainers: the database (migrated to the newest schema), the inference queue, the upload lane, the
+        authenticator with the first admin, and the published models."""
         self.db_url = self.settings.db or default_db_url(self.layout.root)
         upgrade(self.db_url)
         self.engine = create_db_engine(self.db_url)
+        self.sessions = session_factory(self.engine)
+        self.infer_queue = InferenceQueue(self.settings.infer_workers, self.settings.infer_queue)
+        # Uploads queue among themselves: on a busy server their validation and writes would otherwise share the CPU
+        # (and SQLite's write lock) with every Next Sample claim (docs/design.md, "Faults, load and replicas").
+        self.label_lane = threading.BoundedSemaphore(self.settings.label_writers)
+        self.authenticator = Authenticator(self.sessions, self.settings.secret_key, self.settings.token_minutes)
+        bootstrap_admin(self.sessions, self.settings)
+        models = self.settings.work_dir(self.layout.root) / "models"
+        if leftovers := remove_partial_files(models):  # interrupted writes (a killed server): never acknowledged
+            logger.warning(f"removed {len(leftovers)} partial file(s) under {models}")
+        self.model_store = ModelStore(
+            self.sessions, folder=models, backbone_path=self.settings.backbone_path(self.layout.root)
+        )
+
+    def init_datastore(self) -> Datastore:
+        """The SQL datastore, with new volumes in the studies folder ingested."""
         datastore = SQLDatastore(
-            session_factory(self.engine),
+            self.sessions,
             images_dir=self.layout.images_dir,
             labels_dir=self.layout.labels_dir,
             label_values=set(LABELS.values()),
@@ -75,23 +94,11 @@ class SLPTApp(MONAILabelApp):
             groups=_msd_groups(self.layout),
             clock=self.settings.clock,
         )
-        for folder in (self.layout.labels_dir, self.settings.work_dir(self.layout.root) / "models"):
-            if leftovers := remove_partial_files(folder):  # interrupted writes (a killed server): never acknowledged
-                logger.warning(f"removed {len(leftovers)} partial file(s) under {folder}")
+        if leftovers := remove_partial_files(self.layout.labels_dir):  # interrupted label writes: never acknowledged
+            logger.warning(f"removed {len(leftovers)} partial file(s) under {self.layout.labels_dir}")
         datastore.refresh()
         if self.settings.import_labels and self.layout.is_msd:
             _import_ground_truth(datastore, self.layout)
-        self.infer_queue = InferenceQueue(self.settings.infer_workers, self.settings.infer_queue)
-        # Uploads queue among themselves: on a busy server their validation and writes would otherwise share the CPU
-        # (and SQLite's write lock) with every Next Sample claim (docs/design.md, "Faults, load and replicas").
-        self.label_lane = threading.BoundedSemaphore(self.settings.label_writers)
-        self.authenticator = Authenticator(datastore.sessions, self.settings.secret_key, self.settings.token_minutes)
-        bootstrap_admin(datastore.sessions, self.settings)
-        self.model_store = ModelStore(
-            datastore.sessions,
-            folder=self.settings.work_dir(self.layout.root) / "models",
-            backbone_path=self.settings.backbone_path(self.layout.root),
-        )
         return datastore
 
     def init_infers(self) -> dict[str, InferTask]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from fastapi import Depends, HTTPException, Request
 from monailabel.endpoints.user.auth import User
 
-from app.api.security import auth_on, current_user, role_of
+from app.api.security import auth_on, current_user
+from app.security import role_of
 
 ADMIN_ONLY = {
     ("PUT", "/datastore/"),
