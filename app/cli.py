@@ -12,9 +12,6 @@ from typing import Annotated, Optional
 
 import typer
 
-DEMO_UPSTREAM_CASES = 24
-DEMO_PRETRAIN_EPOCHS = 50  # 1,000 steps on the 24-case demo upstream cohort at 2.5 and 5 mm
-
 cli = typer.Typer(help="slpt-label: SLPT prompt tuning + TESLA selective labeling on MONAI Label.", no_args_is_help=True)
 
 
@@ -53,7 +50,7 @@ def serve(
     insecure: Annotated[bool, typer.Option(envvar="SLPT_INSECURE", help="Allow auth off on a non-loopback address")] = False,
     pretrain_if_missing: Annotated[bool, typer.Option(
         envvar="SLPT_PRETRAIN_IF_MISSING",
-        help="Pre-train the demo backbone first when the configured backbone file does not exist")] = False,
+        help="Install the backbone that ships with the code when the configured backbone file does not exist")] = False,
 ) -> None:
     """Start the MONAI Label server: a thin wrapper over `monailabel start_server`.
 
@@ -76,7 +73,7 @@ def serve(
                    "create-user`), or --insecure to serve it open anyway")
     backbone = settings.backbone_path(layout.root)
     if pretrain_if_missing and not backbone.is_file():
-        make_demo_backbone(backbone, backbone.parent / "demo-upstream")
+        install_demo_backbone(backbone)
     conf = ([("db", db)] if db else []) + ([("auth", "true")] if auth else [])
     start_server(studies, host=host, port=port, conf=conf, extra_args=extra)
 
@@ -99,15 +96,17 @@ def is_loopback(host: str) -> bool:
 
 @cli.command()
 def pretrain(
-    data: Annotated[Path, typer.Option(help="Upstream MSD-layout cohort with organ labels (e.g. `slpt synth --upstream`)")],
     out: Annotated[Path, typer.Option(help="Checkpoint to write (a JSON of its config and metrics is written beside it)")],
-    epochs: Annotated[int, typer.Option(help="Passes over the cohort (one random patch per case each)")] = DEMO_PRETRAIN_EPOCHS,
+    data: Annotated[Optional[Path], typer.Option(help="Upstream MSD-layout cohort with organ (and lesion) labels; default: the recipe's synthetic one, generated beside --out")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the cohort (one random patch per case and spacing each); default: the recipe's")] = None,
 ) -> None:
-    """Pre-train the backbone on an upstream cohort (the frozen network that prompts are tuned on)."""
+    """Pre-train a backbone with the project's recipe (models/recipes.py): the frozen network that prompts are tuned on.
+
+    Without --data this re-makes the backbone that ships with the code, from its synthetic upstream cohort."""
     from models.errors import ModelError
 
     try:
-        metrics = pretrain_with_progress(data, out, epochs)
+        metrics = make_backbone(out, data, epochs)
     except ModelError as exc:
         raise fail(str(exc))
     typer.echo(json.dumps(metrics, indent=2))
@@ -146,37 +145,50 @@ def demo(
     cases: Annotated[int, typer.Option(help="Volumes in the demo cohort")] = 60,
     size: Annotated[int, typer.Option(help="Edge length of the demo volumes (160: about 2.5 mm voxels, the working spacing)")] = 160,
 ) -> None:
-    """Make what the demo needs if it is missing: a synthetic cohort and a pre-trained backbone.
+    """Make what the demo needs if it is missing: a synthetic cohort and the pre-trained backbone.
 
-    The backbone goes to the studies' default location (`<studies>/.slpt/backbone.pt`); existing files are kept.
+    The backbone that ships with the code goes to the studies' default location (`<studies>/.slpt/backbone.pt`);
+    existing files are kept.
     """
     from cohort.synth import generate_cohort
 
-    studies, upstream = dir / "studies", dir / "upstream"
+    studies = dir / "studies"
     if not (studies / "dataset.json").is_file():
         generate_cohort(studies, cases=cases, seed=0, size=size)
     backbone = studies / ".slpt" / "backbone.pt"
     if not backbone.is_file():
-        make_demo_backbone(backbone, upstream, size)
+        install_demo_backbone(backbone)
     typer.echo(f"demo ready: studies {studies}, backbone {backbone}")
 
 
-def make_demo_backbone(backbone: Path, upstream: Path, size: int = 160) -> None:
-    """Pre-train the demo backbone into ``backbone`` on a synthetic upstream cohort made in ``upstream`` if missing."""
+def install_demo_backbone(backbone: Path) -> None:
+    """Put the backbone that ships with the code (checked by its sha256) at ``backbone``."""
+    from models.errors import ModelError
+    from models.recipes import install_embedded_backbone
+
+    try:
+        install_embedded_backbone(backbone)
+    except ModelError as exc:
+        raise fail(f"{exc} (`slpt pretrain --out FILE` re-makes one from the recipe)")
+    typer.echo(f"installed the shipped backbone at {backbone}")
+
+
+def make_backbone(out: Path, data: Path | None = None, epochs: int | None = None) -> dict:
+    """Pre-train a backbone with :data:`models.recipes.LESION` into ``out``; without ``data`` on the recipe's synthetic
+    upstream cohort, generated in ``<out>.upstream/`` if missing."""
     from cohort.synth import generate_cohort
-
-    if not (upstream / "dataset.json").is_file():
-        generate_cohort(upstream, cases=DEMO_UPSTREAM_CASES, seed=1, size=size, upstream=True)
-    typer.echo("pre-training the demo backbone (once; a few minutes on a CPU)")
-    pretrain_with_progress(upstream, backbone, DEMO_PRETRAIN_EPOCHS)
-
-
-def pretrain_with_progress(data: Path, out: Path, epochs: int) -> dict:
     from models.pretrain import pretrain_backbone
+    from models.recipes import LESION
     from models.training import progress_bar
 
+    if data is None:
+        data = out.with_name(out.stem + ".upstream")
+        if not (data / "dataset.json").is_file():
+            generate_cohort(data, cases=LESION.upstream_cases, seed=LESION.upstream_seed, size=LESION.upstream_size,
+                            upstream=True)
     with progress_bar("pre-training") as report:
-        return pretrain_backbone(data, out, epochs=epochs, progress=report)
+        return pretrain_backbone(data, out, LESION.backbone, epochs=epochs or LESION.epochs, progress=report,
+                                 schedule=LESION.schedule)
 
 
 db_cli = typer.Typer(help="Database administration.", no_args_is_help=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.backbone import BackboneConfig
+from models.recipes import LESION
 
 #: Seed of the development cohort on which the schedules are to be fixed; no profile draws data from it.
 DEV_COHORT_SEED = 7919
@@ -209,15 +210,17 @@ PROFILES: dict[str, SimProfile] = {
         reference_prompt=Schedule(steps=1600, lr=2e-2),
         reference_finetune=Schedule(steps=1500, lr=1e-3),
         reference_seeds=1,
-        upstream_cases=40,
-        pretrain_epochs=120,
-        pretrain_patch=48,
-        pretrain_batch=2,
-        backbone=BackboneConfig(name="dynunet", channels=(8, 16, 32, 64, 128), strides=(2, 2, 2, 2), num_res_units=1),
+        # the backbone recipe the product ships (models/recipes.py), so the study measures the served model's backbone
+        upstream_cases=LESION.upstream_cases,
+        upstream_seed=LESION.upstream_seed,
+        pretrain_epochs=LESION.epochs,
+        pretrain_patch=LESION.schedule.patch_size[0],
+        pretrain_batch=LESION.schedule.batch_size,
+        backbone=LESION.backbone,
         curve_strategies=("tesla", "random"),
         curve_budgets=(0.10, 0.20),
         prompt_stages=(1, 2, 3, 4),
-        pretrain_denoise=10.0,
+        pretrain_denoise=LESION.schedule.denoise_weight,
         finetune_budget_only=True,
         lr_decay="cosine",
     ),
