@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from experiments.dev_decisions import compare, in_largest_component, tumour_above, without_small_tumours
 from experiments.dev_sweep import DEV_CASES, sweep
+from experiments.lesion_report import report
 from sim.profiles import DEV_COHORT_SEED, PROFILES
 
 torch.set_num_threads(1)
@@ -41,7 +42,7 @@ def test_sweep_trains_on_the_development_cohort_and_reports_held_out_dice(tmp_pa
     assert all(DEV_COHORT_SEED not in (p.cohort_seed, p.upstream_seed, p.split_seed) for p in PROFILES.values())
 
 
-def test_decision_rules_are_scored_on_a_saved_network(tmp_path: Path):
+def test_decision_rules_and_the_lesion_report_read_a_saved_network(tmp_path: Path):
     test_sweep_trains_on_the_development_cohort_and_reports_held_out_dice(tmp_path)
     app = typer.Typer()
     app.command()(compare)
@@ -51,6 +52,15 @@ def test_decision_rules_are_scored_on_a_saved_network(tmp_path: Path):
     rows = {row["rule"]: row for row in map(json.loads, re.findall(r'^\{"rule".*\}$', result.output, re.MULTILINE))}
     assert set(rows) == {"argmax", "tumour>0.3", "argmax+liver", "tumour>0.3+liver", "argmax+min5", "tumour>0.3+min5"}
     assert all(0.0 <= row["liver_dice"] <= 1.0 for row in rows.values())
+
+    app = typer.Typer()
+    app.command()(report)
+    result = CliRunner().invoke(app, ["--network", str(tmp_path / "nets" / "seed0.pt"), "--out", str(tmp_path),
+                                      "--profile", "smoke"])
+    assert result.exit_code == 0, result.output
+    (line,) = re.findall(r'^\{"network".*\}$', result.output, re.MULTILINE)
+    figures = json.loads(line)
+    assert {"tumour_dice", "detection_f1", "fp_cases", "lesions_r<10", "detected_r10-20"} <= set(figures)
 
 
 def test_a_low_tumour_threshold_adds_tumour_and_the_component_rule_drops_islands():
