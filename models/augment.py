@@ -6,7 +6,10 @@ Prompt k is trained on family ``k mod 3``:
 - 1 ``spatial``: random flips, 90° rotations in the axial plane and a small affine warp;
 - 2 ``noise``: Gaussian noise and Gaussian blur — mimics dose and reconstruction kernels.
 
-Fine-tuning (a single model) uses all three families chained. Samples are dicts with ``"image"``
+Fine-tuning (a single model) draws the same patches per step as prompt tuning, K groups under the K families, so the
+two arms compare at equal data and augmentation (docs/design.md, "Diversified prompt tuning"). The noise family adds
+at most 9 HU (0.02 of the 450 HU window): no more than the weakest lesion contrast of the synthetic cohort (8 HU,
+native scans), so that noise augmentation cannot erase the lesions it is meant to make robust. Samples are dicts with ``"image"``
 (1, D, H, W) float32 in [0, 1] and ``"label"`` (1, D, H, W) integer classes.
 """
 
@@ -75,7 +78,7 @@ def family_transforms(name: str) -> list:
         ]
     if name == "noise":
         return [
-            RandGaussianNoised(keys="image", prob=1.0, std=0.06),
+            RandGaussianNoised(keys="image", prob=1.0, std=0.02),
             RandGaussianSmoothd(
                 keys="image", prob=0.5, sigma_x=(0.4, 1.2), sigma_y=(0.4, 1.2), sigma_z=(0.4, 1.2)
             ),

@@ -25,7 +25,7 @@ import torch
 from monai.losses import DiceCELoss
 from tqdm import tqdm
 
-from models.augment import FAMILIES, family_name, make_sampler
+from models.augment import family_name, make_sampler
 from models.device import autocast, cpu_fast_layout, pick_device
 from models.ranks import RANK_SEED_STRIDE, data_parallel, process_rank
 from models.errors import ModelError
@@ -176,22 +176,24 @@ def train_prompts(
     cpu_fast_layout(model.to(device)).train()
     rng = np.random.default_rng(cfg.seed)
     rank = process_rank()
-    k = model.num_prompts
+    # Fine-tuning draws the prompt arm's patches: K groups of batch_per_prompt, group p under family p (K from the
+    # config, which a fine-tune model keeps), so the two arms compare at equal data and augmentation per step.
+    k = model.config.num_prompts
     n = len(data)
 
     if model.mode == "prompt":
         case_indices = [
             sorted(rng.choice(n, size=n, replace=True).tolist()) if cfg.bootstrap else list(range(n)) for _ in range(k)
         ]
-        families = [[family_name(p)] for p in range(k)]
     else:
-        case_indices, families = [list(range(n))], [list(FAMILIES)]
+        case_indices = [list(range(n)) for _ in range(k)]  # no bagging: that is the prompts' diversity, not data
+    families = [[family_name(p)] for p in range(k)]
     samplers = [
         make_sampler(model.config.roi_size, model.config.num_classes, families[p],
                      seed=cfg.seed * 1000 + p + RANK_SEED_STRIDE * rank, class_ratios=cfg.class_ratios)
         for p in range(k)
     ]
-    prompt_index = torch.arange(k, device=device).repeat_interleave(cfg.batch_per_prompt)
+    prompt_index = torch.arange(k, device=device).repeat_interleave(cfg.batch_per_prompt)  # fine-tuning ignores it
     if rank:  # every rank trains the same bags (drawn above) on its own patches
         rng = np.random.default_rng([cfg.seed, rank])
     forward = data_parallel(model, device)

@@ -81,8 +81,9 @@ def test_finetune_mode_trains_the_whole_backbone_from_nifti_paths(tmp_path, tiny
     model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI, **GEOMETRY, mode="finetune"))
     before = [p.clone() for p in model.backbone.parameters()]
     result = train_prompts(model, paths, TrainConfig(steps=3))
-    assert result.families == [["intensity", "spatial", "noise"]]
-    assert result.case_indices == [[0, 1, 2]]
+    # the prompt arm's patches and augmentation: K groups, one family each, every case in each (no bagging)
+    assert result.families == [["intensity"], ["spatial"], ["noise"]]
+    assert result.case_indices == [[0, 1, 2]] * 3
     assert any(not torch.equal(b, p) for b, p in zip(before, model.backbone.parameters()))
 
 
@@ -152,3 +153,21 @@ def test_training_follows_its_learning_rate_decay(tiny_cases):
     assert constant_result.losses[0] == cosine_result.losses[0]
     differ = [not torch.equal(a, b) for a, b in zip(constant.tunable_parameters(), cosine.tunable_parameters())]
     assert any(differ)
+
+
+@pytest.mark.parametrize("mode", ["prompt", "finetune"])
+def test_both_arms_train_on_k_times_batch_patches_per_step(tiny_cases, monkeypatch, mode):
+    """Fine-tuning gets as many patches per step as prompt tuning (K × batch_per_prompt), not batch_per_prompt."""
+    import models.training as training
+
+    sizes = []
+    real_step = training.training_step
+
+    def counting_step(model, optimizer, scaler, loss_fn, images, labels, prompt_index, extra_loss=None):
+        sizes.append(images.shape[0])
+        return real_step(model, optimizer, scaler, loss_fn, images, labels, prompt_index, extra_loss)
+
+    monkeypatch.setattr(training, "training_step", counting_step)
+    model = SLPTNet(build_backbone(TINY), SLPTConfig(roi_size=ROI, **GEOMETRY, mode=mode, num_prompts=3))
+    train_prompts(model, tiny_cases[:3], TrainConfig(steps=2, batch_per_prompt=2))
+    assert sizes == [6, 6]
