@@ -69,24 +69,24 @@ class SLPTApp(MONAILabelApp):
         self.db_url = self.settings.db or default_db_url(self.layout.root)
         upgrade(self.db_url)
         self.engine = create_db_engine(self.db_url)
-        self.sessions = session_factory(self.engine)
+        self.db_sessions = session_factory(self.engine)  # not "sessions": MONAILabelApp.sessions() serves /session/
         self.infer_queue = InferenceQueue(self.settings.infer_workers, self.settings.infer_queue)
         # Uploads queue among themselves: on a busy server their validation and writes would otherwise share the CPU
         # (and SQLite's write lock) with every Next Sample claim (docs/design.md, "Faults, load and replicas").
         self.label_lane = threading.BoundedSemaphore(self.settings.label_writers)
-        self.authenticator = Authenticator(self.sessions, self.settings.secret_key, self.settings.token_minutes)
-        bootstrap_admin(self.sessions, self.settings)
+        self.authenticator = Authenticator(self.db_sessions, self.settings.secret_key, self.settings.token_minutes)
+        bootstrap_admin(self.db_sessions, self.settings)
         models = self.settings.work_dir(self.layout.root) / "models"
         if leftovers := remove_partial_files(models):  # interrupted writes (a killed server): never acknowledged
             logger.warning(f"removed {len(leftovers)} partial file(s) under {models}")
         self.model_store = ModelStore(
-            self.sessions, folder=models, backbone_path=self.settings.backbone_path(self.layout.root)
+            self.db_sessions, folder=models, backbone_path=self.settings.backbone_path(self.layout.root)
         )
 
     def init_datastore(self) -> Datastore:
         """The SQL datastore, with new volumes in the studies folder ingested."""
         datastore = SQLDatastore(
-            self.sessions,
+            self.db_sessions,
             images_dir=self.layout.images_dir,
             labels_dir=self.layout.labels_dir,
             label_values=set(LABELS.values()),

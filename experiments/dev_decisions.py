@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -28,13 +27,9 @@ import torch
 import typer
 from scipy import ndimage
 
-from cohort.msd import load_msd
-from models.backbone import load_backbone
-from models.checkpoint import load_slpt
-from experiments.dev_sweep import DEV_CASES, development_split
+from experiments.dev_sweep import DEV_CASES, saved_network_on_held_out
 from sim.evaluation import mean_probabilities, score_predictions
-from sim.prepared import LIVER, TUMOUR, prepared_cohort
-from sim.profiles import DEV_COHORT_SEED, PROFILES
+from sim.prepared import LIVER, TUMOUR
 
 Decision = Callable[[np.ndarray], np.ndarray]
 
@@ -105,10 +100,7 @@ def compare(
 ) -> None:
     """Score every decision rule on the held-out development cases, one JSON line per rule."""
     torch.set_num_threads(threads)
-    dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED)
-    cohort, _cache = prepared_cohort(load_msd(out / "cohort"), out / "backbone.pt", out, dev)
-    _pool, held_out = development_split(cohort)
-    model = load_slpt(network, load_backbone(out / "backbone.pt")[0])
+    model, cohort, held_out, _dev = saved_network_on_held_out(network, out, cases, profile)
     probabilities = [mean_probabilities(model, cohort, i, overlap) for i in held_out]
     rules = decision_rules([float(t) for t in thresholds.split(",") if t], [int(n) for n in min_sizes.split(",") if n])
     for name, decide in rules.items():

@@ -23,12 +23,13 @@ import typer
 
 from cohort.msd import load_msd
 from models.backbone import load_backbone
-from models.checkpoint import save_slpt
+from models.checkpoint import load_slpt, save_slpt
+from models.slpt import SLPTNet
 from models.training import progress_bar
 from sim.evaluation import evaluate
 from sim.network import build_network, train_network
 from sim.prepared import PreparedCohort, prepared_cohort, split_pool_test
-from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule
+from sim.profiles import DEV_COHORT_SEED, PROFILES, Schedule, SimProfile
 from sim.synthetic import prepare_synthetic
 
 DEV_CASES = 60
@@ -39,6 +40,17 @@ GLOBAL_KEYS = ("tumour_dice", "tumour_dice_global", "liver_dice")
 def development_split(cohort: PreparedCohort) -> tuple[list[int], list[int]]:
     """(volumes to label from, held-out volumes) of the development cohort: a fixed quarter held out."""
     return split_pool_test(cohort, 0.25, DEV_SPLIT_SEED)
+
+
+def saved_network_on_held_out(
+    network: Path, out: Path, cases: int, profile: str
+) -> tuple[SLPTNet, PreparedCohort, list[int], SimProfile]:
+    """A network :func:`sweep` saved (``--save``), the development cohort it was trained on (in ``out``), its held-out
+    cases and the development profile: what every analysis of a saved network starts from."""
+    dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED)
+    cohort, _cache = prepared_cohort(load_msd(out / "cohort"), out / "backbone.pt", out, dev)
+    _pool, held_out = development_split(cohort)
+    return load_slpt(network, load_backbone(out / "backbone.pt")[0]), cohort, held_out, dev
 
 
 def sweep(

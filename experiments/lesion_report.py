@@ -8,20 +8,14 @@ that :mod:`experiments.dev_sweep` saved (``--save``) and prints one JSON line.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
 
-from cohort.msd import load_msd
-from experiments.dev_sweep import DEV_CASES, development_split
-from models.backbone import load_backbone
-from models.checkpoint import load_slpt
+from experiments.dev_sweep import DEV_CASES, saved_network_on_held_out
 from sim.evaluation import lesion_summary, mean_probabilities, score_predictions
-from sim.prepared import prepared_cohort
-from sim.profiles import DEV_COHORT_SEED, PROFILES
 
 
 def report(
@@ -33,10 +27,7 @@ def report(
 ) -> None:
     """Print the held-out development figures of one saved network as one JSON line."""
     torch.set_num_threads(threads)
-    dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED)
-    cohort, _cache = prepared_cohort(load_msd(out / "cohort"), out / "backbone.pt", out, dev)
-    _pool, held_out = development_split(cohort)
-    model = load_slpt(network, load_backbone(out / "backbone.pt")[0])
+    model, cohort, held_out, dev = saved_network_on_held_out(network, out, cases, profile)
     labels = [mean_probabilities(model, cohort, i).argmax(axis=0) for i in held_out]
     summary, _ = score_predictions(cohort, held_out, labels)
     lesions = lesion_summary(cohort, held_out, labels, dev.spacing)
