@@ -2,8 +2,9 @@
 
 Each case is a ``size``³ CT-like volume in Hounsfield units (int16) drawn by :mod:`cohort.phantom`, with
 labels 0 background, 1 liver, 2 tumour — or, for the upstream pre-training cohort, 1 liver (never with a
-tumour), 2 spleen, 3 kidney, 4 lesion (of the spleen or a kidney, in 90 % of the cases). Files: ``imagesTr/case_0000.nii.gz``, ``labelsTr/case_0000.nii.gz``,
-``dataset.json`` (MSD keys plus ``slpt_groups``) and ``groups.csv``.
+tumour), 2 spleen, 3 kidney, 4 lesion (of the spleen or a kidney, in 90 % of the cases). Files:
+``imagesTr/case_0000.nii.gz``, ``labelsTr/case_0000.nii.gz``, ``dataset.json`` (MSD keys plus ``slpt_groups``) and
+``groups.csv``.
 
 Randomness: case ``i`` draws only from ``default_rng([seed, case_stream, i])``, so a case is the same
 whatever the cohort size. Groups and tumour-free cases are dealt per block of

@@ -6,7 +6,6 @@ label compare by size, spacing, origin and direction whatever their formats.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from db.errors import DBError
+from storage.digest import file_sha256
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
 # MONAI Label image ids are file stems; anything that could leave the studies folder is refused.
@@ -62,11 +62,8 @@ def image_id_of(path: Path) -> str:
 
 
 def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return f"SHA256:{digest.hexdigest()}"
+    """The checksum in the form Slicer verifies downloads with (``SHA256:<hex>``)."""
+    return f"SHA256:{file_sha256(path)}"
 
 
 def _read_header(path: Path) -> sitk.ImageFileReader:

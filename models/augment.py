@@ -9,8 +9,9 @@ Prompt k is trained on family ``k mod 3``:
 Fine-tuning (a single model) draws the same patches per step as prompt tuning, K groups under the K families, so the
 two arms compare at equal data and augmentation (docs/design.md, "Diversified prompt tuning"). The noise family adds
 at most 9 HU (0.02 of the 450 HU window): no more than the weakest lesion contrast of the synthetic cohort (8 HU,
-native scans), so that noise augmentation cannot erase the lesions it is meant to make robust. Samples are dicts with ``"image"``
-(1, D, H, W) float32 in [0, 1] and ``"label"`` (1, D, H, W) integer classes.
+native scans), so that noise augmentation cannot erase the lesions it is meant to make robust.
+
+Samples are dicts with ``"image"`` (1, D, H, W) float32 in [0, 1] and ``"label"`` (1, D, H, W) integer classes.
 """
 
 from __future__ import annotations

@@ -10,14 +10,14 @@ the checksum names the kept file, not the recipe.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.backbone import BackboneConfig, config_path
 from models.errors import CheckpointError
 from models.pretrain import PretrainConfig
+from storage.atomic import atomic_copy
+from storage.digest import file_sha256
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,6 @@ EMBEDDED_BACKBONE = Path(__file__).parent / "weights" / "lesion_backbone.pt"
 EMBEDDED_SHA256 = "c6eeeb1e7a031d7709ca3025d2c3d9b76583b55d30a1beca23510bd179d11c26"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def install_embedded_backbone(dest: Path) -> Path:
     """Copy the shipped backbone and its JSON to ``dest`` (and ``dest``'s ``.json``) after checking its sha256.
 
@@ -75,12 +67,13 @@ def install_embedded_backbone(dest: Path) -> Path:
     """
     if not EMBEDDED_BACKBONE.is_file():
         raise CheckpointError(f"the shipped backbone is missing: {EMBEDDED_BACKBONE}")
-    found = sha256_of(EMBEDDED_BACKBONE)
+    found = file_sha256(EMBEDDED_BACKBONE)
     if found != EMBEDDED_SHA256:
         raise CheckpointError(
             f"the shipped backbone {EMBEDDED_BACKBONE} has sha256 {found}, not the recorded {EMBEDDED_SHA256}"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(config_path(EMBEDDED_BACKBONE), config_path(dest))
-    shutil.copyfile(EMBEDDED_BACKBONE, dest)  # the checkpoint last: a present .pt always has its JSON
+    # atomic, the checkpoint last: a present .pt is whole and has its JSON (a killed install is redone next start)
+    atomic_copy(config_path(EMBEDDED_BACKBONE), config_path(dest))
+    atomic_copy(EMBEDDED_BACKBONE, dest)
     return dest

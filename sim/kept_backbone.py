@@ -10,7 +10,6 @@ last bits; that is noise of the same kind as training on another CPU, not anothe
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sim import results as files
 from sim.design import SimulationError
 from sim.profiles import SimProfile
 from storage.atomic import atomic_copy
+from storage.digest import file_sha256
 
 #: Name of the kept backbone inside the records folder (its architecture, ``backbone.json``, beside it).
 BACKBONE_FILE = "backbone.pt"
@@ -41,14 +41,6 @@ class KeptBackbone:
         """What ``run.json`` records of it (under ``"backbone"``)."""
         return {"file": self.path.name, "sha256": self.sha256, "json_sha256": self.json_sha256, "bytes": self.size,
                 "recipe": self.recipe}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def backbone_recipe(profile: SimProfile) -> dict:

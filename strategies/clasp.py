@@ -63,17 +63,11 @@ class ClaSPEntropy(Strategy):
         tau = self.temperature(pool.labeled.shape[0], scores.shape[0])
         noise = np.random.default_rng(seed).gumbel(size=scores.shape)
         keys = np.log(np.maximum(scores, _FLOOR)) + tau * noise
-        order = [list(np.lexsort((np.arange(len(k)), -k))) for k in keys.T]  # per class, best first
         active = [c for c in range(scores.shape[1]) if (scores[:, c] > 0).any()] or list(range(scores.shape[1]))
+        # per active class, the pool best first (ties by index); each holds every volume, so every turn picks one
+        ranked = [iter(np.lexsort((np.arange(len(k)), -k)).tolist()) for k in keys[:, active].T]
         picks: list[int] = []
-        taken: set[int] = set()
-        turn = 0
         while len(picks) < n_picks:
-            column = order[active[turn % len(active)]]
-            while column and column[0] in taken:
-                column.pop(0)
-            if column:
-                picks.append(int(column[0]))
-                taken.add(int(column[0]))
-            turn += 1
+            queue = ranked[len(picks) % len(ranked)]
+            picks.append(next(i for i in queue if i not in picks))
         return picks

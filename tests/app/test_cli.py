@@ -184,11 +184,12 @@ def test_admin_create_user_refuses_bad_input_with_a_message(args, message, tmp_p
 
 
 def test_demo_makes_its_cohort_and_installs_the_shipped_backbone_without_pre_training(tmp_path: Path):
-    from models.recipes import EMBEDDED_SHA256, sha256_of
+    from models.recipes import EMBEDDED_SHA256
+    from storage.digest import file_sha256
 
     result = slpt_inline("demo", "--dir", str(tmp_path / "demo"), "--cases", "2", "--size", "24")
     assert result.exit_code == 0, result.output
     backbone = tmp_path / "demo" / "studies" / ".slpt" / "backbone.pt"
-    assert sha256_of(backbone) == EMBEDDED_SHA256 and backbone.with_suffix(".json").is_file()
+    assert file_sha256(backbone) == EMBEDDED_SHA256 and backbone.with_suffix(".json").is_file()
     assert not (tmp_path / "demo" / "upstream").exists()  # nothing was pre-trained
     assert len(list((tmp_path / "demo" / "studies" / "imagesTr").iterdir())) == 2

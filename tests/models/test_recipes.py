@@ -13,11 +13,12 @@ from models.backbone import config_path, load_backbone, read_backbone_info
 from models.errors import CheckpointError
 from models import recipes
 from models.slpt import SLPTConfig, SLPTNet
+from storage.digest import file_sha256
 
 
 def test_the_shipped_backbone_installs_checked_and_loads_as_the_recipe_describes(tmp_path: Path):
     dest = recipes.install_embedded_backbone(tmp_path / "studies" / ".slpt" / "backbone.pt")
-    assert recipes.sha256_of(dest) == recipes.EMBEDDED_SHA256
+    assert file_sha256(dest) == recipes.EMBEDDED_SHA256
     assert dest.stat().st_size <= 10 * 2**20  # the most a committed artefact may weigh
     info = read_backbone_info(dest)
     assert info.config.name == recipes.LESION.backbone.name and info.config.channels == recipes.LESION.backbone.channels
