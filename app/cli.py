@@ -104,9 +104,12 @@ def pretrain(
 
     Without --data this re-makes the backbone that ships with the code, from its synthetic upstream cohort."""
     from models.errors import ModelError
+    from models.recipes import LESION
+    from models.training import progress_bar
 
     try:
-        metrics = make_backbone(out, data, epochs)
+        with progress_bar("pre-training") as report:
+            metrics = LESION.make(out, data=data, epochs=epochs, progress=report)
     except ModelError as exc:
         raise fail(str(exc))
     typer.echo(json.dumps(metrics, indent=2))
@@ -171,24 +174,6 @@ def install_demo_backbone(backbone: Path) -> None:
     except ModelError as exc:
         raise fail(f"{exc} (`slpt pretrain --out FILE` re-makes one from the recipe)")
     typer.echo(f"installed the shipped backbone at {backbone}")
-
-
-def make_backbone(out: Path, data: Path | None = None, epochs: int | None = None) -> dict:
-    """Pre-train a backbone with :data:`models.recipes.LESION` into ``out``; without ``data`` on the recipe's synthetic
-    upstream cohort, generated in ``<out>.upstream/`` if missing."""
-    from cohort.synth import generate_cohort
-    from models.pretrain import pretrain_backbone
-    from models.recipes import LESION
-    from models.training import progress_bar
-
-    if data is None:
-        data = out.with_name(out.stem + ".upstream")
-        if not (data / "dataset.json").is_file():
-            generate_cohort(data, cases=LESION.upstream_cases, seed=LESION.upstream_seed, size=LESION.upstream_size,
-                            upstream=True)
-    with progress_bar("pre-training") as report:
-        return pretrain_backbone(data, out, LESION.backbone, epochs=epochs or LESION.epochs, progress=report,
-                                 schedule=LESION.schedule)
 
 
 db_cli = typer.Typer(help="Database administration.", no_args_is_help=True)

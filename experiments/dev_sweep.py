@@ -68,7 +68,7 @@ def sweep(
     eval_every: Annotated[int, typer.Option(help="Also evaluate every N steps (0: only at the end)")] = 0,
     upstream_cases: Annotated[int, typer.Option(help="Upstream cohort size of a new backbone (0: the profile's)")] = 0,
     pretrain_epochs: Annotated[int, typer.Option(help="Pre-training epochs of a new backbone (0: the profile's)")] = 0,
-    denoise: Annotated[float, typer.Option(help="Denoising weight of a new backbone's pre-training")] = 0.0,
+    denoise: Annotated[float, typer.Option(help="Denoising weight of a new backbone's pre-training (-1: the profile's)")] = -1.0,
     tumour_ratio: Annotated[float, typer.Option(help="Tumour patch centres per liver (or background) centre")] = 1.0,
     fpu_rank: Annotated[int, typer.Option(help="FPU width r")] = 8,
     head_stages: Annotated[str, typer.Option(help="Comma-separated encoder stages the head also reads ('' = none)")] = "",
@@ -79,14 +79,16 @@ def sweep(
 ) -> None:
     """Train one schedule on the development cohort and print its held-out Dice, one JSON line per seed."""
     torch.set_num_threads(threads)
-    dev = replace(PROFILES[profile], cases=cases, cohort_seed=DEV_COHORT_SEED, patch=patch,
+    base = PROFILES[profile]
+    recipe = replace(base.recipe, upstream_cases=upstream_cases or base.recipe.upstream_cases,
+                     epochs=pretrain_epochs or base.recipe.epochs)
+    if denoise >= 0:
+        recipe = recipe.with_schedule(denoise_weight=denoise)
+    dev = replace(base, cases=cases, cohort_seed=DEV_COHORT_SEED, patch=patch,
                   batch_per_prompt=batch_per_prompt,
                   class_ratios=None if tumour_ratio == 1.0 else (1.0, 1.0, tumour_ratio),
                   fpu_rank=fpu_rank, head_reads_stages=tuple(int(s) for s in head_stages.split(",") if s),
-                  head_kernel=head_kernel, head_reads_image=head_image,
-                  upstream_cases=upstream_cases or PROFILES[profile].upstream_cases,
-                  pretrain_epochs=pretrain_epochs or PROFILES[profile].pretrain_epochs,
-                  pretrain_denoise=denoise)
+                  head_kernel=head_kernel, head_reads_image=head_image, recipe=recipe)
     cohort_dir, backbone_path = prepare_synthetic(out, dev)
     cohort, _cache = prepared_cohort(load_msd(cohort_dir), backbone_path, out, dev)
     backbone, backbone_config = load_backbone(backbone_path)

@@ -55,6 +55,8 @@ class PretrainConfig:
             :class:`DenoisingHead`).
         denoise_sigma: largest standard deviation of the noise added for that term (windowed units, per patch
             drawn uniformly in [0, sigma]).
+        class_ratios: relative frequency of each class as a patch centre (None: equal). Small, rare classes (the
+            upstream lesion class) learn faster when they centre more patches.
     """
 
     patch_size: tuple[int, int, int] = (48, 48, 48)
@@ -68,6 +70,7 @@ class PretrainConfig:
     hu_window: tuple[float, float] = HU_WINDOW
     denoise_weight: float = 0.0
     denoise_sigma: float = 0.1
+    class_ratios: tuple[float, ...] | None = None
 
 
 class DenoisingHead(nn.Module):
@@ -162,7 +165,11 @@ def pretrain_backbone(
     torch.manual_seed(schedule.seed)
     device = pick_device(schedule.device)
     model = build_backbone(cfg).to(device).train()
-    sampler = make_sampler(schedule.patch_size, len(labels), list(PRETRAIN_FAMILIES), seed=schedule.seed)
+    if schedule.class_ratios is not None and len(schedule.class_ratios) != len(labels):
+        raise ModelError(f"class_ratios has {len(schedule.class_ratios)} entries for {len(labels)} classes")
+    sampler = make_sampler(
+        schedule.patch_size, len(labels), list(PRETRAIN_FAMILIES), seed=schedule.seed, class_ratios=schedule.class_ratios
+    )
     rng = np.random.default_rng(schedule.seed)
     denoiser = DenoisingHead(model).to(device) if schedule.denoise_weight > 0 else None
     parameters = list(model.parameters()) + (list(denoiser.parameters()) if denoiser else [])
@@ -219,6 +226,8 @@ def pretrain_backbone(
         "device": str(device),
         "denoise_weight": schedule.denoise_weight,
         "denoise_sigma": schedule.denoise_sigma,
+        "class_ratios": None if schedule.class_ratios is None else list(schedule.class_ratios),
+        "batch_size": schedule.batch_size,
     }
     save_backbone(model.cpu(), cfg, out, metrics)
     return metrics

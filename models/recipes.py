@@ -10,13 +10,16 @@ the checksum names the kept file, not the recipe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from models.backbone import BackboneConfig, config_path
 from models.errors import CheckpointError
-from models.pretrain import PretrainConfig
-from storage.atomic import atomic_copy
+from models.pretrain import PretrainConfig, pretrain_backbone
+from models.training import Progress
+from storage.atomic import atomic_copy, atomic_path
 from storage.digest import file_sha256
 
 
@@ -33,6 +36,38 @@ class BackboneRecipe:
     upstream_seed: int
     upstream_size: int
     schedule: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (lists, not tuples, so that it equals itself read back): what a study records of the recipe
+        that made its backbone."""
+        return json.loads(json.dumps(asdict(self) | {"backbone": self.backbone.to_dict()}))
+
+    def upstream_cohort(self, folder: Path, progress: bool = True) -> Path:
+        """The recipe's synthetic upstream cohort in ``folder``, generated once (into a scratch folder moved into
+        place when complete, so an interrupted generation is redone). Returns ``folder``."""
+        from cohort.synth import generate_cohort  # the generator is only needed where no cohort is given
+
+        if not (folder / "dataset.json").is_file():
+            with atomic_path(folder) as scratch:
+                generate_cohort(scratch, self.upstream_cases, self.upstream_seed, self.upstream_size, upstream=True,
+                                progress=progress)
+        return folder
+
+    def make(
+        self, out: Path, data: Path | None = None, upstream: Path | None = None, epochs: int | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Pre-train a backbone into ``out`` (and its ``.json``): on ``data`` (an MSD-layout upstream cohort) or else
+        on the recipe's synthetic one, generated once into ``upstream`` (default: ``<out stem>.upstream`` beside
+        ``out``). ``epochs`` overrides the recipe's. Returns the pre-training metrics."""
+        if data is None:
+            data = self.upstream_cohort(upstream or out.with_name(out.stem + ".upstream"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return pretrain_backbone(data, out, self.backbone, epochs or self.epochs, progress, self.schedule)
+
+    def with_schedule(self, **changes: Any) -> BackboneRecipe:
+        """This recipe with some fields of its :class:`~models.pretrain.PretrainConfig` changed."""
+        return replace(self, schedule=replace(self.schedule, **changes))
 
 
 #: A full-resolution, lesion-aware backbone: a DynUNet whose stride-1 first stage gives the head a feature at the

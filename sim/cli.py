@@ -36,7 +36,7 @@ def simulate(
     from models.errors import ModelError
     from cohort.msd import CohortError, load_msd
     from sim.design import SimulationError, check_study, design_identity, study_of
-    from sim.kept_backbone import backbone_recipe, kept_backbone
+    from sim.kept_backbone import kept_backbone
     from sim.profiles import PROFILES
     from sim.report import write_report
     from sim.runner import run_simulation
@@ -77,7 +77,7 @@ def simulate(
         recipe = None
         if synthetic and backbone is None and kept is None:
             data, backbone = prepare_synthetic(out, chosen)
-            recipe = backbone_recipe(chosen)
+            recipe = chosen.recipe.to_dict()
         elif synthetic:
             data = synthetic_cohort(out, chosen)
         deadline = None if stop_after is None else started + 60 * stop_after

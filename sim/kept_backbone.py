@@ -43,18 +43,6 @@ class KeptBackbone:
                 "recipe": self.recipe}
 
 
-def backbone_recipe(profile: SimProfile) -> dict:
-    """How ``--synthetic`` makes a profile's backbone: the upstream cohort, the pre-training schedule and the
-    architecture. JSON-ready."""
-    return {
-        "upstream_cases": profile.upstream_cases, "upstream_seed": profile.upstream_seed, "size": profile.size,
-        "pretrain_epochs": profile.pretrain_epochs, "pretrain_patch": profile.pretrain_patch,
-        "pretrain_batch": profile.pretrain_batch, "pretrain_denoise": profile.pretrain_denoise,
-        "spacing": list(profile.spacing), "coarse_spacing": list(profile.coarse_spacing),
-        "backbone": profile.backbone.to_dict(),
-    }
-
-
 def kept_backbone(records: Path, design: dict | None = None) -> KeptBackbone | None:
     """The backbone ``records`` keeps, its files checked against the SHA-256 in ``run.json``; None where the records
     keep none yet. Raises :class:`SimulationError` for a file that is missing or differs, and (where ``design`` is

@@ -30,7 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.backbone import BackboneConfig
-from models.recipes import LESION
+from models.pretrain import PretrainConfig
+from models.recipes import LESION, BackboneRecipe
 
 #: Seed of the development cohort on which the schedules are to be fixed; no profile draws data from it.
 DEV_COHORT_SEED = 7919
@@ -73,12 +74,9 @@ class SimProfile:
             of the full-data references.
         reference_seeds: seeds of the full-data references (at most ``seeds``); they train on the whole
             pool, so only the training seed varies, and the report uses their mean.
-        upstream_cases, pretrain_epochs, pretrain_patch, pretrain_batch, backbone: the upstream backbone made for
-            ``--synthetic`` runs (pre-trained at ``spacing`` and ``coarse_spacing``).
-        pretrain_denoise: weight of the self-supervised denoising term of that pre-training
-            (:class:`models.pretrain.DenoisingHead`; 0 = the organ task only).
-        cohort_seed, upstream_seed, split_seed: seeds of the downstream cohort, the upstream cohort and the
-            pool/test split.
+        recipe: how ``--synthetic`` runs make their backbone (:class:`models.recipes.BackboneRecipe`: upstream cohort,
+            architecture, pre-training at ``spacing`` and ``coarse_spacing``).
+        cohort_seed, split_seed: seeds of the downstream cohort and the pool/test split.
         workers: parallel processes (one torch thread each) at most.
     """
 
@@ -102,15 +100,10 @@ class SimProfile:
     reference_prompt: Schedule
     reference_finetune: Schedule
     reference_seeds: int
-    upstream_cases: int
-    pretrain_epochs: int
-    pretrain_patch: int
-    pretrain_batch: int
-    backbone: BackboneConfig
+    recipe: BackboneRecipe
     curve_strategies: tuple[str, ...] = ()
     curve_budgets: tuple[float, ...] = ()
     cohort_seed: int = 0
-    upstream_seed: int = 1
     split_seed: int = 2
     workers: int = 2
     class_ratios: tuple[float, ...] | None = None
@@ -119,9 +112,17 @@ class SimProfile:
     head_reads_stages: tuple[int, ...] = ()
     head_kernel: int = 1
     head_reads_image: bool = False
-    pretrain_denoise: float = 0.0
     finetune_budget_only: bool = False
     lr_decay: str = "constant"
+
+    def __post_init__(self) -> None:
+        # the backbone serves both stages of the cascade: it must be pre-trained at the spacings the study works at
+        pretrained = (self.recipe.schedule.spacing, self.recipe.schedule.coarse_spacing)
+        if pretrained != (self.spacing, self.coarse_spacing):
+            raise ValueError(
+                f"profile {self.name!r} works at {self.spacing} / {self.coarse_spacing} mm but its backbone recipe "
+                f"pre-trains at {pretrained[0]} / {pretrained[1]} mm"
+            )
 
 
 PROFILES: dict[str, SimProfile] = {
@@ -146,11 +147,11 @@ PROFILES: dict[str, SimProfile] = {
         reference_prompt=Schedule(steps=60, lr=3e-2),
         reference_finetune=Schedule(steps=60, lr=1e-3),
         reference_seeds=2,
-        upstream_cases=16,
-        pretrain_epochs=15,
-        pretrain_patch=32,
-        pretrain_batch=2,
-        backbone=BackboneConfig(channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1),
+        recipe=BackboneRecipe(
+            name="quick", backbone=BackboneConfig(channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1),
+            epochs=15, upstream_cases=16, upstream_seed=1, upstream_size=96,
+            schedule=PretrainConfig(patch_size=(32, 32, 32), spacing=(4.0, 4.0, 4.0), coarse_spacing=(8.0, 8.0, 8.0)),
+        ),
     ),
     "smoke": SimProfile(
         name="smoke",
@@ -173,11 +174,12 @@ PROFILES: dict[str, SimProfile] = {
         reference_prompt=Schedule(steps=2, lr=3e-2),
         reference_finetune=Schedule(steps=2, lr=1e-3),
         reference_seeds=1,
-        upstream_cases=4,
-        pretrain_epochs=1,
-        pretrain_patch=16,
-        pretrain_batch=2,
-        backbone=BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        recipe=BackboneRecipe(
+            name="smoke", backbone=BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+            epochs=1, upstream_cases=4, upstream_seed=1, upstream_size=24,
+            schedule=PretrainConfig(patch_size=(16, 16, 16), spacing=(16.0, 16.0, 16.0),
+                                    coarse_spacing=(32.0, 32.0, 32.0)),
+        ),
         workers=1,
     ),
     # The study (issue "A tumour model that sees lesions"): a backbone whose head reads a full-resolution feature and
@@ -211,16 +213,10 @@ PROFILES: dict[str, SimProfile] = {
         reference_finetune=Schedule(steps=1500, lr=1e-3),
         reference_seeds=1,
         # the backbone recipe the product ships (models/recipes.py), so the study measures the served model's backbone
-        upstream_cases=LESION.upstream_cases,
-        upstream_seed=LESION.upstream_seed,
-        pretrain_epochs=LESION.epochs,
-        pretrain_patch=LESION.schedule.patch_size[0],
-        pretrain_batch=LESION.schedule.batch_size,
-        backbone=LESION.backbone,
+        recipe=LESION,
         curve_strategies=("tesla", "random"),
         curve_budgets=(0.10, 0.20),
         prompt_stages=(1, 2, 3, 4),
-        pretrain_denoise=LESION.schedule.denoise_weight,
         finetune_budget_only=True,
         lr_decay="cosine",
     ),

@@ -39,7 +39,7 @@ def test_sweep_trains_on_the_development_cohort_and_reports_held_out_dice(tmp_pa
     generator = json.loads((tmp_path / "cohort" / "dataset.json").read_text())["slpt_generator"]
     # The development cohort is its own draw: a seed no profile uses for its study data.
     assert generator == {"seed": DEV_COHORT_SEED, "size": PROFILES["smoke"].size, "cases": DEV_CASES, "upstream": False}
-    assert all(DEV_COHORT_SEED not in (p.cohort_seed, p.upstream_seed, p.split_seed) for p in PROFILES.values())
+    assert all(DEV_COHORT_SEED not in (p.cohort_seed, p.recipe.upstream_seed, p.split_seed) for p in PROFILES.values())
 
 
 def test_decision_rules_and_the_lesion_report_read_a_saved_network(tmp_path: Path):

@@ -56,6 +56,20 @@ def test_pretraining_writes_a_loadable_backbone_that_segments(tmp_path):
     assert saved["metrics"]["val_dice"] == metrics["val_dice"]
 
 
+def test_class_ratios_are_checked_against_the_cohort_and_recorded(tmp_path):
+    write_msd(tmp_path / "up", cases=2)
+    with pytest.raises(ModelError, match="class_ratios has 3 entries for 2 classes"):
+        pretrain_backbone(tmp_path / "up", tmp_path / "b.pt", epochs=1,
+                          schedule=PretrainConfig(class_ratios=(1.0, 1.0, 4.0)))
+    assert not (tmp_path / "b.pt").exists()
+    metrics = pretrain_backbone(
+        tmp_path / "up", tmp_path / "b.pt", BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0), epochs=1,
+        schedule=PretrainConfig(patch_size=(16, 16, 16), spacing=(2.0, 2.0, 2.0), coarse_spacing=None,
+                                class_ratios=(1.0, 4.0)),
+    )
+    assert metrics["class_ratios"] == [1.0, 4.0]
+
+
 def test_bad_cohorts_are_explained(tmp_path):
     with pytest.raises(ModelError, match="no dataset.json"):
         pretrain_backbone(tmp_path, tmp_path / "b.pt", epochs=1)

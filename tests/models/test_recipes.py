@@ -49,8 +49,37 @@ def test_a_shipped_file_with_other_bytes_is_refused(tmp_path: Path, monkeypatch)
 def test_the_study_profile_measures_the_shipped_recipe():
     from sim.profiles import PROFILES
 
-    lesion = PROFILES["lesion"]
-    assert lesion.backbone == recipes.LESION.backbone and lesion.pretrain_epochs == recipes.LESION.epochs
-    assert (lesion.upstream_cases, lesion.upstream_seed) == (recipes.LESION.upstream_cases, recipes.LESION.upstream_seed)
-    assert lesion.pretrain_denoise == recipes.LESION.schedule.denoise_weight
+    assert PROFILES["lesion"].recipe is recipes.LESION
     assert json.loads(config_path(recipes.EMBEDDED_BACKBONE).read_text())["metrics"]["epochs"] == recipes.LESION.epochs
+
+
+def test_a_recipe_makes_its_backbone_on_its_own_upstream_cohort_generated_once(tmp_path: Path):
+    from dataclasses import replace
+
+    from models.backbone import BackboneConfig
+
+    tiny = replace(
+        recipes.LESION, name="tiny", backbone=BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        epochs=1, upstream_cases=3, upstream_size=24,
+    ).with_schedule(patch_size=(16, 16, 16), spacing=(16.0, 16.0, 16.0), coarse_spacing=None, val_fraction=0.0)
+    assert tiny.schedule.denoise_weight == recipes.LESION.schedule.denoise_weight  # the rest of the schedule kept
+    out = tmp_path / "made" / "backbone.pt"
+    metrics = tiny.make(out)
+    upstream = tmp_path / "made" / "backbone.upstream"
+    labels = json.loads((upstream / "dataset.json").read_text())["labels"]
+    assert labels["4"] == "lesion" and len(json.loads((upstream / "dataset.json").read_text())["training"]) == 3
+    assert metrics["labels"] == labels and metrics["steps"] == 2  # 3 cases, 1 epoch, batch 2
+    assert load_backbone(out)[1].channels == (4, 8)
+    stamp = (upstream / "dataset.json").stat().st_mtime_ns
+    tiny.make(tmp_path / "made" / "again.pt", upstream=upstream)
+    assert (upstream / "dataset.json").stat().st_mtime_ns == stamp  # the cohort is generated once
+    assert json.loads(json.dumps(tiny.to_dict()))["backbone"] == tiny.backbone.to_dict()
+
+
+def test_a_study_profile_refuses_a_recipe_pretrained_at_other_spacings():
+    from dataclasses import replace
+
+    from sim.profiles import PROFILES
+
+    with pytest.raises(ValueError, match="pre-trains at"):
+        replace(PROFILES["smoke"], spacing=(8.0, 8.0, 8.0))

@@ -219,8 +219,8 @@ def test_a_synthetic_study_makes_its_backbone_once_and_resumes_on_it_anywhere(tm
     assert (records / "backbone.pt").read_bytes() == made.read_bytes()
     kept = json.loads((records / "run.json").read_text())["backbone"]
     recipe = kept["recipe"]
-    assert (recipe["pretrain_epochs"], recipe["upstream_cases"], recipe["upstream_seed"]) == (1, 4, 1)
-    assert recipe["backbone"] == PROFILES["smoke"].backbone.to_dict()
+    assert (recipe["epochs"], recipe["upstream_cases"], recipe["upstream_seed"]) == (1, 4, 1)
+    assert recipe["backbone"] == PROFILES["smoke"].recipe.backbone.to_dict()
 
     def no_pretraining(*args, **kwargs):
         raise AssertionError("the backbone was made again")
