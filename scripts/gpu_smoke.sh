@@ -26,7 +26,7 @@ assert torch.cuda.is_available(), "no CUDA device: this script is for a GPU mach
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
 PY
 
-"$python" -m pytest -q -m cuda -rs tests/models/test_cuda.py 2>&1 | tee "$out/cuda_tests.txt"
+"$python" -m pytest -q -m cuda -rs tests/models/test_cuda.py tests/sim/test_simulate_cuda.py 2>&1 | tee "$out/cuda_tests.txt"
 timeout 150 $slpt bench infer --device cuda --repeats 3 --out "$out/bench_infer.md"
 timeout 100 $slpt bench train --device cuda --steps 20 --out "$out/bench_train.md"
 timeout 100 $slpt bench scoring --device cuda --volumes 20 --out "$out/bench_scoring.md"

@@ -9,9 +9,9 @@ study that spans sessions").
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from multiprocessing import Manager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -98,10 +98,20 @@ def run_simulation(
     return RunOutcome(records / "results.csv", len(files.done_keys(records)), total, tuple(discarded))
 
 
+#: Modules a worker process imports before the first unit (once, in the fork server).
+WORKER_PRELOAD = ("torch", "monai", "sim.rounds")
+
+
 def _run_parallel(ctx: RunContext, units: list[Unit], cache: Path, backbone_path: Path, workers: int, bar: tqdm) -> None:
-    with Manager() as manager:
+    # Workers start from a fork server, not a fork of this process: a CUDA context (or torch's thread pools) in a
+    # forked child is broken, and the same start method on the CPU keeps that path tested where no GPU is.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(WORKER_PRELOAD))
+    with context.Manager() as manager:
         progress = manager.Queue()
-        with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(cache, backbone_path, progress)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=init_worker, initargs=(cache, backbone_path, progress)
+        ) as pool:
             pending = {pool.submit(run_unit, ctx, unit) for unit in units}
             while pending:
                 finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)

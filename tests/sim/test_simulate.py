@@ -664,3 +664,18 @@ def test_clasp_pe_keeps_both_class_entropies_for_its_next_round(inputs, tmp_path
     assert not set(second["selected"]) & set(first["selected"])
     _, rows = read_rows(out / "results.csv")
     assert sorted(int(r["round"]) for r in rows if r["strategy"] == "clasp_pe") == [0, 1]
+
+
+def test_worker_processes_record_the_rows_one_process_does(finished_run: Path, inputs, tmp_path: Path):
+    """`--workers 2` runs the units in fork-server processes (the start method that CUDA needs); every unit is seeded,
+    so the rows equal the one-process run's, timings aside."""
+    result = simulate(*run_args(inputs, tmp_path / "parallel"), "--workers", "2")
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    header, parallel = read_rows(tmp_path / "parallel" / "results.csv")
+    _, serial = read_rows(finished_run / "results.csv")
+    measured = [c for c in header if not c.endswith("_s") and "time" not in c]
+
+    def keyed(rows):
+        return sorted(tuple(row[c] for c in measured) for row in rows)
+
+    assert len(parallel) == len(serial) > 0 and keyed(parallel) == keyed(serial)
