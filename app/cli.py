@@ -142,6 +142,24 @@ def model_info(
             typer.echo(f"{key:>18}: {value}")
 
 
+@cli.command("export-bundle")
+def export_bundle(
+    out: Annotated[Path, typer.Option(help="Bundle folder to write (must not exist)")],
+    backbone: Annotated[Optional[Path], typer.Option(help="Backbone checkpoint (its JSON beside it); default: the one that ships with the code")] = None,
+) -> None:
+    """Write a backbone as a MONAI bundle that `python -m monai.bundle run` (or any MONAI tool) loads and runs."""
+    from models import bundle
+    from models.errors import ModelError
+    from models.recipes import EMBEDDED_BACKBONE
+
+    try:
+        written = bundle.export_bundle(backbone or EMBEDDED_BACKBONE, out)
+    except ModelError as exc:
+        raise fail(str(exc))
+    typer.echo(f"wrote the MONAI bundle {written}: python -m monai.bundle run --config_file "
+               f"{written / 'configs' / 'inference.json'} --bundle_root {written} --dataset_dir DIR --output_dir OUT")
+
+
 @cli.command()
 def demo(
     dir: Annotated[Path, typer.Option(help="Demo folder")] = Path("demo"),

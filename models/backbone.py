@@ -94,39 +94,32 @@ class BackboneInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def network_arguments(cfg: BackboneConfig) -> tuple[str, dict[str, Any]]:
+    """(class name in ``monai.networks.nets``, its keyword arguments) of the network ``cfg`` describes: JSON-ready,
+    so a MONAI bundle's ``network_def`` is ``{"_target_": name, **arguments}`` (:mod:`models.bundle`)."""
+    if cfg.name == "unet":
+        return "UNet", {
+            "spatial_dims": 3, "in_channels": cfg.in_channels, "out_channels": cfg.out_channels,
+            "channels": list(cfg.channels), "strides": list(cfg.strides), "num_res_units": cfg.num_res_units,
+            "norm": cfg.norm,
+        }
+    if cfg.name == "segresnet":
+        return "SegResNet", {
+            "spatial_dims": 3, "init_filters": cfg.channels[0], "in_channels": cfg.in_channels,
+            "out_channels": cfg.out_channels, "blocks_down": [max(1, cfg.num_res_units)] * len(cfg.channels),
+            "blocks_up": [1] * (len(cfg.channels) - 1), "norm": cfg.norm,
+        }
+    return "DynUNet", {
+        "spatial_dims": 3, "in_channels": cfg.in_channels, "out_channels": cfg.out_channels,
+        "kernel_size": [3] * len(cfg.channels), "strides": [1, *cfg.strides], "upsample_kernel_size": list(cfg.strides),
+        "filters": list(cfg.channels), "norm_name": cfg.norm, "res_block": cfg.num_res_units > 0,
+    }
+
+
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """Instantiate the MONAI network described by ``cfg`` (randomly initialised, 3D)."""
-    if cfg.name == "unet":
-        return UNet(
-            spatial_dims=3,
-            in_channels=cfg.in_channels,
-            out_channels=cfg.out_channels,
-            channels=cfg.channels,
-            strides=cfg.strides,
-            num_res_units=cfg.num_res_units,
-            norm=cfg.norm,
-        )
-    if cfg.name == "segresnet":
-        return SegResNet(
-            spatial_dims=3,
-            init_filters=cfg.channels[0],
-            in_channels=cfg.in_channels,
-            out_channels=cfg.out_channels,
-            blocks_down=(max(1, cfg.num_res_units),) * len(cfg.channels),
-            blocks_up=(1,) * (len(cfg.channels) - 1),
-            norm=cfg.norm,
-        )
-    return DynUNet(
-        spatial_dims=3,
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        kernel_size=[3] * len(cfg.channels),
-        strides=[1, *cfg.strides],
-        upsample_kernel_size=list(cfg.strides),
-        filters=list(cfg.channels),
-        norm_name=cfg.norm,
-        res_block=cfg.num_res_units > 0,
-    )
+    name, arguments = network_arguments(cfg)
+    return {"UNet": UNet, "SegResNet": SegResNet, "DynUNet": DynUNet}[name](**arguments)
 
 
 def config_path(checkpoint: str | Path) -> Path:
