@@ -72,8 +72,9 @@ def serve(
         raise fail(f"refusing to serve {host} with auth off: pass --auth (and create users with `slpt admin "
                    "create-user`), or --insecure to serve it open anyway")
     backbone = settings.backbone_path(layout.root)
-    if pretrain_if_missing and not backbone.is_file():
+    if pretrain_if_missing and not backbone.exists():
         install_demo_backbone(backbone)
+    check_bundle(backbone)
     conf = ([("db", db)] if db else []) + ([("auth", "true")] if auth else [])
     start_server(studies, host=host, port=port, conf=conf, extra_args=extra)
 
@@ -180,6 +181,20 @@ def demo(
     if not backbone.is_file():
         install_demo_backbone(backbone)
     typer.echo(f"demo ready: studies {studies}, backbone {backbone}")
+
+
+def check_bundle(backbone: Path) -> None:
+    """Refuse to start on a MONAI bundle the server cannot use (no liver class, preprocessing it cannot match, no
+    adapter for its network), with the bundle's own words, before MONAI Label starts."""
+    from models.bundle import is_bundle, read_bundle
+    from models.errors import ModelError
+
+    if not is_bundle(backbone):
+        return
+    try:
+        read_bundle(backbone, weights=False)[1].liver_class()
+    except ModelError as exc:
+        raise fail(f"cannot serve with the backbone bundle {backbone}: {exc}")
 
 
 def install_demo_backbone(backbone: Path) -> None:

@@ -112,7 +112,8 @@ class SLPTApp(MONAILabelApp):
 
     def init_strategies(self) -> dict[str, Strategy]:
         self.round_builder = RoundBuilder(
-            self.datastore(), self.model_store, self.settings.round_size, self.settings.cascade()
+            self.datastore(), self.model_store, self.settings.round_size,
+            self.settings.cascade(self.model_store.info()),
         )
         return served_strategies(self.round_builder)  # Slicer preselects the first: the registry puts TESLA first
 

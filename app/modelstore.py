@@ -16,7 +16,8 @@ from torch import nn
 
 from db.engine import write_session
 from db.model_versions import latest_model_version, next_model_version_id, record_model_version
-from models.backbone import BackboneConfig, load_backbone
+from models.backbone import BackboneConfig, BackboneInfo
+from models.bundle import backbone_info, open_backbone
 from models.checkpoint import load_slpt, save_slpt
 from models.slpt import SLPTNet
 from storage.atomic import atomic_path
@@ -39,18 +40,30 @@ class ModelStore:
         self.backbone_path = Path(backbone_path)
         self._lock = threading.RLock()
         self._backbone: tuple[nn.Module, BackboneConfig] | None = None
+        self._info: BackboneInfo | None = None
         self._loaded: LoadedModel | None = None
 
     def backbone(self) -> tuple[nn.Module, BackboneConfig]:
-        """The frozen pre-trained backbone and its config (loaded once)."""
+        """The frozen pre-trained backbone (our checkpoint or a MONAI bundle folder) and its config (loaded once)."""
         with self._lock:
             if self._backbone is None:
-                if not self.backbone_path.is_file():
+                if not self.backbone_path.exists():
                     raise NoModelError(
                         f"no pre-trained backbone at {self.backbone_path}: run `slpt pretrain` or pass --conf backbone PATH"
                     )
-                self._backbone = load_backbone(self.backbone_path)
+                network, self._info = open_backbone(self.backbone_path)
+                self._backbone = network, self._info.config
             return self._backbone
+
+    def info(self) -> BackboneInfo | None:
+        """What the backbone is (label map, the spacing and HU window it was trained at), read without loading its
+        weights; None while there is none. Raises :class:`models.errors.ModelError` for a backbone that cannot serve
+        (e.g. a bundle with no liver class)."""
+        with self._lock:
+            if self._info is None and self.backbone_path.exists():
+                self._info = backbone_info(self.backbone_path)
+                self._info.liver_class()  # checked now: stage 1 cannot run without it
+            return self._info
 
     def latest_version(self) -> str | None:
         with self.sessions() as session:

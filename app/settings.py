@@ -14,6 +14,7 @@ from pydantic import Field, ImportString
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.schema import utcnow
+from models.backbone import BackboneInfo
 from models.cascade import CascadeConfig
 
 
@@ -29,7 +30,8 @@ class AppSettings(BaseSettings):
     import_labels: bool = Field(
         False, description="Import an MSD folder's labelsTr/ as final labels (normally ground truth kept for simulations)"
     )
-    backbone: str = Field("", description="Pre-trained backbone checkpoint (state dict); empty = <studies>/.slpt/backbone.pt")
+    backbone: str = Field("", description="Pre-trained backbone: our checkpoint (state dict, its JSON beside it) or a MONAI "
+                          "bundle folder; empty = <studies>/.slpt/backbone.pt")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     train_steps: int = Field(200, gt=0, description="Prompt-tuning steps of one training run")
     train_gpus: int = Field(0, ge=0, description="GPUs one training uses data-parallel (DDP); 0 = all visible")
@@ -58,10 +60,21 @@ class AppSettings(BaseSettings):
         known = {k: v for k, v in (conf or {}).items() if k in cls.model_fields}
         return cls(**known)
 
-    def cascade(self) -> CascadeConfig:
-        """The geometry of the liver-ROI cascade (docs/design.md, "Geometry and the liver-ROI cascade")."""
+    def cascade(self, backbone: BackboneInfo | None = None) -> CascadeConfig:
+        """The geometry of the liver-ROI cascade (docs/design.md, "Geometry and the liver-ROI cascade"). A backbone
+        that says how it was pre-trained (a MONAI bundle's preprocessing) gives the liver's class, the HU window and,
+        unless set here, both spacings."""
+        spacing, coarse = (self.spacing,) * 3, (self.coarse_spacing,) * 3
+        if backbone is None:
+            return CascadeConfig(spacing=spacing, coarse_spacing=coarse, margin_mm=self.roi_margin_mm)
+        trained = backbone.metrics
+        if "spacing" not in self.model_fields_set and trained.get("spacing"):
+            spacing = tuple(trained["spacing"])
+        if "coarse_spacing" not in self.model_fields_set and trained.get("coarse_spacing"):
+            coarse = tuple(trained["coarse_spacing"])
         return CascadeConfig(
-            spacing=(self.spacing,) * 3, coarse_spacing=(self.coarse_spacing,) * 3, margin_mm=self.roi_margin_mm
+            spacing=spacing, coarse_spacing=coarse, margin_mm=self.roi_margin_mm, liver_class=backbone.liver_class(),
+            hu_window=tuple(trained.get("hu_window") or CascadeConfig().hu_window),
         )
 
     def work_dir(self, studies: Path) -> Path:

@@ -40,6 +40,8 @@ class BackboneConfig:
         num_res_units: residual units per UNet block (DynUNet: >0 means residual blocks;
             SegResNet: residual blocks per encoder stage, at least 1).
         norm: normalisation layer type.
+        bundle: a MONAI bundle folder whose ``network_def`` defines the network (:func:`models.bundle.read_bundle`);
+            ``name`` is then its family and the other fields are not used to build it.
     """
 
     name: BackboneName = "unet"
@@ -49,6 +51,7 @@ class BackboneConfig:
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = 2
     norm: NormName = "instance"
+    bundle: str = ""
 
     def __post_init__(self) -> None:
         # JSON round trips give lists; keep tuples so configs compare equal and stay hashable.
@@ -56,6 +59,8 @@ class BackboneConfig:
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
         if self.name not in ("unet", "segresnet", "dynunet"):
             raise ModelError(f"unknown backbone name {self.name!r}; expected unet, segresnet or dynunet")
+        if self.bundle:
+            return  # the bundle's network_def is the architecture
         if self.norm not in ("instance", "batch"):
             raise ModelError(f"unknown norm {self.norm!r}; expected instance or batch")
         if len(self.channels) < 2:
@@ -86,12 +91,58 @@ class BackboneConfig:
         return config_from_dict(cls, data, "backbone")
 
 
+#: Names of an upstream lesion class that a downstream tumour head may start from (lower case, ``_`` for spaces).
+LESION_NAMES = ("lesion", "tumor", "tumour")
+
+
 @dataclass
 class BackboneInfo:
-    """What the JSON beside a backbone checkpoint holds."""
+    """What the JSON beside a backbone checkpoint holds (or a MONAI bundle's configs say): the architecture, and
+    ``metrics`` with the pre-training's ``labels`` {index: name}, ``spacing``, ``hu_window``, ``patch_size``."""
 
     config: BackboneConfig
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> dict[int, str]:
+        """{class index: name} of the upstream classes; empty where the backbone does not say."""
+        return {int(k): str(v) for k, v in (self.metrics.get("labels") or {}).items()}
+
+    def liver_class(self) -> int:
+        """Index of the class named "liver" (stage 1 of the cascade looks for it); 1 where the backbone has no label
+        map. Raises :class:`ModelError`, naming the classes it has, where its map has no liver."""
+        if not self.labels:
+            return 1
+        found = [i for i, name in self.labels.items() if _plain_name(name) == "liver"]
+        if not found:
+            names = ", ".join(f"{i}: {n}" for i, n in sorted(self.labels.items()))
+            raise ModelError(f"the backbone's label map has no class named 'liver' (stage 1 finds the liver by "
+                             f"name); its {len(self.labels)} classes: {names}")
+        return found[0]
+
+    def lesion_class(self) -> int | None:
+        """Index of the first upstream lesion class (a name in :data:`LESION_NAMES` or ending in one, e.g.
+        "kidney_tumor"), outside the liver's own tumours; None where there is none."""
+        for index, name in sorted(self.labels.items()):
+            plain = _plain_name(name)
+            if "liver" not in plain and any(plain == n or plain.endswith("_" + n) for n in LESION_NAMES):
+                return index
+        return None
+
+    def inherit_classes(self) -> tuple[int, int, int]:
+        """The upstream classes a downstream (background, liver, tumour) head starts from
+        (:attr:`models.slpt.SLPTConfig.inherit_classes`): background, the liver, and an upstream lesion class, or the
+        liver where there is none. Without a label map: (0, 1, 4), our upstream cohort's indices
+        (:class:`models.slpt.SLPTConfig`'s default)."""
+        if not self.labels:
+            return 0, 1, 4
+        liver = self.liver_class()
+        lesion = self.lesion_class()
+        return 0, liver, liver if lesion is None else lesion
+
+
+def _plain_name(name: str) -> str:
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
 
 
 def network_arguments(cfg: BackboneConfig) -> tuple[str, dict[str, Any]]:
@@ -118,6 +169,8 @@ def network_arguments(cfg: BackboneConfig) -> tuple[str, dict[str, Any]]:
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """Instantiate the MONAI network described by ``cfg`` (randomly initialised, 3D)."""
+    if cfg.bundle:
+        raise ModelError(f"a bundle's network is built from its configs (models.bundle.read_bundle): {cfg.bundle}")
     name, arguments = network_arguments(cfg)
     return {"UNet": UNet, "SegResNet": SegResNet, "DynUNet": DynUNet}[name](**arguments)
 

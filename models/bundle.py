@@ -1,7 +1,14 @@
-"""Our backbone as a MONAI bundle, so that it travels to other MONAI tools (docs/design.md, "Backbones as MONAI
-bundles").
+"""MONAI bundles: a user's bundle as the frozen backbone, and ours exported as one (docs/design.md, "Backbones as
+MONAI bundles").
 
-A bundle is a folder that ``monai.bundle`` reads: ``configs/metadata.json`` (versions, the label map as the output's
+Reading (:func:`read_bundle`, :func:`open_backbone`): the network is the bundle's ``network_def``, instantiated by
+``monai.bundle.ConfigParser`` and loaded with ``models/model.pt`` (or the weights of ``models/model.ts``); its label map
+is the output's ``channel_def`` in ``metadata.json``, in which stage 1 of the cascade finds the liver by name; its
+working spacing is the ``Spacingd`` of its preprocessing and its intensity window that of ``ScaleIntensityRanged``.
+Our pipeline windows HU into [0, 1]; a bundle whose preprocessing normalises otherwise (e.g. ``NormalizeIntensityd``
+over the whole volume) is refused with a message naming its transforms.
+
+Writing: a bundle is a folder that ``monai.bundle`` reads: ``configs/metadata.json`` (versions, the label map as the output's
 ``channel_def``), ``configs/inference.json`` (the network as ``network_def``, the preprocessing that the backbone was
 pre-trained with, a sliding-window inferer, an evaluator that writes one segmentation per image) and
 ``models/model.pt`` (the state dict). ``python -m monai.bundle run --config_file configs/inference.json`` segments
@@ -19,13 +26,161 @@ import monai
 import numpy as np
 import torch
 
-from models.backbone import BackboneInfo, load_backbone, network_arguments, read_backbone_info
-from models.errors import ModelError
+from monai.bundle import ConfigParser
+from torch import nn
+
+from models.backbone import (
+    BackboneConfig, BackboneInfo, load_backbone, load_state_dict_checked, network_arguments, read_backbone_info,
+    read_checkpoint, unwrap_state_dict,
+)
+from models.errors import CheckpointError, ModelError
 from models.geometry import HU_WINDOW, WORKING_SPACING
 from storage.atomic import atomic_path
 
 #: The bundle format version written into ``metadata.json`` (the bundle's own version, not ours).
 BUNDLE_VERSION = "0.1.0"
+#: Configuration files a bundle's network may be defined in, in the order they are tried.
+CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
+#: Preprocessing transforms that change nothing our pipeline does differently (loading, typing, channels, cropping
+#: foreground, padding); any other transform than these, ``Orientationd`` (RAS), ``Spacingd`` and
+#: ``ScaleIntensityRanged`` makes the bundle's inputs something we would not reproduce.
+NEUTRAL_TRANSFORMS = frozenset({
+    "LoadImaged", "LoadImage", "EnsureTyped", "EnsureType", "EnsureChannelFirstd", "EnsureChannelFirst",
+    "CastToTyped", "ToTensord", "ToDeviced", "CropForegroundd", "SpatialPadd", "DivisiblePadd", "Identityd",
+})
+#: Network families with an adapter (:mod:`models.adapters`), by class name.
+FAMILIES = {"UNet": "unet", "SegResNet": "segresnet", "DynUNet": "dynunet"}
+
+
+def is_bundle(path: str | Path) -> bool:
+    """A folder with a ``configs/`` folder: a MONAI bundle."""
+    return Path(path).is_dir() and (Path(path) / "configs").is_dir()
+
+
+def open_backbone(path: str | Path) -> tuple[nn.Module, BackboneInfo]:
+    """The frozen backbone at ``path``: a MONAI bundle folder or our checkpoint (with its JSON): -> (network in eval
+    mode on the CPU, what it is)."""
+    if is_bundle(path):
+        return read_bundle(path)
+    network, _config = load_backbone(path)
+    return network, read_backbone_info(path)
+
+
+def backbone_info(path: str | Path) -> BackboneInfo:
+    """What the backbone at ``path`` is (bundle or checkpoint), without loading its weights where it can."""
+    return read_bundle(path, weights=False)[1] if is_bundle(path) else read_backbone_info(path)
+
+
+def read_bundle(folder: str | Path, weights: bool = True) -> tuple[nn.Module, BackboneInfo]:
+    """A MONAI bundle folder as a backbone: -> (network in eval mode, its :class:`BackboneInfo`).
+
+    Raises:
+        ModelError: no config, a network without adapter, missing weights or label map, or preprocessing that our
+            pipeline does not reproduce (each message says which and what is supported).
+    """
+    folder = Path(folder).resolve()
+    parser = _parser(folder)
+    try:
+        network = parser.get_parsed_content("network_def", instantiate=True)
+    except Exception as exc:  # a bad config surfaces as any of many types from monai.bundle
+        raise ModelError(f"cannot build the network_def of the bundle {folder}: {exc}") from exc
+    if not isinstance(network, nn.Module):
+        raise ModelError(f"the network_def of the bundle {folder} is not a torch module: {type(network).__name__}")
+    family = FAMILIES.get(type(network).__name__)
+    if family is None:
+        raise ModelError(f"the bundle {folder} defines a {type(network).__name__}; backbones with an adapter: "
+                         f"{', '.join(FAMILIES)}")
+    if weights:
+        load_state_dict_checked(network, _bundle_weights(folder), folder / "models")
+    labels = _label_map(parser, folder)
+    spacing, window = _preprocessing(parser, folder)
+    config = BackboneConfig(name=family, in_channels=int(getattr(network, "in_channels", 1) or 1),
+                            out_channels=len(labels), bundle=str(folder))
+    meta = parser.get("_meta_") or {}
+    metrics = {"labels": {str(k): v for k, v in labels.items()}, "spacing": spacing, "coarse_spacing": spacing,
+               "hu_window": window, "source": f"MONAI bundle {meta.get('name', folder.name)} {meta.get('version', '')}"}
+    return network.eval(), BackboneInfo(config, metrics)
+
+
+def _parser(folder: Path) -> ConfigParser:
+    config = next((folder / "configs" / name for name in CONFIG_NAMES if (folder / "configs" / name).is_file()), None)
+    if config is None:
+        raise ModelError(f"the bundle {folder} has none of configs/{', configs/'.join(CONFIG_NAMES)}")
+    parser = ConfigParser()
+    try:
+        parser.read_config(config)
+        if (folder / "configs" / "metadata.json").is_file():
+            parser.read_meta(folder / "configs" / "metadata.json")
+    except Exception as exc:
+        raise ModelError(f"cannot read the bundle config {config}: {exc}") from exc
+    parser["bundle_root"] = str(folder)  # expressions that build paths from it resolve inside the bundle
+    if "network_def" not in parser.get():
+        raise ModelError(f"{config} has no network_def")
+    return parser
+
+
+def _bundle_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The state dict of ``models/model.pt`` (bare or wrapped) or of the TorchScript ``models/model.ts``."""
+    if (folder / "models" / "model.pt").is_file():
+        path = folder / "models" / "model.pt"
+        return unwrap_state_dict(read_checkpoint(path), path)
+    if (folder / "models" / "model.ts").is_file():
+        try:
+            return dict(torch.jit.load(folder / "models" / "model.ts", map_location="cpu").state_dict())
+        except Exception as exc:
+            raise CheckpointError(f"cannot read the TorchScript weights {folder / 'models' / 'model.ts'}: {exc}") from exc
+    raise CheckpointError(f"the bundle {folder} has no weights: models/model.pt or models/model.ts")
+
+
+def _label_map(parser: ConfigParser, folder: Path) -> dict[int, str]:
+    """{index: name} of the network's output: metadata.json's ``network_data_format.outputs.pred.channel_def``."""
+    meta = parser.get("_meta_") or {}
+    try:
+        channels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+        return {int(k): str(v) for k, v in channels.items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ModelError(
+            f"the bundle {folder} names no output classes: configs/metadata.json needs "
+            "network_data_format.outputs.pred.channel_def {index: name} (stage 1 finds the liver by name)"
+        ) from None
+
+
+def _preprocessing(parser: ConfigParser, folder: Path) -> tuple[list[float], list[float]]:
+    """(working spacing, HU window) of the bundle's preprocessing, checked to be what our pipeline reproduces: RAS,
+    one ``Spacingd``, and ``ScaleIntensityRanged`` into [0, 1]."""
+    try:
+        transforms = parser["preprocessing"]["transforms"]
+    except (KeyError, TypeError):
+        raise ModelError(f"the bundle {folder} has no preprocessing.transforms to read its spacing and window from") from None
+    spacing = window = None
+    other = []
+    for index, transform in enumerate(transforms):
+        target = str(transform.get("_target_", "")).rsplit(".", 1)[-1] if isinstance(transform, dict) else str(transform)
+        here = f"preprocessing#transforms#{index}"
+        if target in ("Spacingd", "Spacing"):
+            spacing = [float(v) for v in parser.get_parsed_content(f"{here}#pixdim")]
+        elif target in ("Orientationd", "Orientation"):
+            if str(parser.get_parsed_content(f"{here}#axcodes")) != "RAS":
+                other.append(f"{target}(axcodes={parser.get_parsed_content(f'{here}#axcodes')})")
+        elif target == "ScaleIntensityRanged":
+            def value(key: str, default: float) -> float:
+                return float(parser.get_parsed_content(f"{here}#{key}")) if key in transform else default
+            window = [value("a_min", 0.0), value("a_max", 1.0)]
+            if (value("b_min", 0.0), value("b_max", 1.0)) != (0.0, 1.0) or not transform.get("clip", False):
+                other.append("ScaleIntensityRanged into another range than [0, 1] with clip")
+        elif target not in NEUTRAL_TRANSFORMS:
+            other.append(target)
+    if other or spacing is None or window is None:
+        problems = ([f"transforms our pipeline does not reproduce: {', '.join(other)}"] if other else []) + (
+            ["no Spacingd"] if spacing is None else []) + (["no ScaleIntensityRanged"] if window is None else [])
+        raise ModelError(
+            f"the bundle {folder} preprocesses its images in a way this server cannot match ({'; '.join(problems)}); "
+            "it supports RAS orientation, one Spacingd and an HU window ScaleIntensityRanged(a_min, a_max, b_min=0, "
+            "b_max=1, clip=True)"
+        )
+    if len(spacing) == 1:
+        spacing = spacing * 3
+    return spacing, window
 
 
 def bundle_labels(info: BackboneInfo) -> dict[str, str]:

@@ -53,13 +53,15 @@ class SLPTTrain(TrainTask):
             raise NoFinalLabelsError("no volume has a final label yet: submit labels before training")
         steps = int(request.get("steps", self.settings.train_steps))
         backbone, backbone_config = self.store.backbone()
+        info = self.store.info()
         network = SLPTNet(
             backbone,
             SLPTConfig(
                 num_classes=self.num_classes,
                 num_prompts=int(request.get("num_prompts", self.settings.num_prompts)),
                 roi_size=(self.settings.roi_size,) * 3,
-                cascade=self.settings.cascade(),
+                cascade=self.settings.cascade(info),
+                inherit_classes=info.inherit_classes(),
             ),
         )
         cases = [(pair["image"], pair["label"]) for pair in pairs]

@@ -1,0 +1,90 @@
+"""A MONAI bundle as the backbone, through the real server: it starts on the bundle folder, embeds the pool, serves
+TESLA's Next Sample, trains on labels and segments onto the image's own grid, finding the liver by its name in the
+bundle's label map (class 5 in wholeBody_ct_segmentation's). A bundle it cannot use stops `slpt serve` with a reason."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import nibabel as nib
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from db.schema import Embedding, ModelVersion
+from models.checkpoint import read_slpt_payload
+from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for, wait_for_model_version
+from tests.models.test_bundle_backbone import whole_body_like, write_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return whole_body_like(tmp_path_factory.mktemp("bundles") / "wholeBody_ct_segmentation")
+
+
+@pytest.fixture(scope="module")
+def server(served_cohort: Path, bundle: Path, tmp_path_factory):
+    conf = {"backbone": str(bundle), "train_steps": "4", "roi_size": "16", "round_size": "4"}
+    with start_server(served_cohort, tmp_path_factory.mktemp("logs"), **conf) as proc:
+        yield proc
+
+
+def test_a_bundle_backbone_embeds_selects_trains_and_segments(server, served_cohort: Path, bundle: Path):
+    def embedded():
+        with studies_db(served_cohort) as session:
+            return session.scalar(select(Embedding).limit(1)) is not None
+
+    wait_for(embedded, 300, "embeddings from the bundle's network", server)
+    picked = httpx.post(f"{server.url}/activelearning/tesla", json={"client_id": "ann-a"}, timeout=60)
+    assert picked.status_code == 200 and picked.json()["id"], picked.text
+
+    submit_ground_truth(server, served_cohort, ["case_0000", "case_0001", "case_0002"])
+    assert httpx.post(f"{server.url}/train/slpt", json={}, timeout=60).status_code == 200
+    wait_for_model_version(server, served_cohort)
+    with studies_db(served_cohort) as session:
+        version = session.scalars(select(ModelVersion)).one()
+    payload = read_slpt_payload(version.path)
+    assert payload["slpt"]["cascade"]["liver_class"] == 5  # found by name, not assumed to be 1
+    assert payload["slpt"]["cascade"]["hu_window"] == [-150.0, 250.0]  # the bundle's ScaleIntensityRanged
+    assert payload["slpt"]["inherit_classes"] == [0, 5, 5]
+    assert payload["backbone"]["bundle"] == str(bundle.resolve())
+
+    image = nib.load(served_cohort / "imagesTr" / "case_0005.nii.gz")
+    answer = httpx.post(f"{server.url}/infer/slpt", params={"image": "case_0005", "output": "image"}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    data = gzip.decompress(answer.content) if answer.content[:2] == b"\x1f\x8b" else answer.content
+    label = nib.Nifti1Image.from_bytes(data)
+    assert label.shape == image.shape and np.allclose(label.affine, image.affine)
+
+
+def test_serve_refuses_a_bundle_without_a_liver_naming_its_classes(tiny_cohort: Path, tmp_path: Path):
+    from models.backbone import BackboneConfig, build_backbone
+
+    network = build_backbone(BackboneConfig(out_channels=3, channels=(4, 8), strides=(2,), num_res_units=0))
+    definition = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8],
+                  "strides": [2]}
+    bundle = write_bundle(tmp_path / "organs", definition, network,
+                          {"0": "background", "1": "spleen", "2": "kidney_left"})
+    result = subprocess.run(
+        [sys.executable, "-m", "slpt", "serve", "--studies", str(tiny_cohort), "--port", "1",
+         "--conf", "backbone", str(bundle)], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "no class named 'liver'" in result.stderr and "1: spleen, 2: kidney_left" in result.stderr
+
+
+def test_the_cascade_takes_the_bundles_geometry_unless_the_admin_set_it(bundle: Path):
+    from app.settings import AppSettings
+    from models.bundle import backbone_info
+
+    info = backbone_info(bundle)
+    cascade = AppSettings.from_conf({}).cascade(info)
+    assert cascade.spacing == cascade.coarse_spacing == (2.5, 2.5, 2.5)  # the bundle's Spacingd
+    assert cascade.liver_class == 5 and cascade.hu_window == (-150.0, 250.0)
+    chosen = AppSettings.from_conf({"spacing": "3", "coarse_spacing": "6"}).cascade(info)
+    assert chosen.spacing == (3.0, 3.0, 3.0) and chosen.coarse_spacing == (6.0, 6.0, 6.0)
+    assert AppSettings.from_conf({}).cascade(None).liver_class == 1  # no backbone yet: our defaults

@@ -1,0 +1,140 @@
+"""A user's MONAI bundle as the frozen backbone: network, weights, label map and preprocessing read from its folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.networks.nets import SegResNet, SwinUNETR
+
+from models.backbone import BackboneConfig, build_backbone, load_backbone, save_backbone
+from models.bundle import export_bundle, read_bundle
+from models.errors import CheckpointError, ModelError
+from models.slpt import SLPTConfig, SLPTNet
+
+#: The first classes of MONAI's wholeBody_ct_segmentation label map (TotalSegmentator's 104 structures): the liver
+#: is class 5 there, not 1 as in ours.
+WHOLE_BODY_FIRST = ["background", "spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta"]
+WHOLE_BODY_CLASSES = 105
+
+
+def whole_body_labels() -> dict[str, str]:
+    names = WHOLE_BODY_FIRST + [f"structure_{i}" for i in range(len(WHOLE_BODY_FIRST), WHOLE_BODY_CLASSES)]
+    return {str(i): name for i, name in enumerate(names)}
+
+
+def write_bundle(folder: Path, network_def: dict, network: torch.nn.Module, labels: dict[str, str],
+                 intensity: list[dict] | None = None, spacing: str = "$[2.5, 2.5, 2.5] if @highres else [5.0, 5.0, 5.0]",
+                 weights: str | None = "model.pt") -> Path:
+    """A bundle folder in the model zoo's layout (configs/inference.json with a pixdim expression as
+    wholeBody_ct_segmentation has, configs/metadata.json, models/model.pt wrapped as CheckpointSaver writes it)."""
+    (folder / "configs").mkdir(parents=True)
+    (folder / "models").mkdir()
+    image = "@image_key"
+    transforms = [
+        {"_target_": "LoadImaged", "keys": image},
+        {"_target_": "EnsureTyped", "keys": image},
+        {"_target_": "EnsureChannelFirstd", "keys": image},
+        {"_target_": "Orientationd", "keys": image, "axcodes": "RAS"},
+        {"_target_": "Spacingd", "keys": image, "pixdim": "@pixdim", "mode": "bilinear"},
+    ] + (intensity if intensity is not None else [
+        {"_target_": "ScaleIntensityRanged", "keys": image, "a_min": -150, "a_max": 250, "b_min": 0.0, "b_max": 1.0,
+         "clip": True},
+    ])
+    config = {
+        "imports": ["$import glob"], "bundle_root": ".", "image_key": "image", "highres": True, "pixdim": spacing,
+        "device": "$torch.device('cpu')", "network_def": network_def, "network": "$@network_def.to(@device)",
+        "preprocessing": {"_target_": "Compose", "transforms": transforms},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96], "sw_batch_size": 1},
+    }
+    (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
+    meta = {"version": "0.2.5", "name": "Whole body CT segmentation",
+            "network_data_format": {"outputs": {"pred": {"type": "image", "channel_def": labels}}}}
+    (folder / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
+    if weights == "model.pt":
+        torch.save({"model": network.state_dict()}, folder / "models" / "model.pt")
+    elif weights == "model.ts":
+        torch.jit.script(network).save(str(folder / "models" / "model.ts"))
+    return folder
+
+
+def whole_body_like(folder: Path, **changes) -> Path:
+    """A small SegResNet with wholeBody_ct_segmentation's 105 named classes (liver = 5)."""
+    definition = {"_target_": "SegResNet", "spatial_dims": 3, "in_channels": 1, "out_channels": WHOLE_BODY_CLASSES,
+                  "init_filters": 8, "blocks_down": [1, 2, 2], "blocks_up": [1, 1], "dropout_prob": 0.2}
+    torch.manual_seed(0)
+    network = SegResNet(**{k: v for k, v in definition.items() if k != "_target_"})
+    return write_bundle(folder, definition, network, whole_body_labels(), **changes)
+
+
+def test_a_whole_body_bundle_loads_with_its_weights_labels_and_preprocessing(tmp_path: Path):
+    bundle = whole_body_like(tmp_path / "wholeBody_ct_segmentation")
+    network, info = read_bundle(bundle)
+    saved = torch.load(bundle / "models" / "model.pt", weights_only=True)["model"]
+    torch.testing.assert_close(network.state_dict()["conv_final.2.conv.weight"], saved["conv_final.2.conv.weight"])
+    assert info.config.name == "segresnet" and info.config.bundle == str(bundle.resolve())
+    assert info.config.out_channels == WHOLE_BODY_CLASSES and info.labels[5] == "liver"
+    assert info.liver_class() == 5 and info.lesion_class() is None
+    assert info.inherit_classes() == (0, 5, 5)  # no upstream lesion class: the tumour starts from the liver
+    assert info.metrics["spacing"] == [2.5, 2.5, 2.5]  # the pixdim expression, evaluated
+    assert info.metrics["hu_window"] == [-150.0, 250.0]
+    slpt = SLPTNet(network, SLPTConfig(inherit_classes=info.inherit_classes()))
+    backbone_params = sum(p.numel() for p in network.parameters())
+    assert slpt.parameter_counts()["total_params"] - slpt.parameter_counts()["tunable_params"] == backbone_params
+    assert not any(p.requires_grad for p in network.parameters())  # frozen
+    with torch.no_grad():  # an untrained head predicts the backbone's background and liver
+        x = torch.randn(1, 1, 16, 16, 16)
+        torch.testing.assert_close(slpt(x, torch.tensor([0]))[:, :2], network(x)[:, [0, 5]])
+
+
+def test_torchscript_weights_are_read_too(tmp_path: Path):
+    bundle = whole_body_like(tmp_path / "b", weights="model.ts")
+    network, _ = read_bundle(bundle)
+    scripted = torch.jit.load(str(bundle / "models" / "model.ts"))
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(network(x), scripted.eval()(x))
+
+
+def test_our_exported_bundle_reads_back_as_the_same_backbone(tmp_path: Path):
+    config = BackboneConfig(name="dynunet", out_channels=5, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
+    torch.manual_seed(1)
+    labels = {"0": "background", "1": "liver", "2": "spleen", "3": "kidney", "4": "lesion"}
+    save_backbone(build_backbone(config), config, tmp_path / "bb.pt",
+                  {"labels": labels, "spacing": [2.5] * 3, "hu_window": [-200, 250]})
+    network, info = read_bundle(export_bundle(tmp_path / "bb.pt", tmp_path / "bundle"))
+    ours, _ = load_backbone(tmp_path / "bb.pt")
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(network(x), ours(x))
+    assert info.inherit_classes() == (0, 1, 4) and info.metrics["hu_window"] == [-200.0, 250.0]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"labels": {"0": "background", "1": "spleen", "2": "kidney_left"}}, "no class named 'liver'.*1: spleen, 2: kidney_left"),
+    ({"intensity": [{"_target_": "NormalizeIntensityd", "keys": "@image_key", "nonzero": True},
+                    {"_target_": "ScaleIntensityd", "keys": "@image_key", "minv": -1.0, "maxv": 1.0}]},
+     "does not reproduce: NormalizeIntensityd, ScaleIntensityd"),
+    ({"weights": None}, "no weights"),
+])
+def test_a_bundle_the_server_cannot_use_is_explained(tmp_path: Path, change: dict, message: str):
+    labels = change.pop("labels", None)
+    if labels is None:
+        bundle = whole_body_like(tmp_path / "b", **change)
+    else:
+        definition = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3,
+                      "channels": [4, 8], "strides": [2]}
+        network = build_backbone(BackboneConfig(out_channels=3, channels=(4, 8), strides=(2,), num_res_units=0))
+        bundle = write_bundle(tmp_path / "b", definition, network, labels)
+    with pytest.raises((ModelError, CheckpointError), match=message):
+        read_bundle(bundle)[1].liver_class()
+
+
+def test_a_network_without_an_adapter_is_named(tmp_path: Path):
+    definition = {"_target_": "SwinUNETR", "in_channels": 1, "out_channels": 3, "feature_size": 12}
+    network = SwinUNETR(in_channels=1, out_channels=3, feature_size=12)
+    bundle = write_bundle(tmp_path / "b", definition, network, {"0": "background", "1": "liver", "2": "spleen"})
+    with pytest.raises(ModelError, match="defines a SwinUNETR; backbones with an adapter: UNet, SegResNet, DynUNet"):
+        read_bundle(bundle)
