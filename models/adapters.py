@@ -20,6 +20,10 @@ Per network (MONAI 1.x):
   input of ``output_block``, ``filters[0]`` channels at full resolution when the first stride is 1 (as
   :func:`models.backbone.build_backbone` builds it): the head sees lesions at the working spacing, where a UNet's
   head reads a half-resolution feature (docs/design.md, "Backbone").
+- ``SwinUNETR`` (e.g. a BTCV bundle's): stages are the convolutional encoder blocks that carry the image
+  (``encoder1``, full resolution) and the Swin transformer's hidden states (``encoder2``-``encoder4``, ``encoder10``)
+  to the decoder; the transformer itself is left as it is. The decoder feature is the input of ``out``,
+  ``feature_size`` channels at full resolution.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import math
 from dataclasses import dataclass
 
 from monai.networks.layers import SkipConnection
-from monai.networks.nets import DynUNet, SegResNet, UNet
+from monai.networks.nets import DynUNet, SegResNet, SwinUNETR, UNet
 from torch import nn
 
 from models.errors import ModelError
@@ -70,7 +74,11 @@ def adapt_backbone(backbone: nn.Module) -> BackboneAdapter:
         return _adapt_segresnet(backbone)
     if isinstance(backbone, DynUNet):
         return _adapt_dynunet(backbone)
-    raise ModelError(f"no adapter for backbone type {type(backbone).__name__}; supported: UNet, SegResNet, DynUNet")
+    if isinstance(backbone, SwinUNETR):
+        return _adapt_swinunetr(backbone)
+    raise ModelError(
+        f"no adapter for backbone type {type(backbone).__name__}; supported: UNet, SegResNet, DynUNet, SwinUNETR"
+    )
 
 
 def first_conv(stage: nn.Module) -> nn.Conv3d:
@@ -146,6 +154,20 @@ def _adapt_dynunet(net: DynUNet) -> BackboneAdapter:
         size_divisor=max(math.prod(axis) for axis in zip(*per_axis)),
         full_resolution_stages=next((i for i, axis in enumerate(per_axis) if max(axis) > 1), len(per_axis)),
         output_conv=_pointwise(first_conv(net.output_block)),
+    )
+
+
+def _adapt_swinunetr(net: SwinUNETR) -> BackboneAdapter:
+    stages = [net.encoder1, net.encoder2, net.encoder3, net.encoder4, net.encoder10]
+    output_conv = first_conv(net.out)
+    return BackboneAdapter(
+        stages=stages,
+        channels=[_out_channels(s) for s in stages],
+        head_source=net.out,
+        head_channels=output_conv.in_channels,
+        size_divisor=32,  # patch embedding 2, then four patch mergings
+        full_resolution_stages=1,
+        output_conv=_pointwise(output_conv),
     )
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from models.config import config_from_dict, config_to_dict
 from models.errors import CheckpointError, ModelError
 
-BackboneName = Literal["unet", "segresnet", "dynunet"]
+BackboneName = Literal["unet", "segresnet", "dynunet", "swinunetr"]
 NormName = Literal["instance", "batch"]
 
 #: How many offending keys an error message lists before it says "and N more".
@@ -57,10 +57,10 @@ class BackboneConfig:
         # JSON round trips give lists; keep tuples so configs compare equal and stay hashable.
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        if self.bundle and self.name in ("unet", "segresnet", "dynunet", "swinunetr"):
+            return  # the bundle's network_def is the architecture
         if self.name not in ("unet", "segresnet", "dynunet"):
             raise ModelError(f"unknown backbone name {self.name!r}; expected unet, segresnet or dynunet")
-        if self.bundle:
-            return  # the bundle's network_def is the architecture
         if self.norm not in ("instance", "batch"):
             raise ModelError(f"unknown norm {self.norm!r}; expected instance or batch")
         if len(self.channels) < 2:

@@ -49,7 +49,7 @@ NEUTRAL_TRANSFORMS = frozenset({
     "CastToTyped", "ToTensord", "ToDeviced", "CropForegroundd", "SpatialPadd", "DivisiblePadd", "Identityd",
 })
 #: Network families with an adapter (:mod:`models.adapters`), by class name.
-FAMILIES = {"UNet": "unet", "SegResNet": "segresnet", "DynUNet": "dynunet"}
+FAMILIES = {"UNet": "unet", "SegResNet": "segresnet", "DynUNet": "dynunet", "SwinUNETR": "swinunetr"}
 
 
 def is_bundle(path: str | Path) -> bool:

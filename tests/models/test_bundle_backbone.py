@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.networks.nets import SegResNet, SwinUNETR
+from monai.networks.nets import SegResNet, SwinUNETR, VNet
 
 from models.backbone import BackboneConfig, build_backbone, load_backbone, save_backbone
 from models.bundle import export_bundle, read_bundle
@@ -133,8 +133,37 @@ def test_a_bundle_the_server_cannot_use_is_explained(tmp_path: Path, change: dic
 
 
 def test_a_network_without_an_adapter_is_named(tmp_path: Path):
-    definition = {"_target_": "SwinUNETR", "in_channels": 1, "out_channels": 3, "feature_size": 12}
-    network = SwinUNETR(in_channels=1, out_channels=3, feature_size=12)
-    bundle = write_bundle(tmp_path / "b", definition, network, {"0": "background", "1": "liver", "2": "spleen"})
-    with pytest.raises(ModelError, match="defines a SwinUNETR; backbones with an adapter: UNet, SegResNet, DynUNet"):
+    definition = {"_target_": "VNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3}
+    bundle = write_bundle(tmp_path / "b", definition, VNet(spatial_dims=3, in_channels=1, out_channels=3),
+                          {"0": "background", "1": "liver", "2": "spleen"})
+    with pytest.raises(ModelError, match="defines a VNet; backbones with an adapter: UNet, SegResNet, DynUNet, SwinUNETR"):
         read_bundle(bundle)
+
+
+#: The 14 classes of MONAI's swin_unetr_btcv_segmentation bundle (BTCV): the liver is class 6.
+BTCV = ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "esophagus", "liver", "stomach", "aorta",
+        "inferior_vena_cava", "portal_and_splenic_veins", "pancreas", "right_adrenal_gland", "left_adrenal_gland"]
+
+
+def test_a_swin_unetr_btcv_bundle_is_prompt_tuned_through_its_encoder_and_full_resolution_decoder(tmp_path: Path):
+    definition = {"_target_": "SwinUNETR", "in_channels": 1, "out_channels": 14, "feature_size": 24,
+                  "use_checkpoint": False}
+    torch.manual_seed(0)
+    network = SwinUNETR(in_channels=1, out_channels=14, feature_size=24)
+    bundle = write_bundle(tmp_path / "swin_unetr_btcv_segmentation", definition, network,
+                          {str(i): name for i, name in enumerate(BTCV)})
+    backbone, info = read_bundle(bundle)
+    assert info.config.name == "swinunetr" and info.liver_class() == 6 and info.inherit_classes() == (0, 6, 6)
+    slpt = SLPTNet(backbone, SLPTConfig(inherit_classes=info.inherit_classes(), roi_size=(64, 64, 64)))
+    counts = slpt.parameter_counts()
+    assert counts["tunable_fraction"] <= 0.06, counts
+    assert slpt.prompt_stages == (1, 2, 3, 4)  # the full-resolution convolutional block gets no prompt
+    x = torch.randn(1, 1, 64, 64, 64)  # the instance norm of the 1/32 bottleneck needs more than one voxel
+    slpt.eval()
+    with torch.no_grad():  # untrained: the backbone's background and liver, at full resolution
+        torch.testing.assert_close(slpt(x, torch.tensor([0]))[:, :2], backbone(x)[:, [0, 6]], atol=1e-4, rtol=1e-4)
+    slpt.train()
+    loss = slpt(x, torch.tensor([1])).logsumexp(dim=1).mean()
+    loss.backward()
+    tuned = [p for p in slpt.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in tuned if p.ndim) and not any(p.requires_grad for p in backbone.parameters())
