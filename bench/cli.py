@@ -73,13 +73,15 @@ def bench_train(
     prompts: Annotated[int, typer.Option(help="K, prompt sets of the prompt-tuning variants")] = 3,
     steps: Annotated[int, typer.Option(help="Timed optimisation steps per variant")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up steps per variant")] = 2,
+    backbone: Annotated[Optional[Path], typer.Option(help="Backbone to train on: our checkpoint or a MONAI bundle folder (default: the default UNet, random weights)")] = None,
     device: DeviceOption = "auto",
     out: OutOption = None,
 ) -> None:
     """One training step of prompt tuning vs full fine-tuning: time, trainable parameters, memory, version size."""
     from bench.train import BenchConfig, format_report, run_benchmark
 
-    cfg = BenchConfig(size=size, batch_per_prompt=batch, num_prompts=prompts, steps=steps, warmup=warmup, device=device)
+    cfg = BenchConfig(size=size, batch_per_prompt=batch, num_prompts=prompts, steps=steps, warmup=warmup,
+                      device=device, backbone=backbone)
     run_bench(lambda: format_report(run_benchmark(cfg), command=command_line()), out)
 
 
@@ -104,7 +106,7 @@ def bench_scoring(
 def bench_infer(
     shape: Annotated[str, typer.Option(help="Voxels X,Y,Z of the generated CT")] = "512,512,200",
     spacing: Annotated[str, typer.Option(help="Voxel spacing dx,dy,dz in mm of the generated CT (dx = dy)")] = "0.8,0.8,2.5",
-    backbone: Annotated[Optional[Path], typer.Option(help="Pre-trained backbone checkpoint (default: random weights, so stage 1 finds no real liver)")] = None,
+    backbone: Annotated[Optional[Path], typer.Option(help="Pre-trained backbone: our checkpoint or a MONAI bundle folder (default: random weights, so stage 1 finds no real liver)")] = None,
     repeats: Annotated[int, typer.Option(help="Timed requests per row, after one untimed warm-up request")] = 3,
     working_spacing: Annotated[float, typer.Option(help="Working spacing in mm of stage 2 and of the whole-volume row; stage 1 at twice that")] = 2.5,
     roi: Annotated[int, typer.Option(help="Edge of the cubic sliding window (the model's roi_size)")] = 48,

@@ -239,7 +239,7 @@ def check_config(cfg: InferBenchConfig) -> None:
         problems.append(f"--roi must be at least 1, got {cfg.roi}")
     if problem := device_problem(cfg.device):
         problems.append(problem)
-    if cfg.backbone is not None and not Path(cfg.backbone).is_file():
+    if cfg.backbone is not None and not Path(cfg.backbone).exists():
         problems.append(f"--backbone {cfg.backbone} does not exist")
     if problems:
         raise BenchError("; ".join(problems))
@@ -256,7 +256,8 @@ def build_model(cfg: InferBenchConfig):
     """
     import torch
 
-    from models.backbone import BackboneConfig, build_backbone, config_path, load_backbone, read_backbone_info
+    from models.backbone import BackboneConfig, build_backbone, config_path, load_backbone
+    from models.bundle import is_bundle, open_backbone
     from models.cascade import CascadeConfig
     from models.errors import ModelError
     from models.slpt import SLPTConfig, SLPTNet
@@ -264,18 +265,23 @@ def build_model(cfg: InferBenchConfig):
     torch.manual_seed(cfg.seed)
     try:
         if cfg.backbone is not None:
-            has_json = config_path(cfg.backbone).is_file()
-            backbone, backbone_config = load_backbone(cfg.backbone, None if has_json else BackboneConfig())
-            metrics = read_backbone_info(cfg.backbone).metrics if has_json else {}
+            if is_bundle(cfg.backbone) or config_path(cfg.backbone).is_file():
+                backbone, info = open_backbone(cfg.backbone)
+                backbone_config, metrics, liver = info.config, info.metrics, info.liver_class()
+            else:  # bare weights: the default architecture
+                backbone, backbone_config = load_backbone(cfg.backbone, BackboneConfig())
+                metrics, liver = {}, 1
             described = f"`{cfg.backbone}` ({_describe(backbone_config)}{_metrics(metrics)})"
         else:
             backbone_config = BackboneConfig()
             backbone = build_backbone(backbone_config)
             described = f"randomly initialised default backbone ({_describe(backbone_config)}; seed {cfg.seed})"
+            metrics, liver = {}, 1
         ws = float(cfg.working_spacing)
         model = SLPTNet(backbone, SLPTConfig(
             mode="prompt", roi_size=(cfg.roi,) * 3, seed=cfg.seed,
-            cascade=CascadeConfig(spacing=(ws,) * 3, coarse_spacing=(2 * ws,) * 3),
+            cascade=CascadeConfig(spacing=(ws,) * 3, coarse_spacing=(2 * ws,) * 3, liver_class=liver,
+                                  hu_window=tuple(metrics.get("hu_window") or CascadeConfig().hu_window)),
         ))
     except ModelError as exc:  # CheckpointError is one
         raise BenchError(str(exc)) from exc
@@ -579,6 +585,8 @@ def format_report(result: InferBenchResult, command: str) -> str:
 
 def _describe(backbone_config) -> str:
     d = backbone_config.to_dict()
+    if d.get("bundle"):
+        return f"{d['name']} from the MONAI bundle {Path(d['bundle']).name}"
     return f"{d['name']}, channels {'-'.join(map(str, d['channels']))}"
 
 

@@ -44,6 +44,8 @@ from bench.harness import (
 if TYPE_CHECKING:  # torch is imported only in the measuring processes
     import torch
 
+    from models.backbone import BackboneConfig
+
 FINETUNE = "fine-tuning"
 PROMPT_ALL = "prompt tuning, all stages"
 PROMPT_DEEP = "prompt tuning, deeper stages"
@@ -70,6 +72,8 @@ class BenchConfig:
         warmup: untimed steps before them (allocator and kernel warm-up).
         device: "auto" (CUDA when available), "cpu" or "cuda".
         seed: seeds the weights and the batch.
+        backbone: a backbone to train on (our checkpoint with its JSON, or a MONAI bundle folder); None: the default
+            :class:`~models.backbone.BackboneConfig` UNet with random weights.
     """
 
     size: int = 48
@@ -78,6 +82,7 @@ class BenchConfig:
     steps: int = 10
     warmup: int = 2
     device: str = "auto"
+    backbone: Path | None = None
     seed: int = 0
 
     @property
@@ -178,17 +183,40 @@ def probe(cfg: BenchConfig, load: float | None) -> tuple[Environment, BackboneFa
         BenchError: CUDA asked for but absent, or a patch size the backbone cannot take.
     """
     from models.adapters import adapt_backbone
-    from models.backbone import BackboneConfig, build_backbone
 
     env = measure_environment(cfg.device, load=load)
-    backbone_config = BackboneConfig()
-    adapter = adapt_backbone(build_backbone(backbone_config))
+    backbone, backbone_config, _inherit = bench_backbone(cfg)
+    adapter = adapt_backbone(backbone)
     if cfg.size < adapter.size_divisor or cfg.size % adapter.size_divisor:
         raise BenchError(f"--size {cfg.size} must be a positive multiple of {adapter.size_divisor} (the backbone's down-sampling)")
+    described = ", ".join(f"{key} {value}" for key, value in backbone_config.to_dict().items() if value != "")
     return env, BackboneFacts(
-        backbone=", ".join(f"{key} {value}" for key, value in backbone_config.to_dict().items()),
-        num_stages=len(adapter.stages),
+        backbone=f"`{cfg.backbone}`: {described}" if cfg.backbone else described, num_stages=len(adapter.stages),
     )
+
+
+def bench_backbone(cfg: BenchConfig) -> tuple[torch.nn.Module, BackboneConfig, tuple[int, ...]]:
+    """(the backbone every variant trains, its config, the upstream classes the head starts from): ``cfg.backbone``
+    loaded, or the default UNet with seeded random weights.
+
+    Raises:
+        BenchError: a backbone that cannot be loaded.
+    """
+    import torch
+
+    from models.backbone import BackboneConfig, build_backbone
+    from models.bundle import open_backbone
+    from models.errors import ModelError
+
+    torch.manual_seed(cfg.seed)
+    if cfg.backbone is None:
+        config = BackboneConfig()
+        return build_backbone(config), config, (0, 1, 4)
+    try:
+        network, info = open_backbone(cfg.backbone)
+        return network, info.config, info.inherit_classes()
+    except ModelError as exc:  # CheckpointError is one
+        raise BenchError(f"--backbone {cfg.backbone}: {exc}") from exc
 
 
 def deeper_stages(num_stages: int) -> tuple[int, ...]:
@@ -221,19 +249,18 @@ def measure_variant(spec: VariantSpec) -> VariantResult:
     """
     import torch
 
-    from models.backbone import BackboneConfig, build_backbone
     from models.checkpoint import save_slpt
     from models.slpt import SLPTConfig, SLPTNet
     from models.training import TrainConfig, training_parts, training_step
 
     cfg, device = spec.bench, torch.device(spec.device)
+    backbone, backbone_config, inherit = bench_backbone(cfg)
     torch.manual_seed(cfg.seed)
-    backbone_config = BackboneConfig()
     model = SLPTNet(
-        build_backbone(backbone_config),
+        backbone,
         SLPTConfig(
             mode=spec.mode, num_prompts=cfg.num_prompts, prompt_stages=spec.prompt_stages,
-            roi_size=(cfg.size,) * 3, seed=cfg.seed,
+            roi_size=(cfg.size,) * 3, seed=cfg.seed, inherit_classes=inherit,
         ),
     )
     images, labels = synthetic_batch(cfg, model.config.num_classes)
@@ -386,6 +413,8 @@ def _check_config(cfg: BenchConfig) -> None:
     ]
     if problem := device_problem(cfg.device):
         problems.append(problem)
+    if cfg.backbone is not None and not Path(cfg.backbone).exists():
+        problems.append(f"--backbone {cfg.backbone} does not exist")
     if problems:
         raise BenchError("; ".join(problems))
 

@@ -223,3 +223,18 @@ def test_bench_infer_names_a_checkpoint_that_does_not_fit(tmp_path: Path):
     assert result.returncode != 0
     assert "error:" in result.stderr and str(bad) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_infer_on_a_bundle_backbone(tmp_path: Path):
+    from tests.models.test_bundle_backbone import whole_body_like
+
+    bundle = whole_body_like(tmp_path / "wholeBody_ct_segmentation")
+    out = tmp_path / "infer.md"
+    result = slpt("bench", "infer", "--shape", ",".join(map(str, SHAPE)), "--spacing", ",".join(map(str, SPACING)),
+                  "--working-spacing", "12", "--roi", "16", "--backbone", str(bundle), "--repeats", "1",
+                  "--threads", "1", "--device", "cpu", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    assert "segresnet from the MONAI bundle wholeBody_ct_segmentation" in report and "pre-trained at 2.5 mm" in report
+    for row in table_rows(report).values():
+        assert row["label shape, affine"] == "64×60×32, same as the image"

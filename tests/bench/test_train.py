@@ -124,3 +124,20 @@ def test_bench_train_rejects_bad_arguments_before_measuring(tmp_path: Path):
     assert "--device must be one of auto, cpu, cuda, got 'tpu'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_bench_train_on_a_bundle_backbone(tmp_path: Path):
+    from tests.models.test_bundle_backbone import whole_body_like
+
+    bundle = whole_body_like(tmp_path / "wholeBody_ct_segmentation")
+    out = tmp_path / "t.md"
+    result = slpt("bench", "train", "--size", "16", "--batch", "1", "--warmup", "1", "--steps", "1",
+                  "--backbone", str(bundle), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    assert "wholeBody_ct_segmentation" in report and "segresnet" in report
+    rows = table_rows(report)
+    assert rows[PROMPT_ALL]["prompt stages"] == "1, 2"  # its 3 down layers; the full-resolution one gets no prompt
+    assert ratio_percent(rows[PROMPT_ALL]["trainable params"]) < 100.0
+    missing = slpt("bench", "train", "--backbone", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.md"))
+    assert missing.returncode != 0 and "--backbone" in missing.stderr and "does not exist" in missing.stderr
