@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import monailabel
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from monailabel.config import settings
 from monailabel.endpoints import (
@@ -74,6 +74,14 @@ app.mount("/static", StaticFiles(directory=os.path.join(os.path.dirname(monailab
 if AppSettings.from_conf(settings.MONAI_LABEL_APP_CONF).auth:
     settings.MONAI_LABEL_AUTH_ENABLE = True
 adopt_stock_routes()
+
+
+
+@app.get("/", include_in_schema=False)
+def api_page() -> RedirectResponse:
+    """Stock MONAI Label answers ``/`` with its API page; MONAILabelReviewer checks the server is up with it."""
+    return RedirectResponse(app.docs_url)
+
 
 prefix = settings.MONAI_LABEL_API_STR
 ours = (our_info, our_auth, our_users, our_admin, our_activelearning, our_datastore, our_models, our_jobs, our_logs,
