@@ -13,7 +13,6 @@ import shutil
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from itertools import combinations
 from pathlib import Path
 
 import httpx
