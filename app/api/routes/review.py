@@ -9,10 +9,12 @@ one's own label is refused (403) unless one is an admin; a review of a version t
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
+from monailabel.endpoints.user.auth import User
 
 from app.agreement import adjudicate
 from app.api.deps import AppDep, ReviewerUser, SessionDep, annotator_key, is_admin
 from app.api.schemas import AdjudicationIn, ReviewIn, ReviewOut, ReviewState
+from app.main import SLPTApp
 from db.engine import write_session
 from db.images import require_image
 from db.reviews import APPROVED, CHANGES_REQUESTED, review_history, review_label
@@ -57,7 +59,7 @@ def adjudicate_volume(image: str, body: AdjudicationIn, request: Request, user: 
         return ReviewOut.model_validate(review_history(session, image)[-1])  # its approval
 
 
-def _review(app, request: Request, user, image: str, body: ReviewIn, to_status: str) -> ReviewOut:
+def _review(app: SLPTApp, request: Request, user: User, image: str, body: ReviewIn, to_status: str) -> ReviewOut:
     actor = annotator_key(request, user, body.client_id)
     datastore = app.datastore()
     with write_session(datastore.sessions) as session:
