@@ -48,6 +48,10 @@ def serve(
     db: Annotated[Optional[str], typer.Option(help="SQLAlchemy database URL (default: SQLite in the studies folder)")] = None,
     auth: Annotated[bool, typer.Option(help="Require a login (database users; also SLPT_AUTH=1)")] = False,
     insecure: Annotated[bool, typer.Option(envvar="SLPT_INSECURE", help="Allow auth off on a non-loopback address")] = False,
+    no_model: Annotated[bool, typer.Option(
+        "--no-model", envvar="SLPT_NO_MODEL",
+        help="Review-only: serve the datastore, Next Sample, review, double reading and the admin API with no model, "
+             "training or GPU")] = False,
     pretrain_if_missing: Annotated[bool, typer.Option(
         envvar="SLPT_PRETRAIN_IF_MISSING",
         help="Install the backbone that ships with the code when the configured backbone file does not exist")] = False,
@@ -74,8 +78,9 @@ def serve(
     backbone = settings.backbone_path(layout.root)
     if pretrain_if_missing and not backbone.exists():
         install_demo_backbone(backbone)
-    check_bundle(backbone)
-    conf = ([("db", db)] if db else []) + ([("auth", "true")] if auth else [])
+    if not no_model:
+        check_bundle(backbone)
+    conf = ([("db", db)] if db else []) + ([("auth", "true")] if auth else []) + ([("no_model", "true")] if no_model else [])
     start_server(studies, host=host, port=port, conf=conf, extra_args=extra)
 
 

@@ -21,12 +21,13 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
 from app.accounts import bootstrap_admin
+from app.agreement import AgreementWorker
 from app.security import Authenticator
 from app.inference_queue import InferenceQueue
 from app.jobs import fail_interrupted_jobs
 from app.modelstore import ModelStore
 from app.scoring import SLPTScoring, catch_up_scoring
-from app.selection import RoundBuilder, served_strategies
+from app.selection import RoundBuilder, review_only_strategies, served_strategies
 from app.settings import AppSettings
 from app.studies import StudiesLayout, resolve_studies
 from app.tasks.infer import SLPTInfer
@@ -93,7 +94,9 @@ class SLPTApp(MONAILabelApp):
             lease=timedelta(hours=self.settings.lease_hours),
             groups=_msd_groups(self.layout),
             clock=self.settings.clock,
+            train_on=self.settings.train_on,
         )
+        self.agreement = AgreementWorker(datastore)
         if leftovers := remove_partial_files(self.layout.labels_dir):  # interrupted label writes: never acknowledged
             logger.warning(f"removed {len(leftovers)} partial file(s) under {self.layout.labels_dir}")
         datastore.refresh()
@@ -102,15 +105,22 @@ class SLPTApp(MONAILabelApp):
         return datastore
 
     def init_infers(self) -> dict[str, InferTask]:
+        if self.settings.no_model:
+            return {}
         return {
             "slpt": SLPTInfer(self.model_store, LABELS, output="label"),
             "slpt_uncertainty": SLPTInfer(self.model_store, LABELS, output="disagreement"),
         }
 
     def init_trainers(self) -> dict[str, TrainTask]:
+        if self.settings.no_model:
+            return {}
         return {"slpt": SLPTTrain(self.model_store, self.settings, num_classes=len(LABELS) + 1)}
 
     def init_strategies(self) -> dict[str, Strategy]:
+        if self.settings.no_model:
+            self.round_builder = None
+            return review_only_strategies()
         self.round_builder = RoundBuilder(
             self.datastore(), self.model_store, self.settings.round_size,
             self.settings.cascade(self.model_store.info()),
@@ -118,6 +128,8 @@ class SLPTApp(MONAILabelApp):
         return served_strategies(self.round_builder)  # Slicer preselects the first: the registry puts TESLA first
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        if self.settings.no_model:
+            return {}
         return {"slpt_uncertainty": SLPTScoring(self.model_store)}
 
     def on_init_complete(self):
@@ -125,6 +137,9 @@ class SLPTApp(MONAILabelApp):
         interrupted = fail_interrupted_jobs(self.datastore().sessions)
         if interrupted:
             logger.warning(f"marked {len(interrupted)} interrupted job(s) failed: {interrupted}")
+        self.agreement.request()  # comparisons a stopped server left undone
+        if self.settings.no_model:
+            return
         threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
 
     def _catch_up(self, attempts: int = 3, pause_s: float = 30.0) -> None:
@@ -143,6 +158,9 @@ class SLPTApp(MONAILabelApp):
     def strategy_names(self) -> list[str]:
         return list(self._strategies)
 
+    def strategy(self, name: str) -> Strategy:
+        return self._strategies[name]
+
     def infer_names(self) -> list[str]:
         return list(self._infers)
 
@@ -151,6 +169,10 @@ class SLPTApp(MONAILabelApp):
 
     def scoring_names(self) -> list[str]:
         return list(self._scoring_methods)
+
+    def on_save_label(self, image_id, label_id):
+        super().on_save_label(image_id, label_id)
+        self.agreement.request()  # a double-read volume may have its last read now
 
     def next_sample(self, request: dict) -> dict:
         """Claim the next volume for ``request["annotator"]``; ``{}`` when nothing is left (MONAI Label's empty answer).

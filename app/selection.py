@@ -175,8 +175,29 @@ class RoundStrategy(ServedStrategy):
         return {**answer, "round": None} if answer else None
 
 
-def served_strategies(builder: RoundBuilder) -> dict[str, ServedStrategy]:
-    """Every registered rule, in the registry's order (3D Slicer preselects the first: TESLA)."""
-    return {
+class ReviewStrategy(MONAILabelStrategy):
+    """Next Sample for reviewers: the oldest submitted final label of a single-read volume that is not the reviewer's
+    own (:func:`db.reviews.next_to_review`). Nothing is leased: reviewing changes no lease, and a review of a version
+    that changed meanwhile is refused as stale. The route lets only reviewers and admins call it (``reviewers_only``)."""
+
+    name = "review"
+    reviewers_only = True
+
+    def __init__(self):
+        super().__init__("Review: the oldest label waiting for review, never your own (reviewers and admins)")
+
+    def __call__(self, request: dict[str, Any], datastore: SQLDatastore) -> dict[str, Any] | None:
+        return datastore.next_to_review(request["annotator"])
+
+
+def served_strategies(builder: RoundBuilder) -> dict[str, MONAILabelStrategy]:
+    """Every registered rule, in the registry's order (3D Slicer preselects the first: TESLA), then ``review``."""
+    served: dict[str, MONAILabelStrategy] = {
         name: ClaimStrategy(name) if name in CLAIM_ORDERS else RoundStrategy(name, builder) for name in STRATEGIES
     }
+    return {**served, ReviewStrategy.name: ReviewStrategy()}
+
+
+def review_only_strategies() -> dict[str, MONAILabelStrategy]:
+    """What a server without a model serves (``no_model``): the claim orders that need no model, and ``review``."""
+    return {**{name: ClaimStrategy(name) for name in CLAIM_ORDERS}, ReviewStrategy.name: ReviewStrategy()}

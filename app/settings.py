@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ImportString
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +53,14 @@ class AppSettings(BaseSettings):
     admin_user: str = Field("admin", description="Name of the first admin that admin_password / admin_token create")
     admin_password: str = Field("", description="Creates the first admin at start-up with this password (if absent)")
     admin_token: str = Field("", description="Gives the first admin this API token at start-up (stored hashed)")
+    train_on: Literal["final", "approved"] = Field(
+        "final", description="What trains: every volume's newest final label, or only final labels a reviewer approved "
+        "(a double-read volume trains on its adjudicated label either way)"
+    )
+    no_model: bool = Field(
+        False, description="Review-only mode: datastore, Next Sample, review, double reading and the admin API, with no "
+        "model, training, scoring or GPU (`slpt serve --no-model`)"
+    )
 
     @classmethod
     def from_conf(cls, conf: dict[str, Any] | None) -> "AppSettings":

@@ -33,14 +33,14 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Float, Integer, Row, Select, bindparam, cast, func, select, text
+from sqlalchemy import Connection, Float, Integer, Row, Select, bindparam, cast, exists, func, or_, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import begin_write, write_session
 from db.errors import DBError, UnknownImageError
 from db.images import free_of_lease, live_lease
-from db.schema import Assignment, Image, RoundItem, SelectionRound, UTCDateTime, check_aware, utcnow
+from db.schema import Assignment, Image, Label, RoundItem, SelectionRound, UTCDateTime, check_aware, utcnow
 
 DEFAULT_LEASE = timedelta(hours=2)
 CLAIM_ORDERS = ("first", "random")
@@ -53,6 +53,7 @@ _ANNOTATOR_LOCK_NAMESPACE = 0x534C5055
 _images = Image.__table__
 _assignments = Assignment.__table__
 _items = RoundItem.__table__
+_labels = Label.__table__
 _NOW = bindparam("now", type_=UTCDateTime())
 _IDS = bindparam("ids", expanding=True)
 
@@ -86,12 +87,14 @@ _ANSWER_COLUMNS = (
 _SET_LEASE_RETURNING = _SET_LEASE.returning(*_ANSWER_COLUMNS)
 #: Strategy name of a lease an admin gave (:func:`assign_volume`): Next Sample offers it until it is labeled.
 ASSIGNED = "assigned"
+#: Strategy name of the lease a label sent back for changes gives its annotator (:func:`return_volume`).
+RETURNED = "returned"
 _ASSIGNED_TO = (
     select(*_ANSWER_COLUMNS)
     .join(_assignments, _assignments.c.image_id == _images.c.id)
     .where(
         _assignments.c.annotator == bindparam("annotator"), _assignments.c.state == "active",
-        _assignments.c.strategy == ASSIGNED, _images.c.label_status == "unlabeled", live_lease(_NOW),
+        _assignments.c.strategy.in_((ASSIGNED, RETURNED)), _images.c.label_status == "unlabeled", live_lease(_NOW),
     )
     .order_by(_assignments.c.claimed_at)
     .limit(1)
@@ -186,7 +189,7 @@ def release_volume(session: Session, image_id: str, now: datetime | None = None)
     """End the live lease on one volume (state ``released``); return who held it. :class:`DBError` if none."""
     check_aware(now)
     now = _clock(now)
-    image = _lock_image_row(session, image_id)
+    image = lock_image_row(session, image_id)
     if image.lease_expires_at is None or image.lease_expires_at < now or image.lease_holder is None:
         raise LeaseConflictError(f"volume {image_id!r} is not leased")
     holder = image.lease_holder
@@ -212,7 +215,7 @@ def assign_volume(
     check_aware(now)
     connection = session.connection()
     _lock_annotator(connection, annotator)
-    image = _lock_image_row(session, image_id)
+    image = lock_image_row(session, image_id)
     when = _clock(now)
     if image.label_status == "labeled":
         raise LeaseConflictError(f"volume {image_id!r} is labeled already")
@@ -231,8 +234,29 @@ def assign_volume(
     return expires
 
 
-def _lock_image_row(session: Session, image_id: str) -> Image:
-    image = session.scalar(select(Image).where(Image.id == image_id).with_for_update())
+def return_volume(
+    session: Session, image_id: str, annotator: str, lease: timedelta = DEFAULT_LEASE, now: datetime | None = None
+) -> datetime:
+    """Lease a volume whose label was sent back to its annotator (strategy ``returned``): their next Next Sample
+    offers it before anything else. Their other leases stay (a volume they are labeling now is not taken away).
+    The caller has locked the image row (:func:`lock_image_row`) and made the volume unlabeled."""
+    check_aware(now)
+    connection = session.connection()
+    when = _clock(now)
+    expires = when + lease
+    connection.execute(_CLOSE_ASSIGNMENTS, {"ids": [image_id], "new_state": "released", "closed": when})
+    connection.execute(_SET_LEASE, {"image_id": image_id, "holder": annotator, "expires": expires})
+    connection.execute(_assignments.insert(), {
+        "image_id": image_id, "annotator": annotator, "strategy": RETURNED, "round_id": None,
+        "claimed_at": when, "lease_expires_at": expires, "closed_at": None, "state": "active",
+    })
+    return expires
+
+
+def lock_image_row(session: Session, image_id: str) -> Image:
+    """Load and lock the image row for the rest of the transaction (its lease and status change under this lock)."""
+    image = session.scalar(select(Image).where(Image.id == image_id).with_for_update()
+                           .execution_options(populate_existing=True))
     if image is None:
         raise UnknownImageError(f"unknown image id {image_id!r}")
     return image
@@ -272,7 +296,7 @@ def _claim(
     started = _read(clock)
     _expire(connection, started)
 
-    params = {"now": started, "round_id": round_id, "ids": skipped}
+    params = {"now": started, "round_id": round_id, "ids": skipped, "annotator": annotator}
     in_round, excluding = round_id is not None, bool(skipped)
     chosen = None
     if order == "random" and not in_round:
@@ -309,11 +333,20 @@ def _claim(
     return claimed
 
 
+# Double reading: a volume never goes to an annotator who has read it already. Single-read volumes (nearly all) pass
+# on the first, cheap term; the other is one lookup in the labels' (image_id, tag, version) index.
+_NOT_READ_BY_CLAIMANT = or_(
+    _images.c.readers <= 1,
+    ~exists().where(_labels.c.image_id == _images.c.id, _labels.c.tag == "final",
+                    _labels.c.annotator == bindparam("annotator")),
+)
+
+
 @cache
 def _candidates(in_round: bool, excluding: bool, among: bool = False) -> Select[tuple[str]]:
     """Free unlabeled volumes in claim order: the round's rank (``:round_id``) or id; without ``:ids``
     (``excluding``) or only among ``:ids`` (``among``)."""
-    query = select(_images.c.id).where(_images.c.label_status == "unlabeled", free_of_lease(_NOW))
+    query = select(_images.c.id).where(_images.c.label_status == "unlabeled", free_of_lease(_NOW), _NOT_READ_BY_CLAIMANT)
     if in_round:
         query = query.join(_items, _items.c.image_id == _images.c.id).where(_items.c.round_id == bindparam("round_id"))
         query = query.order_by(_items.c.rank, _images.c.id)

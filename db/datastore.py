@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import archive, claims, images, labels
+from db import archive, claims, images, labels, reviews
 from db.audit import audit
 from db.engine import write_session
 from db.errors import UnknownImageError
@@ -41,6 +41,11 @@ from db.volumes import (
 from storage.atomic import atomic_copy, staged_copy
 
 logger = logging.getLogger(__name__)
+
+#: What trains: every volume's newest final label, or only a newest final label a reviewer approved.
+TRAIN_ON = ("final", "approved")
+#: MONAILabelReviewer's status words (its SegStatus) for our review states; "" is its "not reviewed yet".
+REVIEWER_STATUS = {reviews.SUBMITTED: "", reviews.APPROVED: "approved", reviews.CHANGES_REQUESTED: "flagged"}
 
 
 class SQLDatastore(Datastore):
@@ -63,8 +68,12 @@ class SQLDatastore(Datastore):
         lease: timedelta = claims.DEFAULT_LEASE,
         groups: dict[str, str] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        train_on: str = "final",
     ):
+        if train_on not in TRAIN_ON:
+            raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
         self.sessions = sessions
+        self.train_on = train_on
         self.clock = clock
         self.images_dir = Path(images_dir)
         self.labels_dir = Path(labels_dir)
@@ -234,10 +243,23 @@ class SQLDatastore(Datastore):
             return None
         return labels.latest_label(session, label_id, tag)
 
-    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+    def get_label_uri(self, label_id: str, label_tag: str, viewer: str | None = None) -> str:
+        """The newest label file with the tag; ``viewer``: an annotator, who on a double-read volume still in reading
+        gets their own final label only (:func:`db.reviews.visible_final_label`)."""
         with self.sessions() as session:
-            label = self._latest_label(session, label_id, label_tag)
+            label = self._visible_label(session, label_id, label_tag, viewer)
             return label.path if label else ""
+
+    def _visible_label(self, session: Session, label_id: str, tag: str, viewer: str | None) -> Label | None:
+        label = self._latest_label(session, label_id, tag)
+        if label is None or viewer is None or label.annotator == viewer:
+            return label
+        image = images.get_image(session, label_id)
+        if image is None or image.readers <= 1:
+            return label
+        if tag == DefaultLabelTag.FINAL.value:
+            return reviews.visible_final_label(session, label_id, viewer)
+        return None  # another reader's draft of a double-read volume
 
     def get_label(self, label_id: str, label_tag: str, params=None) -> Any:
         uri = self.get_label_uri(label_id, label_tag)
@@ -251,25 +273,50 @@ class SQLDatastore(Datastore):
     def get_label_by_image_id(self, image_id: str, tag: str) -> str:
         return self.get_labels_by_image_id(image_id).get(tag, "")
 
-    def get_label_info(self, label_id: str, label_tag: str) -> dict[str, Any]:
+    def get_label_info(self, label_id: str, label_tag: str, viewer: str | None = None) -> dict[str, Any]:
         with self.sessions() as session:
-            label = self._latest_label(session, label_id, label_tag)
-            if label is None:
-                return {}
-            return {
-                **(label.meta or {}),
-                "version": label.version,
-                "annotator": label.annotator,
-                "ts": int(label.created_at.timestamp()),
-                "checksum": label.checksum,
+            label = self._visible_label(session, label_id, label_tag, viewer)
+            return {} if label is None else {**self._label_info(label), "checksum": label.checksum}
+
+    @staticmethod
+    def _label_info(label: Label) -> dict[str, Any]:
+        """A label's info as listed: its stored info, who made it, when, and for a final label its review state (also
+        in MONAILabelReviewer's ``segmentationMeta`` keys, which that module reads and writes back)."""
+        info = {
+            **(label.meta or {}),
+            "version": label.version,
+            "annotator": label.annotator,
+            "client_id": label.annotator,
+            "name": Path(label.path).name,
+            "ts": int(label.created_at.timestamp()),
+        }
+        if label.review_status is not None:
+            stored = info.get("segmentationMeta") if isinstance(info.get("segmentationMeta"), dict) else {}
+            review = info.get("review") or {}
+            info["review_status"] = label.review_status
+            info["segmentationMeta"] = {
+                "status": REVIEWER_STATUS[label.review_status],
+                "level": stored.get("level", ""),
+                "approvedBy": review.get("by", ""),
+                "comment": review.get("comment") or "",
+                "editTime": review.get("at", ""),
             }
+        return info
 
     def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
         with write_session(self.sessions) as session:
-            label = self._latest_label(session, label_id, label_tag)
-            if label is None:
-                raise UnknownImageError(f"image {label_id!r} has no label tagged {label_tag!r}")
-            label.meta = {**(label.meta or {}), **info}
+            self.merge_label_info(session, label_id, label_tag, info)
+
+    def merge_label_info(self, session: Session, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
+        """Merge keys into the info of the newest label with the tag, in the caller's transaction."""
+        label = self._latest_label(session, label_id, label_tag)
+        if label is None:
+            raise UnknownImageError(f"image {label_id!r} has no label tagged {label_tag!r}")
+        label.meta = {**(label.meta or {}), **info}
+
+    def review_status(self, session: Session, label_id: str) -> str | None:
+        label = self._latest_label(session, label_id, DefaultLabelTag.FINAL.value)
+        return label.review_status if label else None
 
     def remove_label(self, label_id: str, label_tag: str, actor: str = "admin") -> None:
         """Archive every version of the label (``db.labels.archive_label``): rows kept aside, files kept."""
@@ -296,7 +343,8 @@ class SQLDatastore(Datastore):
         return [i for i in self.list_images() if i not in labeled]
 
     def datalist(self, full_path=True) -> list[dict[str, Any]]:
-        """Image/label pairs of the final labels (newest version), for training."""
+        """Image/label pairs of the final labels (newest version), for training: with ``train_on="approved"`` only those
+        a reviewer approved; a double-read volume only once adjudicated (its adjudication is approved)."""
         tag = DefaultLabelTag.FINAL.value
         newest = (
             select(Label.image_id, func.max(Label.version).label("version"))
@@ -311,6 +359,8 @@ class SQLDatastore(Datastore):
             .where(Label.tag == tag, Image.label_status == "labeled")
             .order_by(Image.id)
         )
+        approved = Label.review_status == reviews.APPROVED
+        query = query.where(approved if self.train_on == "approved" else or_(Image.readers <= 1, approved))
         with self.sessions() as session:
             return [{"image": image, "label": label, "id": image_id} for image, label, image_id in session.execute(query)]
 
@@ -325,6 +375,17 @@ class SQLDatastore(Datastore):
         )
         return None if claimed is None else {**self._image_info(claimed), "id": claimed.id, "path": claimed.path}
 
+    def next_to_review(self, reviewer: str) -> dict[str, Any] | None:
+        """What the ``review`` strategy answers: the volume's info, ``id``, ``path`` and the label to review
+        (``label_version``, ``label_annotator``), or None when no label waits for review."""
+        with self.sessions() as session:
+            label = reviews.next_to_review(session, reviewer)
+            if label is None:
+                return None
+            image = images.get_image(session, label.image_id)
+            return {**self._image_info(image), "id": image.id, "path": image.path, "label_version": label.version,
+                    "label_annotator": label.annotator, "review_status": label.review_status}
+
     # -- summaries --------------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """Cheap progress summary (two aggregate queries)."""
@@ -338,10 +399,13 @@ class SQLDatastore(Datastore):
             "leased": counts["leased"],
         }
 
-    def json(self) -> dict[str, Any]:
-        """All images and their labels in LocalDatastore's shape (what Slicer reads)."""
+    def json(self, viewer: str | None = None) -> dict[str, Any]:
+        """All images and their labels in LocalDatastore's shape (what Slicer and MONAILabelReviewer read).
+
+        ``viewer``: an annotator, who sees on a double-read volume still in reading only their own labels."""
         objects: dict[str, Any] = {}
         with self.sessions() as session:
+            blinded = reviews.blinded_images(session) if viewer is not None else set()
             for image in session.scalars(select(Image).where(Image.label_status != "archived").order_by(Image.id)):
                 objects[image.id] = {
                     "image": {"ext": volume_suffix(image.name) or "", "info": self._image_info(image)},
@@ -349,9 +413,11 @@ class SQLDatastore(Datastore):
                 }
             newest = select(Label).order_by(Label.image_id, Label.tag, Label.version)
             for label in session.scalars(newest):  # later versions overwrite earlier ones
+                if label.image_id not in objects or (label.image_id in blinded and label.annotator != viewer):
+                    continue
                 objects[label.image_id]["labels"][label.tag] = {
                     "ext": volume_suffix(label.path) or "",
-                    "info": {**(label.meta or {}), "version": label.version, "annotator": label.annotator},
+                    "info": self._label_info(label),
                 }
         return {
             "name": self._name,

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from db import reviews
 from db.audit import audit
 from db.engine import is_postgresql
 from db.errors import DBError, NotFoundError, UnknownImageError
@@ -33,8 +34,9 @@ def record_label(
     ``path`` is the file's path, or a function that writes the file of a given version number and returns its path:
     it is called with the image row locked, once the version is known and before the row is added, so a file named
     after its version is written exactly once per version (a failed write records nothing).
-    For ``tag == "final"`` the image also becomes ``labeled`` and its active lease is closed (state
-    ``labeled``). Every save writes a ``label_saved`` audit event. Raises :class:`UnknownImageError` for an
+    For ``tag == "final"`` the label is ``submitted`` for review, its active lease is closed (state ``labeled``) and
+    the image becomes ``labeled`` once as many different annotators as it needs readers have saved one (one,
+    unless it is double-read: :mod:`db.reviews`). Every save writes a ``label_saved`` audit event. Raises :class:`UnknownImageError` for an
     unknown image and :class:`DBError` for an empty tag or a malformed checksum (``SHA256:<hex>``).
     On SQLite, open the transaction with :func:`db.engine.write_session`.
     """
@@ -64,7 +66,10 @@ def record_label(
     )
     session.add(label)
     if tag == FINAL_TAG:
-        image.label_status = "labeled"
+        reviews.note_submission(session, label, when)
+        session.flush()
+        if image.readers <= 1 or reviews.readers_done(session, image_id) >= image.readers:
+            image.label_status = "labeled"
         image.lease_holder = image.lease_expires_at = None
         session.execute(
             update(Assignment)
@@ -90,7 +95,7 @@ def latest_label(session: Session, image_id: str, tag: str) -> Label | None:
     return session.scalar(query)
 
 
-_LABEL_COLUMNS = ("image_id", "tag", "path", "annotator", "created_at", "version", "checksum", "meta")
+_LABEL_COLUMNS = ("image_id", "tag", "path", "annotator", "created_at", "version", "checksum", "meta", "review_status")
 
 
 def archive_label(session: Session, image_id: str, tag: str, actor: str) -> list[ArchivedLabel]:

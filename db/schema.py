@@ -46,6 +46,8 @@ MODEL_STATES = ("published", "failed")
 JOB_KINDS = ("train", "scoring", "embedding", "round")
 JOB_STATES = ("queued", "running", "done", "failed")
 USER_ROLES = ("admin", "reviewer", "annotator")
+# Review states of a final label (docs/design.md, "Review, double reading and agreement").
+REVIEW_STATES = ("submitted", "approved", "changes_requested")
 ONE_TRAINING = "kind = 'train' AND state IN ('queued', 'running')"
 
 # Deterministic constraint/index names on every backend, so migrations can name what they alter.
@@ -132,6 +134,8 @@ class Image(Base):
     label_status: Mapped[str] = mapped_column(String(16), default="unlabeled")
     lease_holder: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    # How many different annotators read the volume (double reading: 2 or 3); it is ``labeled`` once they all have.
+    readers: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 
 
 class LabelColumns:
@@ -146,13 +150,18 @@ class LabelColumns:
     version: Mapped[int] = mapped_column(Integer)
     checksum: Mapped[str | None] = mapped_column(String(80))
     meta: Mapped[dict[str, Any]]
+    review_status: Mapped[str | None] = mapped_column(String(24))  # final labels only (REVIEW_STATES)
 
 
 class Label(LabelColumns, Base):
     """One saved label file; ``version`` counts up per (image, tag)."""
 
     __tablename__ = "labels"
-    __table_args__ = (UniqueConstraint("image_id", "tag", "version"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "tag", "version"),
+        # The review queue: the oldest submitted final label first.
+        Index(None, "review_status", "created_at"),
+    )
 
 
 class ArchivedLabel(LabelColumns, Base):
@@ -353,3 +362,36 @@ class ServerSecret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+class LabelReview(Base):
+    """One review transition of a final label version: who moved it from which state to which, when and why.
+    Rows are only ever added (the audit of review); ``image_id`` has no foreign key, like the audit trail."""
+
+    __tablename__ = "label_reviews"
+    __table_args__ = (Index(None, "image_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)  # of the image's final label
+    from_status: Mapped[str | None] = mapped_column(String(24))  # None: the label was just submitted
+    to_status: Mapped[str] = mapped_column(String(24))
+    actor: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime]
+    comment: Mapped[str | None] = mapped_column(Text)
+
+
+class Agreement(Base):
+    """Agreement between two final label versions of one volume: two readers' labels, or a reader's label and the
+    label that trains (``reference``). ``metrics``: liver/tumour Dice, HD95 (mm) and lesion F1; None where undefined."""
+
+    __tablename__ = "agreements"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    first_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    second_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_annotator: Mapped[str] = mapped_column(String(255))
+    second_annotator: Mapped[str] = mapped_column(String(255))
+    reference: Mapped[bool] = mapped_column(Boolean, default=False)
+    metrics: Mapped[dict[str, Any]]
+    computed_at: Mapped[datetime]

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import monailabel
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from monailabel.config import settings
 from monailabel.endpoints import (
@@ -39,12 +39,14 @@ from app.api.routes import info as our_info
 from app.api.routes import jobs as our_jobs
 from app.api.routes import logs as our_logs
 from app.api.routes import models as our_models
+from app.api.routes import review as our_review
 from app.api.routes import sessions as our_sessions
 from app.api.routes import users as our_users
 from app.api.security import adopt_stock_routes
 from app.settings import AppSettings
 from db.errors import DBError, NotFoundError
 from db.claims import LeaseConflictError
+from db.reviews import OwnLabelError, ReviewConflictError, StaleReviewError
 from db.users import DuplicateUserError
 
 
@@ -73,9 +75,17 @@ if AppSettings.from_conf(settings.MONAI_LABEL_APP_CONF).auth:
     settings.MONAI_LABEL_AUTH_ENABLE = True
 adopt_stock_routes()
 
+
+
+@app.get("/", include_in_schema=False)
+def api_page() -> RedirectResponse:
+    """Stock MONAI Label answers ``/`` with its API page; MONAILabelReviewer checks the server is up with it."""
+    return RedirectResponse(app.docs_url)
+
+
 prefix = settings.MONAI_LABEL_API_STR
 ours = (our_info, our_auth, our_users, our_admin, our_activelearning, our_datastore, our_models, our_jobs, our_logs,
-        our_sessions)
+        our_sessions, our_review)
 for module in ours:
     app.include_router(module.router, prefix=prefix)
 # Not mounted: wsi_infer (whole-slide pathology; this app serves CT volumes only).
@@ -106,6 +116,12 @@ _fastapi_openapi = app.openapi
 app.openapi = _openapi_with_message_422
 
 
+async def _stale_review(request: Request, error: StaleReviewError) -> JSONResponse:
+    return JSONResponse({"detail": str(error), "newest_version": error.newest}, status_code=409)
+
+
 # Repository errors are the caller's: an unknown id, a taken name, a lease in the way, a value out of range.
-for error_type, status in ((NotFoundError, 404), (DuplicateUserError, 409), (LeaseConflictError, 409), (DBError, 400)):
+for error_type, status in ((NotFoundError, 404), (DuplicateUserError, 409), (LeaseConflictError, 409), (DBError, 400),
+                           (OwnLabelError, 403), (ReviewConflictError, 409)):
     app.add_exception_handler(error_type, _answer(status))
+app.add_exception_handler(StaleReviewError, _stale_review)

@@ -38,6 +38,22 @@ CurrentUser = Annotated[User, Depends(current_user)]
 AnyUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))]
 AnnotatorUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))]
 AdminUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))]
+ReviewerUser = Annotated[User, Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_REVIEWER))]
+
+
+def is_reviewer(user: User) -> bool:
+    """Reviewers and admins (every caller with auth off) review labels and see every reader's label."""
+    return settings.MONAI_LABEL_AUTH_ROLE_REVIEWER in user.roles
+
+
+def is_admin(user: User) -> bool:
+    return settings.MONAI_LABEL_AUTH_ROLE_ADMIN in user.roles
+
+
+def blinded_viewer(request: Request, user: User) -> str | None:
+    """Whose labels a caller may see of a double-read volume still in reading: None (everyone's) for reviewers and
+    admins, else the caller's own (docs/design.md, "Review, double reading and agreement")."""
+    return None if is_reviewer(user) else annotator_key(request, user, None)
 
 
 def annotator_key(request: Request, user: User, client_id: str | None) -> str:

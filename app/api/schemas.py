@@ -163,6 +163,8 @@ class Progress(BaseModel):
     labels_per_day: dict[str, int]
     model: ModelVersionOut | None
     running_jobs: list[JobOut]
+    review: dict[str, int] = Field(
+        description="Volumes by the review state of their newest final label; double-read volumes, complete, adjudicated")
 
 
 class VolumeOut(BaseModel):
@@ -238,3 +240,48 @@ class JobStarted(BaseModel):
     kind: str
     started: bool
     detail: dict[str, Any]
+
+
+class ReviewIn(BaseModel):
+    version: int | None = Field(None, ge=1, description="The label version reviewed; a newer one makes the review stale "
+                                "(409). Omitted: the newest")
+    comment: str | None = Field(None, description="Why (required when sending a label back)")
+    client_id: str | None = Field(None, max_length=255, description="Who reviews, with auth off")
+
+
+class ReviewOut(ORM):
+    image_id: str
+    version: int
+    from_status: str | None
+    to_status: str
+    actor: str
+    at: datetime
+    comment: str | None
+
+
+class ReviewState(BaseModel):
+    image: str
+    readers: int
+    version: int | None = Field(description="The newest final label version")
+    annotator: str | None
+    review_status: str | None
+    history: list[ReviewOut]
+
+
+class AdjudicationIn(BaseModel):
+    method: Literal["pick", "majority", "staple"]
+    reader: str | None = Field(None, max_length=255, description="Whose label to pick (method 'pick')")
+    comment: str | None = None
+
+
+class DoubleReadingIn(BaseModel):
+    readers: int = Field(ge=1, le=3, description="Different annotators per volume (1 ends double reading)")
+    images: list[str] | None = Field(None, max_length=10000, description="These volumes")
+    fraction: float | None = Field(None, gt=0, le=1, description="This share of the unlabeled pool, at random")
+    round_id: int | None = Field(None, ge=1, le=MAX_ROW_ID, description="The unlabeled volumes of this round")
+    seed: int = 0
+
+
+class DoubleReadingOut(BaseModel):
+    readers: int
+    images: list[str]

@@ -34,12 +34,13 @@ def tiny_cascade() -> CascadeConfig:
 
 
 @contextmanager
-def start_server(studies: Path, logs: Path, env: dict[str, str] | None = None, **conf: str) -> Iterator[ServerProcess]:
+def start_server(studies: Path, logs: Path, env: dict[str, str] | None = None, flags: tuple[str, ...] = (),
+                 **conf: str) -> Iterator[ServerProcess]:
     """Our MONAI Label server, started for real (`slpt serve`) on a free loopback port, at the tiny geometry;
-    ``env``: variables added to its environment."""
+    ``env``: variables added to its environment; ``flags``: options of `slpt serve` (e.g. ``--no-model``)."""
     port = free_port()
     conf = {**TINY_GEOMETRY, **conf}
-    command = slpt_serve_command(studies, port, conf)
+    command = slpt_serve_command(studies, port, conf) + list(flags)
     with running_server(command, log_path=logs / f"server-{port}.log", port=port, env=env) as proc:
         yield proc
 

@@ -212,8 +212,8 @@ def test_round_size_is_the_configured_one_or_twice_the_active_annotators(selecti
 
 def test_every_registered_rule_is_served_in_registry_order(selection: Selection):
     served = served_strategies(selection.builder)
-    assert list(served) == list(STRATEGIES) and list(served)[0] == "tesla"
+    assert list(served) == [*STRATEGIES, "review"] and list(served)[0] == "tesla"  # then reviewers' Next Sample
     assert {name for name, s in served.items() if isinstance(s, ClaimStrategy)} == {"random", "first"}
-    assert all(s.info() == STRATEGIES[name]().info() for name, s in served.items())  # what Slicer shows
+    assert all(served[name].info() == STRATEGIES[name]().info() for name in STRATEGIES)  # what Slicer shows
     answer = served["first"]({"annotator": "ann-a"}, selection.datastore)
     assert answer["id"] == "case_0000"

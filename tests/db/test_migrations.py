@@ -25,6 +25,8 @@ TABLES = {
     "api_tokens",
     "server_secrets",
     "archived_labels",
+    "label_reviews",
+    "agreements",
 }
 
 

@@ -1,10 +1,199 @@
+"""Review states and double reading in the database: transitions and their audit rows, stale and own reviews, the
+return of a sent-back volume, and k distinct readers per double-read volume under concurrent claims."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from db import Image, Label, claim_next_volume, record_label, write_session
+from db.datastore import SQLDatastore
+from db.reviews import (
+    OwnLabelError,
+    ReviewConflictError,
+    StaleReviewError,
+    blinded_images,
+    next_to_review,
+    reader_labels,
+    review_history,
+    review_label,
+    set_readers,
+    visible_final_label,
+)
+from db.errors import DBError, NotFoundError
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+
+
+def _label(sessions, image_id: str, annotator: str, when: datetime = T0) -> int:
+    with write_session(sessions) as session:
+        return record_label(session, image_id, "final", f"/labels/{image_id}.{annotator}.nii.gz", annotator,
+                            now=when).version
+
+
+def test_a_final_label_is_submitted_then_approved_with_an_audit_row_per_transition(sessions, ingest) -> None:
+    (image_id,) = ingest(1)
+    _label(sessions, image_id, "ann")
+    with write_session(sessions) as session:
+        review_label(session, image_id, 1, "approved", "rev", comment="fine", now=T0 + timedelta(minutes=5))
+    with sessions() as session:
+        assert session.scalar(select(Label.review_status)) == "approved"
+        history = [(r.version, r.from_status, r.to_status, r.actor, r.at, r.comment)
+                   for r in review_history(session, image_id)]
+    assert history == [(1, None, "submitted", "ann", T0, None),
+                       (1, "submitted", "approved", "rev", T0 + timedelta(minutes=5), "fine")]
+
+
+def test_bad_reviews_are_refused_and_write_nothing(sessions, ingest) -> None:
+    first, second, unlabeled = ingest(3)
+    _label(sessions, first, "ann")
+    _label(sessions, first, "ann")  # version 2
+    _label(sessions, second, "rev")
+    cases = [
+        (first, 1, "approved", "rev", None, StaleReviewError),
+        (second, 1, "approved", "rev", None, OwnLabelError),
+        (first, 2, "rejected", "rev", None, DBError),
+        (first, 2, "approved", "rev", "x" * 5000, DBError),
+        (unlabeled, None, "approved", "rev", None, NotFoundError),
+        ("nope", None, "approved", "rev", None, NotFoundError),
+    ]
+    for image_id, version, status, actor, comment, error in cases:
+        with pytest.raises(error):
+            with write_session(sessions) as session:
+                review_label(session, image_id, version, status, actor, comment=comment)
+    with pytest.raises(StaleReviewError) as stale:
+        with write_session(sessions) as session:
+            review_label(session, first, 1, "approved", "rev")
+    assert stale.value.newest == 2
+    with write_session(sessions) as session:  # an admin may approve their own
+        review_label(session, second, 1, "approved", "rev", may_review_own=True)
+    with pytest.raises(ReviewConflictError):
+        with write_session(sessions) as session:
+            review_label(session, second, 1, "approved", "rev2")
+    with sessions() as session:
+        statuses = dict(session.execute(select(Label.image_id, Label.review_status).where(Label.version == 1)).all())
+        assert statuses == {first: "submitted", second: "approved"}
+        assert [r.to_status for r in review_history(session, first)] == ["submitted", "submitted"]
+
+
+def test_a_sent_back_volume_returns_to_its_annotator_first_and_a_correction_starts_review_again(sessions, ingest):
+    ids = ingest(3)
+    assert claim_next_volume(sessions, "ann", "first", now=T0) == ids[0]
+    _label(sessions, ids[0], "ann")
+    assert claim_next_volume(sessions, "ann", "first", now=T0) == ids[1]  # working on the next one
+    with write_session(sessions) as session:
+        review_label(session, ids[0], 1, "changes_requested", "rev", comment="tumour missed", now=T0)
+    with sessions() as session:
+        assert session.get(Image, ids[0]).label_status == "unlabeled"
+    # Someone else never gets it while it is returned; its annotator gets it before anything else.
+    assert claim_next_volume(sessions, "other", "first", now=T0) == ids[2]
+    assert claim_next_volume(sessions, "ann", "first", now=T0) == ids[0]
+    _label(sessions, ids[0], "ann")
+    with sessions() as session:
+        label = session.scalar(select(Label).where(Label.image_id == ids[0], Label.version == 2))
+        assert (label.review_status, session.get(Image, ids[0]).label_status) == ("submitted", "labeled")
+        assert next_to_review(session, "rev").image_id == ids[0]
+        assert next_to_review(session, "ann") is None  # never one's own
+
+
+def test_the_review_queue_gives_the_oldest_submitted_label_never_the_reviewers_own(sessions, ingest) -> None:
+    ids = ingest(3)
+    _label(sessions, ids[2], "ann", T0)
+    _label(sessions, ids[0], "ann", T0 + timedelta(minutes=1))
+    _label(sessions, ids[1], "rev", T0 - timedelta(minutes=1))
+    with sessions() as session:
+        assert next_to_review(session, "rev").image_id == ids[2]
+        assert next_to_review(session, "third").image_id == ids[1]
+    with write_session(sessions) as session:
+        review_label(session, ids[2], 1, "approved", "rev")
+    with sessions() as session:
+        assert next_to_review(session, "rev").image_id == ids[0]
+
+
+def test_a_double_read_volume_waits_for_k_readers_and_blinds_them_from_each_other(sessions, ingest) -> None:
+    ids = ingest(2)
+    with write_session(sessions) as session:
+        set_readers(session, [ids[0]], 2, "admin")
+    assert claim_next_volume(sessions, "a", "first", now=T0) == ids[0]
+    _label(sessions, ids[0], "a")
+    with sessions() as session:
+        assert session.get(Image, ids[0]).label_status == "unlabeled"
+        assert visible_final_label(session, ids[0], "b") is None
+        assert visible_final_label(session, ids[0], "a").annotator == "a"
+        assert blinded_images(session) == {ids[0]}
+    # "a" read it already: never again, even with nothing else left.
+    assert claim_next_volume(sessions, "a", "first", now=T0) == ids[1]
+    _label(sessions, ids[1], "a")
+    assert claim_next_volume(sessions, "a", "first", now=T0) is None
+    assert claim_next_volume(sessions, "b", "first", now=T0) == ids[0]
+    _label(sessions, ids[0], "b")
+    with sessions() as session:
+        assert session.get(Image, ids[0]).label_status == "labeled"
+        assert sorted(reader_labels(session, ids[0])) == ["a", "b"]
+        assert next_to_review(session, "rev") .image_id == ids[1]  # double-read volumes are adjudicated instead
+    with pytest.raises(ReviewConflictError):
+        with write_session(sessions) as session:
+            review_label(session, ids[0], None, "approved", "rev")
+    with pytest.raises(ReviewConflictError):  # its reading is over
+        with write_session(sessions) as session:
+            set_readers(session, [ids[0]], 3, "admin")
+    with pytest.raises(DBError):
+        with write_session(sessions) as session:
+            set_readers(session, [ids[1]], 4, "admin")
+
+
+def test_concurrent_annotators_read_each_double_read_volume_k_times_by_distinct_readers(sessions, ingest) -> None:
+    """16 annotators claim and label at once; half the volumes need 2 readers, a quarter 3."""
+    ids = ingest(40)
+    with write_session(sessions) as session:
+        set_readers(session, ids[:20], 2, "admin")
+        set_readers(session, ids[20:30], 3, "admin")
+    threads = 16
+    start = threading.Barrier(threads)
+
+    def annotate(index: int) -> None:
+        annotator, rng = f"annotator_{index:02d}", random.Random(index)
+        start.wait()
+        while (image_id := claim_next_volume(sessions, annotator, "random", order="random",
+                                             seed=rng.randrange(10**9))) is not None:
+            if rng.random() < 0.2:
+                continue  # skipped: claiming again releases it
+            with write_session(sessions) as session:
+                record_label(session, image_id, "final", f"/labels/{image_id}.{annotator}.nii.gz", annotator)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(annotate, range(threads)))
+    # An annotator stops at the first "nothing left" although a volume leased to someone else may need them later.
+    drained = False
+    while not drained:
+        drained = True
+        for index in range(threads):
+            annotator = f"annotator_{index:02d}"
+            while (image_id := claim_next_volume(sessions, annotator, "first")) is not None:
+                drained = False
+                with write_session(sessions) as session:
+                    record_label(session, image_id, "final", f"/labels/{image_id}.{annotator}.nii.gz", annotator)
+    with sessions() as session:
+        readers = defaultdict(list)
+        for image_id, annotator in session.execute(select(Label.image_id, Label.annotator)):
+            readers[image_id].append(annotator)
+        status = dict(session.execute(select(Image.id, Image.label_status)).all())
+    expected = {**{i: 2 for i in ids[:20]}, **{i: 3 for i in ids[20:30]}, **{i: 1 for i in ids[30:]}}
+    for image_id, k in expected.items():
+        assert len(readers[image_id]) == k, (image_id, readers[image_id])  # exactly k reads, none twice
+        assert len(set(readers[image_id])) == k, (image_id, readers[image_id])
+        assert status[image_id] == "labeled"
 
 
 @pytest.mark.parametrize("train_on", ["final", "approved"])
 def test_what_trains_by_setting_and_a_double_read_volume_only_once_adjudicated(sessions, ingest, tmp_path,
                                                                                train_on) -> None:
-    from db.datastore import SQLDatastore
-
     submitted, approved, read_twice, adjudicated = ingest(4)
     _label(sessions, submitted, "a")
     _label(sessions, approved, "a")

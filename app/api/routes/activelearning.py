@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import AnyUser, AppDep, annotator_key
+from app.api.deps import AnyUser, AppDep, annotator_key, is_reviewer
 
 router = APIRouter(prefix="/activelearning", tags=["ActiveLearning"])
 
@@ -28,6 +28,8 @@ def next_sample(
 ) -> JSONResponse:
     if strategy not in app.strategy_names():
         raise HTTPException(404, f"unknown strategy {strategy!r}; available: {sorted(app.strategy_names())}")
+    if getattr(app.strategy(strategy), "reviewers_only", False) and not is_reviewer(user):
+        raise HTTPException(403, f"strategy {strategy!r} is for reviewers and admins")
     params = dict(params or {})
     params["annotator"] = annotator_key(request, user, params.get("client_id"))
     return JSONResponse(app.next_sample({**params, "strategy": strategy}))

@@ -1,4 +1,5 @@
-"""``PUT /datastore/label`` and ``PUT /datastore/image`` with validation.
+"""``PUT /datastore/label`` and ``PUT /datastore/image`` with validation; the listing and label downloads blinded for
+double reading; ``PUT /datastore/updatelabelinfo`` (MONAILabelReviewer's review call).
 
 Stock MONAI Label accepts a label of the wrong shape or a non-NIfTI file as "final" and answers 500 for an unknown
 image. Here every bad input gets a 4xx naming the problem, and nothing is written. The checks themselves (ids, the
@@ -10,13 +11,17 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
 from monailabel.interfaces.datastore import DefaultLabelTag
+from monailabel.utils.others.generic import get_mime_type
 
-from app.api.deps import AdminUser, AnnotatorUser, AppDep, annotator_key
+from app.api.deps import AdminUser, AnnotatorUser, AnyUser, AppDep, ReviewerUser, annotator_key, blinded_viewer, is_admin
+from db.engine import write_session
 from db.errors import NotFoundError
+from db.reviews import APPROVED, CHANGES_REQUESTED, ReviewConflictError, check_comment, review_label
 from db.volumes import InvalidIdError, InvalidLabelError, InvalidVolumeError, volume_suffix
 
 router = APIRouter(prefix="/datastore", tags=["Datastore"])
@@ -134,3 +139,69 @@ def archive_image_old_path(app: AppDep, user: AdminUser, request: Request, id: s
 def archive_label(app: AppDep, user: AdminUser, id: str, tag: str) -> dict[str, Any]:
     app.datastore().remove_label(id, tag, actor=user.username)  # unknown image or tag: 404 (app.api.asgi)
     return {"image": id, "tag": tag, "archived": True}
+
+
+@router.get("/", summary="The datastore: stats, every volume and label ('all'; blinded for double reading) or the "
+            "training list ('train')")
+def datastore_listing(request: Request, app: AppDep, user: AnyUser, output: Literal["stats", "all", "train"] = "stats"):
+    datastore = app.datastore()
+    if output == "all":
+        return JSONResponse(datastore.json(viewer=blinded_viewer(request, user)))
+    return datastore.datalist() if output == "train" else datastore.status()
+
+
+@router.get("/label", summary="Download a label (a double-read volume's other readers' labels are hidden from readers)")
+def download_label(request: Request, app: AppDep, user: AnyUser, label: str, tag: str) -> FileResponse:
+    viewer = blinded_viewer(request, user)
+    path = app.datastore().get_label_uri(label, tag, viewer=viewer)
+    if not path and viewer is not None and app.datastore().get_label_uri(label, tag):
+        raise HTTPException(403, f"the {tag!r} label of {label!r} is blinded: another reader's label of a double-read "
+                            "volume is shown only after adjudication")
+    if not path or not Path(path).is_file():
+        raise HTTPException(404, f"image {label!r} has no label tagged {tag!r}")
+    return FileResponse(path, media_type=get_mime_type(path), filename=Path(path).name)
+
+
+@router.get("/label/info", summary="A label's info (blinded like the download)")
+def label_info(request: Request, app: AppDep, user: AnyUser, label: str, tag: str) -> dict[str, Any]:
+    return app.datastore().get_label_info(label, tag, viewer=blinded_viewer(request, user))
+
+
+#: MONAILabelReviewer's ``segmentationMeta.status`` values: which review transition each asks for (None: none).
+REVIEWER_TRANSITIONS = {"": None, "segmented": None, "not segmented": None, "approved": APPROVED,
+                        "flagged": CHANGES_REQUESTED}
+REVIEWER_LEVELS = ("", "easy", "medium", "hard")
+
+
+@router.put("/updatelabelinfo", summary="MONAILabelReviewer: store review status, difficulty and comment of a label "
+            "(status 'approved' approves it, 'flagged' sends it back)")
+def update_label_review_info(
+    request: Request, app: AppDep, user: ReviewerUser, label: str, tag: str, params: str = Form("{}")
+) -> dict[str, Any]:
+    info = _parse_params(params)
+    meta = info.get("segmentationMeta", {})
+    if not isinstance(meta, dict):
+        raise HTTPException(400, "segmentationMeta must be a JSON object")
+    status, level, comment = meta.get("status", ""), meta.get("level", ""), meta.get("comment") or None
+    if status not in REVIEWER_TRANSITIONS:
+        raise HTTPException(400, f"unknown review status {status!r}: use one of {sorted(REVIEWER_TRANSITIONS)}")
+    if level not in REVIEWER_LEVELS:
+        raise HTTPException(400, f"unknown difficulty level {level!r}: use one of {list(REVIEWER_LEVELS)}")
+    if comment is not None and not isinstance(comment, str):
+        raise HTTPException(400, "comment must be a string")
+    check_comment(comment)  # too long: 400
+    datastore = app.datastore()
+    transition = REVIEWER_TRANSITIONS[status] if tag == DefaultLabelTag.FINAL.value else None
+    # The module sends no credentials: with auth off its reviewer is the name picked in it ("approvedBy").
+    actor = annotator_key(request, user, meta.get("approvedBy") or None)
+    with write_session(datastore.sessions) as session:
+        if transition is not None:
+            try:
+                review_label(session, label, None, transition, actor, comment=comment, may_review_own=is_admin(user),
+                             lease=datastore.lease, now=datastore.clock())
+            except ReviewConflictError:
+                if datastore.review_status(session, label) != transition:
+                    raise
+                # the module re-sends the status it shows when only the level or comment changed
+        datastore.merge_label_info(session, label, tag, info)
+    return {"label": label, "tag": tag}

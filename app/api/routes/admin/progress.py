@@ -9,6 +9,7 @@ from app.api.routes.admin.jobs import job_out
 from app.api.schemas import ModelVersionOut, Progress
 from db.jobs import list_jobs
 from db.model_versions import latest_model_version
+from db.reviews import review_totals
 from db.overview import labels_per_day, status_totals, totals_by_annotator, totals_by_group
 
 router = APIRouter(tags=["Admin: progress"])
@@ -26,4 +27,5 @@ def progress(user: AdminUser, app: AppDep, session: SessionDep) -> Progress:
         labels_per_day=labels_per_day(session),
         model=ModelVersionOut.model_validate(model) if model else None,
         running_jobs=[job_out(j) for j in running],
+        review=review_totals(session),
     )
