@@ -25,6 +25,8 @@ from app.security import Authenticator
 from app.inference_queue import InferenceQueue
 from app.jobs import fail_interrupted_jobs
 from app.modelstore import ModelStore
+from app.predictions import PredictionCache
+from app.quality import QualityWorker, predictions_folder
 from app.scoring import SLPTScoring, catch_up_scoring
 from app.selection import RoundBuilder, served_strategies
 from app.settings import AppSettings
@@ -82,6 +84,8 @@ class SLPTApp(MONAILabelApp):
         self.model_store = ModelStore(
             self.db_sessions, folder=models, backbone_path=self.settings.backbone_path(self.layout.root)
         )
+        self.predictions = PredictionCache(self.model_store, predictions_folder(self.settings.work_dir(self.layout.root)))
+        self.quality_worker = QualityWorker(self.db_sessions, self.predictions, self.settings.quality_interval_s)
 
     def init_datastore(self) -> Datastore:
         """The SQL datastore, with new volumes in the studies folder ingested."""
@@ -125,6 +129,8 @@ class SLPTApp(MONAILabelApp):
         if interrupted:
             logger.warning(f"marked {len(interrupted)} interrupted job(s) failed: {interrupted}")
         threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
+        if self.settings.quality_interval_s > 0:  # never on the upload path: labels are measured in the background
+            self.quality_worker.start()
 
     def _catch_up(self, attempts: int = 3, pause_s: float = 30.0) -> None:
         """Finish the newest version's scores if a killed or failed scoring left them incomplete (retried), then

@@ -14,13 +14,9 @@ import numpy as np
 from scipy import ndimage
 
 from models.inference import prompt_probabilities
+from models.quality import dice
 from models.slpt import SLPTNet
 from sim.prepared import LIVER, TUMOUR, PreparedCohort
-
-
-def dice(overlap: int, predicted: int, truth: int) -> float:
-    """2|P ∩ T| / (|P| + |T|); 1.0 when both are empty."""
-    return 2.0 * overlap / (predicted + truth) if predicted + truth else 1.0
 
 
 def evaluate(network: SLPTNet, cohort: PreparedCohort, test: list[int]) -> tuple[dict[str, float], list[dict]]:

@@ -25,6 +25,7 @@ TABLES = {
     "api_tokens",
     "server_secrets",
     "archived_labels",
+    "quality_records",
 }
 
 
