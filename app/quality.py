@@ -57,31 +57,44 @@ def measure_label(sessions: sessionmaker[Session], predictions: PredictionCache,
     return {"model_version": version.id, "figures": figures}
 
 
-def measure_pending(sessions: sessionmaker[Session], predictions: PredictionCache, batch: int = 20,
+def measure_pending(sessions: sessionmaker[Session], predictions: PredictionCache, batch: int = 50,
                     failed: set[int] | None = None, now: Callable | None = None) -> int:
-    """Measure final labels without a record (up to ``batch``); return how many were recorded. A label that fails
-    (its file unreadable, say) is logged and left for the next pass, unless listed in ``failed``."""
+    """Measure final labels without a record (up to ``batch``); return how many were recorded. The records are
+    written in one transaction: on SQLite every write queues with the claims for the one write lock. A label that
+    fails (its file unreadable, say) is logged and left for the next pass, unless listed in ``failed``."""
     failed = failed if failed is not None else set()
     with sessions() as session:
         pending = [label for label in unmeasured_final_labels(session, limit=batch + len(failed)) if label.id not in failed]
         for label in pending:
             session.expunge(label)
-    recorded = 0
+    measured = []
     for label in pending[:batch]:
         try:
-            measured = measure_label(sessions, predictions, label)
+            measured.append((label, measure_label(sessions, predictions, label)))
         except (NoModelError, OSError, ValueError, RuntimeError):
             logger.exception(f"prospective quality of label {label.id} ({label.image_id}) failed")
             failed.add(label.id)
-            continue
-        try:
-            with write_session(sessions) as session:
-                record_quality(session, label, measured["model_version"], measured["figures"],
-                               now=now() if now else None)
-            recorded += 1
-        except IntegrityError:
-            pass  # another replica measured it first: never twice
-    return recorded
+    if not measured:
+        return 0
+    try:
+        _record(sessions, measured, now)
+        return len(measured)
+    except IntegrityError:  # another replica measured some of them first: write the others one by one
+        return sum(_record_one(sessions, label, figures, now) for label, figures in measured)
+
+
+def _record(sessions: sessionmaker[Session], measured: list, now: Callable | None) -> None:
+    with write_session(sessions) as session:
+        for label, result in measured:
+            record_quality(session, label, result["model_version"], result["figures"], now=now() if now else None)
+
+
+def _record_one(sessions: sessionmaker[Session], label: Label, result: dict, now: Callable | None) -> int:
+    try:
+        _record(sessions, [(label, result)], now)
+        return 1
+    except IntegrityError:
+        return 0  # measured already: never twice
 
 
 class QualityWorker:

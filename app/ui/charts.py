@@ -13,7 +13,7 @@ COLOURS = ("#3b7dd8", "#d8843b", "#3bb273", "#c23b52", "#7f5bd5", "#8c8c8c")
 def bar_chart(values: dict[str, float], title: str, unit: str = "", digits: int = 0) -> Markup:
     """Horizontal bars, one per key, in the given order."""
     top = max([v for v in values.values() if v is not None] + [1e-9])
-    height = 28 + BAR_HEIGHT * 1.4 * max(len(values), 1)
+    height = 28 + BAR_HEIGHT * 1.4 * max(len(values), 1) + (0 if values else 10)
     parts = [f'<svg class="chart" role="img" width="{WIDTH}" height="{height:.0f}" viewBox="0 0 {WIDTH} {height:.0f}">',
              f'<title>{escape(title)}</title><text x="0" y="16" class="chart-title">{escape(title)}</text>']
     span = WIDTH - LABEL_WIDTH - 80
@@ -26,6 +26,8 @@ def bar_chart(values: dict[str, float], title: str, unit: str = "", digits: int 
             f'<rect x="{LABEL_WIDTH}" y="{y:.0f}" width="{length:.1f}" height="{BAR_HEIGHT}" fill="{COLOURS[i % len(COLOURS)]}"/>'
             f'<text x="{LABEL_WIDTH + length + 4:.1f}" y="{y + 13:.0f}">{escape(shown)}</text>'
         )
+    if not values:
+        parts.append('<text x="0" y="40">nothing measured yet</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -33,7 +35,7 @@ def bar_chart(values: dict[str, float], title: str, unit: str = "", digits: int 
 def curve_chart(points: Sequence[tuple[float, float, float | None, float | None]], curve: Sequence[tuple[float, float]],
                 title: str, x_label: str, y_label: str) -> Markup:
     """Points (x, y, interval low, interval high) with a fitted line through ``curve``; y from 0 to 1."""
-    width, height, left, bottom, top_margin = WIDTH, 260, 50, 40, 28
+    width, height, left, bottom, top_margin = WIDTH, 270, 50, 40, 44
     xs = [p[0] for p in points] + [c[0] for c in curve] or [1.0]
     x_max = max(xs) * 1.05 or 1.0
 

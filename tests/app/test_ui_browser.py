@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
+
+import httpx
 
 import pytest
 
@@ -78,6 +81,18 @@ def test_an_admin_runs_the_campaign_in_the_browser(server, browser, served_cohor
     )
     assert polls, "the job table was not refreshed by its script"
 
+    # An annotator labels a volume the new model pre-segmented: the quality job measures it, the page shows it.
+    claimed = httpx.post(f"{base}/activelearning/random", json={"client_id": "carol"}, timeout=60).json()
+    submit_ground_truth(server, served_cohort, [claimed["id"]])
+    deadline = time.monotonic() + 300
+    while True:  # the measurement is background work: reload until the page shows it
+        page.goto(f"{base}/ui/")
+        if page.locator("table.quality td", has_text="v0001").count() or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(2000)
+    assert page.inner_text("table.quality tr:nth-child(2) td:nth-child(2)") == "1"
+    assert "too few points" in page.inner_text("#advice")
+
     # Start a round and read its ranked volumes.
     page.goto(f"{base}/ui/")
     page.select_option("#round select[name=strategy]", "random")
@@ -103,9 +118,9 @@ def test_an_admin_runs_the_campaign_in_the_browser(server, browser, served_cohor
 
     # An annotator made on the page sees their own page and is refused the admin's.
     page.goto(f"{base}/ui/")
-    page.fill("#users input[name=username]", "annie")
-    page.fill("#users form.inline input[name=password]", "annie-password-1")
-    page.click("#users form.inline button[type=submit]")
+    page.fill("#create-user input[name=username]", "annie")
+    page.fill("#create-user input[name=password]", "annie-password-1")
+    page.click("#create-user button[type=submit]")
     assert "user annie created" in page.inner_text("p.notice")
     page.click("header button[type=submit]")  # log out
     page.wait_for_selector("form.login")

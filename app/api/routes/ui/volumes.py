@@ -41,7 +41,7 @@ def volume(image_id: str, user: UiAdmin, app: AppDep, session: SessionDep) -> HT
     image = _volume(session, image_id)
     status = session.scalar(select(volume_status(app.datastore().clock())).where(Image.id == image_id))
     model = latest_model_version(session)
-    return render("volume.html", user=user, image=image, status=status, label=_final(session, image_id),
+    return render("volume.html", user=user, image=image, volume_status=status, label=_final(session, image_id),
                   version=model.id if model else None, scores=scores_of_image(session, image_id),
                   assignments=assignments_of_image(session, image_id))
 
