@@ -10,19 +10,22 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from app.api.deps import AppDep, SessionDep, UiAdmin, UiFormUser, UiSessionUser
-from app.api.ui import UI_ROOT, UiError, login_page, render
+from app.api.security import caller_address
+from app.api.ui import UI_ROOT, login_page, render
 from app.quality import quality_report
 from app.selection import round_size
-from app.ui.charts import bar_chart, curve_chart
-from app.ui.session import LOGIN_COOKIE, SESSION_COOKIE, csrf_matches, open_session, read_session, SessionError
 from app.stopping import saturating
+from app.ui.charts import bar_chart, curve_chart
+from app.ui.session import LOGIN_COOKIE, SESSION_COOKIE, SessionError, csrf_matches, open_session, read_session
+from db.audit import audit
+from db.engine import write_session
 from db.jobs import list_jobs
 from db.overview import (
     active_assignments, labels_of_annotator, labels_per_day, list_rounds, round_items, status_totals,
     totals_by_annotator, totals_by_group,
 )
-from db.scores import load_scores
 from db.schema import Image
+from db.scores import load_scores
 from db.users import authenticate, list_users
 from strategies import STRATEGIES
 
@@ -43,9 +46,11 @@ def login(request: Request, app: AppDep, username: Annotated[str, Form()] = "", 
           csrf: Annotated[str, Form()] = "") -> HTMLResponse:
     if not csrf_matches(request.cookies.get(LOGIN_COOKIE), csrf):
         return login_page(403, "the login form's CSRF token is missing or wrong: try again")
-    with app.datastore().sessions() as session:
+    with write_session(app.datastore().sessions) as session:
         account = authenticate(session, username, password) if username and password else None
-        role = account.role if account is not None and not account.disabled else None
+        role = account.role if account is not None else None
+        audit(session, username or "unknown", "login" if role else "login_failed", source=caller_address(request),
+              via="ui")
     if role is None:
         return login_page(401, "wrong user name or password", username=username)
     page = RedirectResponse(f"{UI_ROOT}/", status_code=303)

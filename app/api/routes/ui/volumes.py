@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
-
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
 
 from app.api.deps import AppDep, SessionDep, UiAdmin
 from app.api.ui import UiError, render

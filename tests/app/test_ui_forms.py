@@ -1,6 +1,6 @@
-"""The dashboard refuses bad input with a page that says why, and changes nothing: wrong passwords, tampered or
-expired sessions, missing CSRF tokens, annotators on admin pages, unknown ids, rounds larger than the pool; and it
-escapes what users typed."""
+"""The dashboard's forms over plain HTTP: leases, users and the export do what they say; bad input is refused with a
+page that says why and changes nothing (wrong passwords, tampered or expired sessions, missing CSRF tokens,
+annotators on admin pages, unknown ids, rounds larger than the pool); what users typed is escaped."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from app.security import Authenticator
 from app.ui.session import SESSION_COOKIE, open_session
 from db.engine import create_db_engine, default_db_url, session_factory
-from db.schema import SelectionRound, User
+from db.schema import Image, SelectionRound, User
 from tests.app.conftest import start_server, studies_db
 from tests.app.ui_helpers import ADMIN, ADMIN_PASSWORD, csrf_of, logged_in
 
@@ -155,3 +155,40 @@ def test_what_users_typed_is_escaped(server, admin):
     refused = client.post("/ui/users", data={"csrf": csrf, "username": "<b>bold</b>", "role": "annotator",
                                              "password": "long-enough-1"})
     assert refused.status_code == 400 and "<b>bold</b>" not in refused.text and "&lt;b&gt;bold&lt;/b&gt;" in refused.text
+
+
+def test_leases_are_assigned_and_released_from_the_page(server, admin, served_cohort: Path):
+    client, csrf = admin
+    assert client.post("/ui/leases/assign", data={"csrf": csrf, "image_id": "case_0010", "annotator": ANNOTATOR}).status_code == 303
+    with studies_db(served_cohort) as session:
+        assert session.get(Image, "case_0010").lease_holder == ANNOTATOR
+    assert "case_0010" in client.get("/ui/").text
+    again = client.post("/ui/leases/assign", data={"csrf": csrf, "image_id": "case_0010", "annotator": "someone"})
+    assert again.status_code == 409 and "release it first" in again.text
+    assert client.post("/ui/leases/release", data={"csrf": csrf, "image_id": "case_0010"}).status_code == 303
+    with studies_db(served_cohort) as session:
+        assert session.get(Image, "case_0010").lease_holder is None
+
+
+def test_users_are_disabled_enabled_and_given_new_passwords(server, admin):
+    client, csrf = admin
+    assert client.post(f"/ui/users/{ANNOTATOR}/disabled", data={"csrf": csrf, "disabled": "true"}).status_code == 303
+    form = httpx.get(f"{server.url}/ui/login", timeout=60)
+    refused = httpx.post(f"{server.url}/ui/login", cookies=form.cookies, timeout=60,
+                         data={"username": ANNOTATOR, "password": ANNOTATOR_PASSWORD, "csrf": csrf_of(form.text)})
+    assert refused.status_code == 401
+    assert client.post(f"/ui/users/{ANNOTATOR}/disabled", data={"csrf": csrf, "disabled": "false"}).status_code == 303
+    new_password = "a-new-password-2"
+    assert client.post(f"/ui/users/{ANNOTATOR}/password", data={"csrf": csrf, "password": new_password}).status_code == 303
+    short = client.post(f"/ui/users/{ANNOTATOR}/password", data={"csrf": csrf, "password": "short"})
+    assert short.status_code == 400 and "at least 8" in short.text
+    logged_in(server.url, ANNOTATOR, new_password)[0].close()
+    own = client.post(f"/ui/users/{ADMIN}/disabled", data={"csrf": csrf, "disabled": "true"})
+    assert own.status_code == 409
+
+
+def test_the_export_downloads_the_final_labels(server, admin):
+    client, _ = admin
+    answer = client.get("/ui/export")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/gzip"
+    assert answer.content[:2] == b"\x1f\x8b"
