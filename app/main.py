@@ -107,8 +107,8 @@ class SLPTApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         return {
-            "slpt": SLPTInfer(self.model_store, LABELS, output="label"),
-            "slpt_uncertainty": SLPTInfer(self.model_store, LABELS, output="disagreement"),
+            "slpt": SLPTInfer(self.model_store, LABELS, output="label", predictions=self.predictions),
+            "slpt_uncertainty": SLPTInfer(self.model_store, LABELS, output="disagreement", predictions=self.predictions),
         }
 
     def init_trainers(self) -> dict[str, TrainTask]:

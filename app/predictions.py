@@ -50,7 +50,10 @@ class PredictionCache:
             if (found := self.cached(version, image_id)) is not None:  # made while this thread waited
                 return found
             result = segment_volume(self.store.version(version).network, image_path)
-            prediction = StoredPrediction(version, result.label_on_original(), result.disagreement_on_original())
-            with atomic_path(self.path(version, image_id)) as temp, open(temp, "wb") as out:
-                np.savez_compressed(out, label=prediction.label, disagreement=prediction.disagreement.astype(np.float16))
-            return prediction
+            return self.keep(version, image_id, result.label_on_original(), result.disagreement_on_original())
+
+    def keep(self, version: str, image_id: str, label: np.ndarray, disagreement: np.ndarray) -> StoredPrediction:
+        """Store a prediction made elsewhere (the infer task's, for Slicer), so it is not made again."""
+        with atomic_path(self.path(version, image_id)) as temp, open(temp, "wb") as out:
+            np.savez_compressed(out, label=label.astype(np.uint8), disagreement=disagreement.astype(np.float16))
+        return StoredPrediction(version, label, disagreement)

@@ -3,6 +3,7 @@ the background, stored once, and ``GET /admin/quality`` reports what a direct co
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -120,3 +121,14 @@ def test_a_label_file_is_read_in_the_order_the_prediction_uses(tmp_path: Path):
     data[1, 2, 3] = 2
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "l.nii.gz")
     assert np.array_equal(read_label(str(tmp_path / "l.nii.gz")), data)
+
+
+def test_an_inference_made_for_slicer_is_kept_for_the_quality_job(measured, served_cohort: Path):
+    server, version, _, _ = measured
+    kept = served_cohort / ".slpt" / "predictions" / version / "case_0020.npz"
+    assert not kept.exists()
+    answer = httpx.post(f"{server.url}/infer/slpt", params={"image": "case_0020", "output": "image"}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    with np.load(kept) as stored:
+        shown = nib.Nifti1Image.from_bytes(gzip.decompress(answer.content))
+        assert np.array_equal(stored["label"], np.asarray(shown.dataobj))
