@@ -51,6 +51,9 @@ def curve_chart(points: Sequence[tuple[float, float, float | None, float | None]
              f'<line x1="{left}" y1="{sy(0)}" x2="{left}" y2="{sy(1)}" stroke="#444"/>']
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<text x="{left - 4}" y="{sy(tick) + 4:.0f}" text-anchor="end">{tick:.2f}</text>')
+    for i in range(5):
+        tick = max(xs) * i / 4
+        parts.append(f'<text x="{sx(tick):.1f}" y="{sy(0) + 14:.0f}" text-anchor="middle">{tick:.3g}</text>')
     parts.append(f'<text x="{(width + left) / 2:.0f}" y="{height - 6}" text-anchor="middle">{escape(x_label)}</text>')
     parts.append(f'<text x="12" y="{top_margin - 6}">{escape(y_label)}</text>')
     if len(curve) > 1:
