@@ -26,6 +26,8 @@ from app.security import Authenticator
 from app.inference_queue import InferenceQueue
 from app.jobs import fail_interrupted_jobs
 from app.modelstore import ModelStore
+from app.predictions import PredictionCache
+from app.quality import QualityWorker, predictions_folder
 from app.scoring import SLPTScoring, catch_up_scoring
 from app.selection import RoundBuilder, review_only_strategies, served_strategies
 from app.settings import AppSettings
@@ -83,6 +85,8 @@ class SLPTApp(MONAILabelApp):
         self.model_store = ModelStore(
             self.db_sessions, folder=models, backbone_path=self.settings.backbone_path(self.layout.root)
         )
+        self.predictions = PredictionCache(self.model_store, predictions_folder(self.settings.work_dir(self.layout.root)))
+        self.quality_worker = QualityWorker(self.db_sessions, self.predictions, self.settings.quality_interval_s)
 
     def init_datastore(self) -> Datastore:
         """The SQL datastore, with new volumes in the studies folder ingested."""
@@ -108,8 +112,8 @@ class SLPTApp(MONAILabelApp):
         if self.settings.no_model:
             return {}
         return {
-            "slpt": SLPTInfer(self.model_store, LABELS, output="label"),
-            "slpt_uncertainty": SLPTInfer(self.model_store, LABELS, output="disagreement"),
+            "slpt": SLPTInfer(self.model_store, LABELS, output="label", predictions=self.predictions),
+            "slpt_uncertainty": SLPTInfer(self.model_store, LABELS, output="disagreement", predictions=self.predictions),
         }
 
     def init_trainers(self) -> dict[str, TrainTask]:
@@ -141,6 +145,8 @@ class SLPTApp(MONAILabelApp):
         if self.settings.no_model:
             return
         threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
+        if self.settings.quality_interval_s > 0:  # never on the upload path: labels are measured in the background
+            self.quality_worker.start()
 
     def _catch_up(self, attempts: int = 3, pause_s: float = 30.0) -> None:
         """Finish the newest version's scores if a killed or failed scoring left them incomplete (retried), then

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
 
 from db.engine import write_session
+from db.schema import ModelVersion
 from db.model_versions import latest_model_version, next_model_version_id, record_model_version
 from models.backbone import BackboneConfig, BackboneInfo
 from models.bundle import backbone_info, open_backbone
@@ -42,6 +43,7 @@ class ModelStore:
         self._backbone: tuple[nn.Module, BackboneConfig] | None = None
         self._info: BackboneInfo | None = None
         self._loaded: LoadedModel | None = None
+        self._older: LoadedModel | None = None  # the last older version asked for (the quality job's), kept apart
 
     def backbone(self) -> tuple[nn.Module, BackboneConfig]:
         """The frozen pre-trained backbone (our checkpoint or a MONAI bundle folder) and its config (loaded once)."""
@@ -81,6 +83,21 @@ class ModelStore:
             if self._loaded is None or self._loaded.version != version:
                 self._loaded = LoadedModel(version, load_slpt(path, self.backbone()[0]).eval())
             return self._loaded
+
+    def version(self, version: str) -> LoadedModel:
+        """One published version by id, loaded: the newest comes from ``latest``'s cache, an older one from a cache
+        of its own, so measuring an old version never evicts the model that serves."""
+        with self.sessions() as session:
+            row = session.get(ModelVersion, version)
+            if row is None or row.state != "published":
+                raise NoModelError(f"no published model version {version!r}")
+            path = row.path
+        with self._lock:
+            for cached in (self._loaded, self._older):
+                if cached is not None and cached.version == version:
+                    return cached
+            self._older = LoadedModel(version, load_slpt(path, self.backbone()[0]).eval())
+            return self._older
 
     def publish(self, network: SLPTNet, backbone_config: BackboneConfig, metrics: dict[str, Any]) -> str:
         """Write a new version atomically and record it; returns its id (e.g. ``v0003``)."""

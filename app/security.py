@@ -4,6 +4,8 @@ with these; the app builds one :class:`Authenticator` at start (docs/design.md, 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 import time
 from dataclasses import dataclass
@@ -71,14 +73,27 @@ class Authenticator:
         with write_session(self.sessions) as session:
             return server_secret(session, "access_token_key")
 
-    def issue(self, username: str, role: str, now: datetime | None = None) -> AccessToken:
+    def issue(self, username: str, role: str, now: datetime | None = None, lifetime: timedelta | None = None,
+              audience: str | None = None) -> AccessToken:
+        """An access token; with ``audience`` a token only that audience accepts (the dashboard's session cookie is
+        ``audience="ui"``: it is no bearer token, and no bearer token is a session)."""
         now = now or datetime.now(timezone.utc)
-        claims = {"sub": username, "role": role, "iss": ISSUER, "iat": now, "exp": now + self.token_lifetime}
+        lifetime = lifetime or self.token_lifetime
+        claims = {"sub": username, "role": role, "iss": ISSUER, "iat": now, "exp": now + lifetime}
+        if audience:
+            claims["aud"] = audience
         token = jwt.encode(claims, self._key, algorithm=ALGORITHM)
-        return AccessToken(token, "Bearer", int(self.token_lifetime.total_seconds()))
+        return AccessToken(token, "Bearer", int(lifetime.total_seconds()))
 
-    def user(self, token: str) -> User:
-        """The user a token stands for; :class:`InvalidToken` otherwise."""
+    def sign(self, value: str) -> str:
+        """An HMAC of ``value`` under the signing key (the dashboard's CSRF tokens)."""
+        return hmac.new(self._key.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+    def user(self, token: str, audience: str | None = None) -> User:
+        """The user a token stands for; :class:`InvalidToken` otherwise. ``audience``: accept only signed tokens
+        issued for it."""
+        if audience and (token.startswith(TOKEN_PREFIX) or token.count(".") != 2):
+            raise InvalidToken("not a session token")
         if token.startswith(TOKEN_PREFIX) or token.count(".") != 2:  # not a JWT: an API token (ours, or an operator's)
             with self.sessions() as session:
                 found = live_api_token(session, token)
@@ -91,7 +106,7 @@ class Authenticator:
                     note_api_token_use(session, token_id)
             return stock_user(username, role)
         try:
-            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER,
+            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER, audience=audience,
                                 options={"require": ["sub", "role", "exp"]})
         except jwt.InvalidTokenError as error:
             raise InvalidToken(f"invalid access token: {error}") from None

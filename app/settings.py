@@ -47,6 +47,15 @@ class AppSettings(BaseSettings):
     )
     infer_workers: int = Field(1, gt=0, description="Segmentations that run at once")
     infer_queue: int = Field(4, ge=0, description="Segmentations that may wait; more get 503 with Retry-After")
+    quality_interval_s: float = Field(
+        30.0, ge=0, description="How often the background job measures new final labels against the model that served "
+        "their claim (prospective quality); 0 = off"
+    )
+    stop_gain: float = Field(
+        0.01, gt=0, description="Stopping advice: consider stopping when the next round's expected tumour-Dice gain is "
+        "surely (whole 95 % interval) below this"
+    )
+    ui_session_minutes: float = Field(480.0, gt=0, description="Lifetime of a dashboard (/ui) login")
     auth: bool = Field(False, description="Require a login (database users) for every route but /info/, /auth, /health, docs")
     token_minutes: float = Field(30.0, gt=0, description="Lifetime of an access token from /auth/token")
     secret_key: str = Field("", description="Access-token signing key; empty = one generated once and kept in the database")

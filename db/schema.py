@@ -395,3 +395,21 @@ class Agreement(Base):
     reference: Mapped[bool] = mapped_column(Boolean, default=False)
     metrics: Mapped[dict[str, Any]]
     computed_at: Mapped[datetime]
+class QualityRecord(Base):
+    """Prospective quality of one final label version: the pre-segmentation of the model version that served the
+    claim, compared with the label (docs/design.md, "Prospective quality"). One row per label, so a label is never
+    measured twice; ``model_version`` is None when no model was serving at the claim (nothing to compare)."""
+
+    __tablename__ = "quality_records"
+    __table_args__ = (Index(None, "model_version"),)
+
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    annotator: Mapped[str | None] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    liver_dice: Mapped[float | None] = mapped_column(Float)
+    tumour_dice: Mapped[float | None] = mapped_column(Float)
+    lesion_f1: Mapped[float | None] = mapped_column(Float)
+    edit_fraction: Mapped[float | None] = mapped_column(Float)
+    minutes: Mapped[float | None] = mapped_column(Float)  # claim to submission; None without a claim
+    created_at: Mapped[datetime]

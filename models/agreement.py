@@ -12,19 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
-from scipy import ndimage
 
-LIVER, TUMOUR = 1, 2
+from models.quality import TUMOUR, detection_f1, lesion_matches, mask_dice
+
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
-
-
-def dice(overlap: int, first: int, second: int) -> float:
-    """2|A ∩ B| / (|A| + |B|); 1.0 when both are empty."""
-    return 2.0 * overlap / (first + second) if first + second else 1.0
-
-
-def mask_dice(first: np.ndarray, second: np.ndarray) -> float:
-    return dice(int((first & second).sum()), int(first.sum()), int(second.sum()))
 
 
 def hd95(first: np.ndarray, second: np.ndarray, spacing: Sequence[float]) -> float | None:
@@ -42,13 +33,8 @@ def hd95(first: np.ndarray, second: np.ndarray, spacing: Sequence[float]) -> flo
 def lesion_f1(first: np.ndarray, second: np.ndarray) -> float:
     """Lesion-level F1 of ``second``'s tumour against ``first``'s: a lesion of ``first`` is found when a lesion of
     ``second`` touches it; a lesion of ``second`` that touches none is a false one. 1.0 when neither has a lesion."""
-    ours, n_first = ndimage.label(first, structure=_CONNECTIVITY)
-    theirs, n_second = ndimage.label(second, structure=_CONNECTIVITY)
-    if n_first == 0 and n_second == 0:
-        return 1.0
-    hits = len(set(np.unique(ours[theirs > 0])) - {0})
-    false_lesions = n_second - len(set(np.unique(theirs[ours > 0])) - {0})
-    return 2 * hits / (2 * hits + (n_first - hits) + false_lesions)
+    f1 = detection_f1(*lesion_matches(second, first, structure=_CONNECTIVITY))
+    return 1.0 if f1 is None else f1
 
 
 def agreement(first: np.ndarray, second: np.ndarray, spacing: Sequence[float]) -> dict[str, float | None]:

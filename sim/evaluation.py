@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import ndimage
 
-from models.agreement import dice
 from models.inference import prompt_probabilities
+from models.quality import dice
 from models.slpt import SLPTNet
 from sim.prepared import LIVER, TUMOUR, PreparedCohort
 

@@ -41,8 +41,10 @@ from app.api.routes import logs as our_logs
 from app.api.routes import models as our_models
 from app.api.routes import review as our_review
 from app.api.routes import sessions as our_sessions
+from app.api.routes import ui as our_ui
 from app.api.routes import users as our_users
 from app.api.security import adopt_stock_routes
+from app.api.ui import UI_FILES, UiError, ui_error_handler
 from app.settings import AppSettings
 from db.errors import DBError, NotFoundError
 from db.claims import LeaseConflictError
@@ -67,6 +69,7 @@ app = FastAPI(
 )
 origins = [str(o) for o in settings.MONAI_LABEL_CORS_ORIGINS] or ["*"]
 app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
+app.mount("/ui/static", StaticFiles(directory=UI_FILES / "static"), name="ui-static")
 app.mount("/static", StaticFiles(directory=os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")))
 
 # Our accounts (app.api.security): stock routes check roles only while MONAI Label's auth flag is set, and take their
@@ -85,7 +88,7 @@ def api_page() -> RedirectResponse:
 
 prefix = settings.MONAI_LABEL_API_STR
 ours = (our_info, our_auth, our_users, our_admin, our_activelearning, our_datastore, our_models, our_jobs, our_logs,
-        our_sessions, our_review)
+        our_sessions, our_review, our_ui)
 for module in ours:
     app.include_router(module.router, prefix=prefix)
 # Not mounted: wsi_infer (whole-slide pathology; this app serves CT volumes only).
@@ -121,6 +124,7 @@ async def _stale_review(request: Request, error: StaleReviewError) -> JSONRespon
 
 
 # Repository errors are the caller's: an unknown id, a taken name, a lease in the way, a value out of range.
+app.add_exception_handler(UiError, ui_error_handler)  # the dashboard refuses with pages, not JSON
 for error_type, status in ((NotFoundError, 404), (DuplicateUserError, 409), (LeaseConflictError, 409), (DBError, 400),
                            (OwnLabelError, 403), (ReviewConflictError, 409)):
     app.add_exception_handler(error_type, _answer(status))

@@ -16,6 +16,8 @@ from monailabel.interfaces.utils.app import app_instance
 from sqlalchemy.orm import Session
 
 from app.api.security import current_user
+from app.api.ui import UiError, UiLoginRequired
+from app.ui.session import SESSION_COOKIE, SessionError, UiUser, csrf_matches, csrf_token, read_session
 from app.main import SLPTApp
 from db.audit import audit
 
@@ -54,6 +56,40 @@ def blinded_viewer(request: Request, user: User) -> str | None:
     """Whose labels a caller may see of a double-read volume still in reading: None (everyone's) for reviewers and
     admins, else the caller's own (docs/design.md, "Review, double reading and agreement")."""
     return None if is_reviewer(user) else annotator_key(request, user, None)
+
+
+def ui_user(request: Request) -> UiUser:
+    """The dashboard's logged-in user, from the session cookie; a login page (401) otherwise."""
+    try:
+        user = read_session(get_app().authenticator, request.cookies.get(SESSION_COOKIE))
+    except SessionError as error:
+        raise UiLoginRequired(str(error)) from None
+    request.state.ui_user = user
+    return user
+
+
+def ui_admin(user: Annotated[UiUser, Depends(ui_user)]) -> UiUser:
+    if not user.is_admin:
+        raise UiError(403, f"{user.username} is not an admin: this page is for admins")
+    return user
+
+
+async def ui_form_user(request: Request, user: Annotated[UiUser, Depends(ui_user)]) -> UiUser:
+    """A logged-in user posting a dashboard form that carries the CSRF token of their session."""
+    form = await request.form()
+    if not csrf_matches(csrf_token(get_app().authenticator, user.token), form.get("csrf")):
+        raise UiError(403, "the form's CSRF token is missing or wrong: reload the page and try again")
+    return user
+
+
+def ui_form_admin(user: Annotated[UiUser, Depends(ui_form_user)]) -> UiUser:
+    return ui_admin(user)
+
+
+UiSessionUser = Annotated[UiUser, Depends(ui_user)]
+UiAdmin = Annotated[UiUser, Depends(ui_admin)]
+UiFormUser = Annotated[UiUser, Depends(ui_form_user)]
+UiFormAdmin = Annotated[UiUser, Depends(ui_form_admin)]
 
 
 def annotator_key(request: Request, user: User, client_id: str | None) -> str:

@@ -285,3 +285,46 @@ class DoubleReadingIn(BaseModel):
 class DoubleReadingOut(BaseModel):
     readers: int
     images: list[str]
+class Estimate(BaseModel):
+    n: int = Field(description="Labels with this figure")
+    mean: float | None
+    low: float | None = Field(description="Bootstrap 95 % interval of the mean (None below two labels)")
+    high: float | None
+
+
+class QualityGroup(BaseModel):
+    labels: int
+    liver_dice: Estimate
+    tumour_dice: Estimate
+    lesion_f1: Estimate
+    edit_fraction: Estimate = Field(description="Share of the foreground voxels whose class the annotator changed")
+    minutes: Estimate = Field(description="Minutes from claim to submission")
+    trained_on: int | None = Field(None, description="Final labels the model version was trained on")
+
+
+class CurvePoint(BaseModel):
+    labels: int
+    tumour_dice: float
+    model_version: str
+
+
+class StoppingAdviceOut(BaseModel):
+    points: int
+    next_labels: int
+    threshold: float
+    gain: float | None
+    low: float | None
+    high: float | None
+    plateau: float | None = Field(description="The fitted curve: plateau - scale * labels ** -rate")
+    scale: float | None
+    rate: float | None
+    advice: str = Field(description="'keep labelling', 'stop', 'too few points' or 'no fit'")
+    sentence: str
+
+
+class QualityReport(BaseModel):
+    versions: dict[str, QualityGroup] = Field(description="Per model version that served the claims")
+    annotators: dict[str, QualityGroup]
+    learning_curve: list[CurvePoint]
+    advice: StoppingAdviceOut
+    pending: int = Field(description="Final labels not measured yet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from typing import Any
 
@@ -9,13 +10,17 @@ import nibabel as nib
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from app.modelstore import ModelStore
+from app.predictions import PredictionCache
 from models.inference import VolumePrediction, segment_volume
+
+logger = logging.getLogger(__name__)
 
 
 class SLPTInfer(InferTask):
     """Segmentation by the newest published prompt model: mean of the K prompts' predictions."""
 
-    def __init__(self, store: ModelStore, labels: dict[str, int], output: str = "label"):
+    def __init__(self, store: ModelStore, labels: dict[str, int], output: str = "label",
+                 predictions: PredictionCache | None = None):
         description = (
             "SLPT pre-segmentation (frozen backbone + K diversified prompts)"
             if output == "label"
@@ -24,6 +29,7 @@ class SLPTInfer(InferTask):
         super().__init__(InferType.SEGMENTATION if output == "label" else InferType.OTHERS, labels, 3, description)
         self.store = store
         self.output = output
+        self.predictions = predictions
 
     def is_valid(self) -> bool:
         return True  # listed even before training, so Slicer shows it; calling it then answers 409
@@ -32,7 +38,15 @@ class SLPTInfer(InferTask):
         loaded = self.store.latest()  # NoModelError -> 409 in the REST layer
         # The cascade: liver ROI on the working grid, K prompts inside it, result on the image's own grid.
         result = segment_volume(loaded.network, request["image"])
-        data = result.label_on_original() if self.output == "label" else result.disagreement_on_original()
+        label, disagreement = result.label_on_original(), result.disagreement_on_original()
+        if self.predictions is not None and request.get("image_id"):
+            # Kept for prospective quality and the dashboard: the label this annotator corrects is measured against
+            # exactly this prediction, and nothing segments the volume again (docs/design.md, "Prospective quality").
+            try:
+                self.predictions.keep(loaded.version, request["image_id"], label, disagreement)
+            except OSError:
+                logger.exception(f"could not keep the prediction of {request['image_id']}")
+        data = label if self.output == "label" else disagreement
         path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
         nib.save(nib.Nifti1Image(data, result.original_affine), path)
         return path, _summary(result, loaded.version)

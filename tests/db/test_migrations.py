@@ -27,6 +27,7 @@ TABLES = {
     "archived_labels",
     "label_reviews",
     "agreements",
+    "quality_records",
 }
 
 

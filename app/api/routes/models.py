@@ -41,7 +41,7 @@ def infer(
     if not image or not app.datastore().get_image_uri(image):
         raise HTTPException(404, f"unknown image id {image!r}")
     try:
-        request = {**json.loads(params or "{}"), "model": model, "image": image}
+        request = {**json.loads(params or "{}"), "model": model, "image": image, "image_id": image}
     except json.JSONDecodeError as exc:
         raise HTTPException(400, f"params is not valid JSON: {exc.msg}") from None
     try:

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from app.api.routes.admin import accounts, export, jobs, leases, progress, reading, rounds, volumes
+from app.api.routes.admin import accounts, export, jobs, leases, progress, quality, reading, rounds, volumes
 
 router = APIRouter(prefix="/admin")
-for module in (progress, volumes, leases, rounds, jobs, export, accounts, reading):
+for module in (progress, quality, volumes, leases, rounds, jobs, export, accounts, reading):
     router.include_router(module.router)
