@@ -192,3 +192,17 @@ def test_the_export_downloads_the_final_labels(server, admin):
     answer = client.get("/ui/export")
     assert answer.status_code == 200 and answer.headers["content-type"] == "application/gzip"
     assert answer.content[:2] == b"\x1f\x8b"
+
+
+def test_the_campaign_page_shows_review_states(server, admin, served_cohort: Path):
+    client, _csrf = admin
+    before = client.get("/ui/")
+    assert before.status_code == 200 and 'id="review"' in before.text
+    submitted = int(before.text.split('data-review="submitted">')[1].split("<")[0])
+    payload = (served_cohort / "labelsTr" / "case_0011.nii.gz").read_bytes()
+    saved = httpx.put(f"{server.url}/datastore/label", params={"image": "case_0011"},
+                      files={"label": ("l.nii.gz", payload)}, timeout=60)
+    assert saved.status_code == 200, saved.text
+    after = client.get("/ui/").text
+    assert int(after.split('data-review="submitted">')[1].split("<")[0]) == submitted + 1
+    assert 'data-review="double_read"' in after

@@ -24,6 +24,7 @@ from db.overview import (
     active_assignments, labels_of_annotator, labels_per_day, list_rounds, round_items, status_totals,
     totals_by_annotator, totals_by_group,
 )
+from db.reviews import review_totals
 from db.schema import Image
 from db.scores import load_scores
 from db.users import authenticate, list_users
@@ -95,7 +96,7 @@ def campaign(app, session, next_labels: int) -> dict[str, Any]:
         "current_round": current, "items": ranked_items(session, current, now) if current else [],
         "strategies": list(STRATEGIES), "default_budget": next_labels,
         "jobs": list_jobs(session, limit=10), "leases": active_assignments(session, now=now),
-        "users": list_users(session),
+        "users": list_users(session), "review": review_totals(session),
     }
 
 
