@@ -191,13 +191,13 @@ def demo(
 def check_bundle(backbone: Path) -> None:
     """Refuse to start on a MONAI bundle the server cannot use (no liver class, preprocessing it cannot match, no
     adapter for its network), with the bundle's own words, before MONAI Label starts."""
-    from models.bundle import is_bundle, read_bundle
+    from models.bundle import bundle_info, is_bundle
     from models.errors import ModelError
 
     if not is_bundle(backbone):
         return
     try:
-        read_bundle(backbone, weights=False)[1].liver_class()
+        bundle_info(backbone).liver_class()
     except ModelError as exc:
         raise fail(f"cannot serve with the backbone bundle {backbone}: {exc}")
 

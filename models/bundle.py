@@ -67,39 +67,55 @@ def open_backbone(path: str | Path) -> tuple[nn.Module, BackboneInfo]:
 
 
 def backbone_info(path: str | Path) -> BackboneInfo:
-    """What the backbone at ``path`` is (bundle or checkpoint), without loading its weights where it can."""
-    return read_bundle(path, weights=False)[1] if is_bundle(path) else read_backbone_info(path)
+    """What the backbone at ``path`` is (bundle or checkpoint), without building it or loading its weights."""
+    return bundle_info(path) if is_bundle(path) else read_backbone_info(path)
 
 
-def read_bundle(folder: str | Path, weights: bool = True) -> tuple[nn.Module, BackboneInfo]:
-    """A MONAI bundle folder as a backbone: -> (network in eval mode, its :class:`BackboneInfo`).
+def read_bundle(folder: str | Path) -> tuple[nn.Module, BackboneInfo]:
+    """A MONAI bundle folder as a backbone: -> (network in eval mode with its weights, its :class:`BackboneInfo`).
 
     Raises:
-        ModelError: no config, a network without adapter, missing weights or label map, or preprocessing that our
-            pipeline does not reproduce (each message says which and what is supported).
+        ModelError: see :func:`bundle_info`; a network_def that does not build, or missing weights.
     """
     folder = Path(folder).resolve()
     parser = _parser(folder)
+    info = _bundle_info(parser, folder)
     try:
         network = parser.get_parsed_content("network_def", instantiate=True)
     except Exception as exc:  # a bad config surfaces as any of many types from monai.bundle
         raise ModelError(f"cannot build the network_def of the bundle {folder}: {exc}") from exc
     if not isinstance(network, nn.Module):
         raise ModelError(f"the network_def of the bundle {folder} is not a torch module: {type(network).__name__}")
-    family = FAMILIES.get(type(network).__name__)
+    load_state_dict_checked(network, _bundle_weights(folder), folder / "models")
+    return network.eval(), info
+
+
+def bundle_info(folder: str | Path) -> BackboneInfo:
+    """What a MONAI bundle folder is as a backbone, from its configs alone (the network is not built).
+
+    Raises:
+        ModelError: no config, a network without adapter, no label map, or preprocessing that our pipeline does not
+            reproduce (each message says which and what is supported).
+    """
+    folder = Path(folder).resolve()
+    return _bundle_info(_parser(folder), folder)
+
+
+def _bundle_info(parser: ConfigParser, folder: Path) -> BackboneInfo:
+    definition = parser["network_def"]
+    target = str(definition.get("_target_", "")).rsplit(".", 1)[-1] if isinstance(definition, dict) else ""
+    family = FAMILIES.get(target)
     if family is None:
-        raise ModelError(f"the bundle {folder} defines a {type(network).__name__}; backbones with an adapter: "
-                         f"{', '.join(FAMILIES)}")
-    if weights:
-        load_state_dict_checked(network, _bundle_weights(folder), folder / "models")
+        raise ModelError(f"the bundle {folder} defines a {target or 'network we cannot name'}; backbones with an "
+                         f"adapter: {', '.join(FAMILIES)}")
+    in_channels = int(parser.get_parsed_content("network_def#in_channels")) if "in_channels" in definition else 1
     labels = _label_map(parser, folder)
     spacing, window = _preprocessing(parser, folder)
-    config = BackboneConfig(name=family, in_channels=int(getattr(network, "in_channels", 1) or 1),
-                            out_channels=len(labels), bundle=str(folder))
+    config = BackboneConfig(name=family, in_channels=in_channels, out_channels=len(labels), bundle=str(folder))
     meta = parser.get("_meta_") or {}
     metrics = {"labels": {str(k): v for k, v in labels.items()}, "spacing": spacing, "coarse_spacing": spacing,
                "hu_window": window, "source": f"MONAI bundle {meta.get('name', folder.name)} {meta.get('version', '')}"}
-    return network.eval(), BackboneInfo(config, metrics)
+    return BackboneInfo(config, metrics)
 
 
 def _parser(folder: Path) -> ConfigParser:
