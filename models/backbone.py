@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from monai.networks.nets import DynUNet, SegResNet, UNet
@@ -57,7 +57,7 @@ class BackboneConfig:
         # JSON round trips give lists; keep tuples so configs compare equal and stay hashable.
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
-        if self.bundle and self.name in ("unet", "segresnet", "dynunet", "swinunetr"):
+        if self.bundle and self.name in get_args(BackboneName):
             return  # the bundle's network_def is the architecture
         if self.name not in ("unet", "segresnet", "dynunet"):
             raise ModelError(f"unknown backbone name {self.name!r}; expected unet, segresnet or dynunet")
