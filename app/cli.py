@@ -189,17 +189,22 @@ def demo(
 
 
 def check_bundle(backbone: Path) -> None:
-    """Refuse to start on a MONAI bundle the server cannot use (no liver class, preprocessing it cannot match, no
-    adapter for its network), with the bundle's own words, before MONAI Label starts."""
+    """Refuse to start on a backbone folder the server cannot use, with the folder's own words, before MONAI Label
+    starts: a MONAI bundle (no liver class, preprocessing it cannot match, no adapter for its network) from its configs;
+    an nnU-Net model by loading it whole (plans, labels, normalisation, checkpoint, weights against the plans), since
+    its checkpoint is the part most likely to be wrong (a missing or unfinished fold, another configuration's)."""
     from models.bundle import bundle_info, is_bundle
     from models.errors import ModelError
+    from models.nnunet import is_nnunet, read_nnunet
 
-    if not is_bundle(backbone):
-        return
     try:
-        bundle_info(backbone).liver_class()
-    except ModelError as exc:
-        raise fail(f"cannot serve with the backbone bundle {backbone}: {exc}")
+        if is_bundle(backbone):
+            bundle_info(backbone).liver_class()
+        elif is_nnunet(backbone):
+            read_nnunet(backbone)[1].liver_class()
+    except ModelError as exc:  # CheckpointError is one
+        kind = "bundle" if is_bundle(backbone) else "nnU-Net model"
+        raise fail(f"cannot serve with the backbone {kind} {backbone}: {exc}")
 
 
 def install_demo_backbone(backbone: Path) -> None:

@@ -30,8 +30,9 @@ class AppSettings(BaseSettings):
     import_labels: bool = Field(
         False, description="Import an MSD folder's labelsTr/ as final labels (normally ground truth kept for simulations)"
     )
-    backbone: str = Field("", description="Pre-trained backbone: our checkpoint (state dict, its JSON beside it) or a MONAI "
-                          "bundle folder; empty = <studies>/.slpt/backbone.pt")
+    backbone: str = Field("", description="Pre-trained backbone: our checkpoint (state dict, its JSON beside it), a MONAI "
+                          "bundle folder or an nnU-Net v2 result folder (or one fold_N of it); empty = "
+                          "<studies>/.slpt/backbone.pt")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     train_steps: int = Field(200, gt=0, description="Prompt-tuning steps of one training run")
     train_gpus: int = Field(0, ge=0, description="GPUs one training uses data-parallel (DDP); 0 = all visible")
@@ -79,7 +80,8 @@ class AppSettings(BaseSettings):
 
     def cascade(self, backbone: BackboneInfo | None = None) -> CascadeConfig:
         """The geometry of the liver-ROI cascade (docs/design.md, "Geometry and the liver-ROI cascade"). A backbone
-        that says how it was pre-trained (a MONAI bundle's preprocessing) gives the liver's class, the HU window and,
+        that says how it was pre-trained (a MONAI bundle's preprocessing, an nnU-Net model's plans) gives the liver's class,
+        the intensity normalisation and,
         unless set here, both spacings."""
         spacing, coarse = (self.spacing,) * 3, (self.coarse_spacing,) * 3
         if backbone is None:
@@ -91,7 +93,7 @@ class AppSettings(BaseSettings):
             coarse = tuple(trained["coarse_spacing"])
         return CascadeConfig(
             spacing=spacing, coarse_spacing=coarse, margin_mm=self.roi_margin_mm, liver_class=backbone.liver_class(),
-            hu_window=tuple(trained.get("hu_window") or CascadeConfig().hu_window),
+            **CascadeConfig.intensity_fields(backbone.intensity()),
         )
 
     def work_dir(self, studies: Path) -> Path:

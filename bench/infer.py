@@ -256,8 +256,8 @@ def build_model(cfg: InferBenchConfig):
     """
     import torch
 
-    from models.backbone import BackboneConfig, build_backbone, config_path, load_backbone
-    from models.bundle import is_bundle, open_backbone
+    from models.backbone import BackboneConfig, BackboneInfo, build_backbone, config_path, load_backbone
+    from models.bundle import is_folder_backbone, open_backbone
     from models.cascade import CascadeConfig
     from models.errors import ModelError
     from models.slpt import SLPTConfig, SLPTNet
@@ -265,7 +265,7 @@ def build_model(cfg: InferBenchConfig):
     torch.manual_seed(cfg.seed)
     try:
         if cfg.backbone is not None:
-            if is_bundle(cfg.backbone) or config_path(cfg.backbone).is_file():
+            if is_folder_backbone(cfg.backbone) or config_path(cfg.backbone).is_file():
                 backbone, info = open_backbone(cfg.backbone)
                 backbone_config, metrics, liver = info.config, info.metrics, info.liver_class()
             else:  # bare weights: the default architecture
@@ -281,7 +281,7 @@ def build_model(cfg: InferBenchConfig):
         model = SLPTNet(backbone, SLPTConfig(
             mode="prompt", roi_size=(cfg.roi,) * 3, seed=cfg.seed,
             cascade=CascadeConfig(spacing=(ws,) * 3, coarse_spacing=(2 * ws,) * 3, liver_class=liver,
-                                  hu_window=tuple(metrics.get("hu_window") or CascadeConfig().hu_window)),
+                                  **CascadeConfig.intensity_fields(BackboneInfo(backbone_config, metrics).intensity())),
         ))
     except ModelError as exc:  # CheckpointError is one
         raise BenchError(str(exc)) from exc
@@ -586,7 +586,8 @@ def format_report(result: InferBenchResult, command: str) -> str:
 def _describe(backbone_config) -> str:
     d = backbone_config.to_dict()
     if d.get("bundle"):
-        return f"{d['name']} from the MONAI bundle {Path(d['bundle']).name}"
+        source = "nnU-Net model" if d["name"] in ("plainconvunet", "resencunet") else "MONAI bundle"
+        return f"{d['name']} from the {source} {Path(d['bundle']).name}"
     return f"{d['name']}, channels {'-'.join(map(str, d['channels']))}"
 
 

@@ -65,7 +65,6 @@ from models.backbone import BackboneConfig, build_backbone
 from models.cascade import CascadeConfig
 from models.device import autocast
 from models.errors import ModelError
-from models.geometry import window_hu
 from models.slpt import SLPTConfig, SLPTNet
 from cohort.synth import CohortError, generate_cohort
 
@@ -214,7 +213,7 @@ def one_by_one_probs(network: SLPTNet, image_path: str, roi: Sequence[int]) -> n
     ``network`` must be in eval mode (as :func:`benchmark_network` returns it).
     """
     device = next(network.parameters()).device
-    x = window_hu(roi_volume(network, image_path), network.config.cascade.hu_window)[None, None].to(device)  # (1, 1, *ROI)
+    x = network.config.cascade.intensity(roi_volume(network, image_path))[None, None].to(device)  # (1, 1, *ROI)
     maps = []
     with torch.no_grad():
         for k in range(network.num_prompts):

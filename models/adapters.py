@@ -24,6 +24,10 @@ Per network (MONAI 1.x):
   (``encoder1``, full resolution) and the Swin transformer's hidden states (``encoder2``-``encoder4``, ``encoder10``)
   to the decoder; the transformer itself is left as it is. The decoder feature is the input of ``out``,
   ``feature_size`` channels at full resolution.
+- nnU-Net's ``PlainConvUNet`` and ``ResidualEncoderUNet`` (``dynamic-network-architectures``, :mod:`models.nnunet`):
+  stages are ``encoder.stages`` (a ResEnc's stem before them is left out: it is no skip); the first has stride 1, so
+  it is at full resolution. The decoder feature is the input of the last ``decoder.seg_layers`` (the 1×1×1 output
+  convolution that runs without deep supervision), ``features_per_stage[0]`` channels at full resolution.
 """
 
 from __future__ import annotations
@@ -76,8 +80,11 @@ def adapt_backbone(backbone: nn.Module) -> BackboneAdapter:
         return _adapt_dynunet(backbone)
     if isinstance(backbone, SwinUNETR):
         return _adapt_swinunetr(backbone)
+    if type(backbone).__name__ in ("PlainConvUNet", "ResidualEncoderUNet"):
+        return _adapt_nnunet(backbone)
     raise ModelError(
-        f"no adapter for backbone type {type(backbone).__name__}; supported: UNet, SegResNet, DynUNet, SwinUNETR"
+        f"no adapter for backbone type {type(backbone).__name__}; supported: UNet, SegResNet, DynUNet, SwinUNETR, "
+        "PlainConvUNet, ResidualEncoderUNet"
     )
 
 
@@ -167,6 +174,24 @@ def _adapt_swinunetr(net: SwinUNETR) -> BackboneAdapter:
         head_channels=output_conv.in_channels,
         size_divisor=32,  # patch embedding 2, then four patch mergings
         full_resolution_stages=1,
+        output_conv=_pointwise(output_conv),
+    )
+
+
+def _adapt_nnunet(net: nn.Module) -> BackboneAdapter:
+    if getattr(net.decoder, "deep_supervision", False):
+        raise ModelError("an nnU-Net network must be built without deep supervision (its output is then one tensor)")
+    stages = list(net.encoder.stages)
+    # Strides per stage, per axis (an int means the same on every axis); sizes must divide by their product.
+    per_axis = [[s] * 3 if isinstance(s, int) else list(s) for s in net.encoder.strides]
+    output_conv = net.decoder.seg_layers[-1]
+    return BackboneAdapter(
+        stages=stages,
+        channels=[int(c) for c in net.encoder.output_channels],
+        head_source=output_conv,
+        head_channels=output_conv.in_channels,
+        size_divisor=max(math.prod(axis) for axis in zip(*per_axis)),
+        full_resolution_stages=next((i for i, axis in enumerate(per_axis) if max(axis) > 1), len(per_axis)),
         output_conv=_pointwise(output_conv),
     )
 

@@ -19,8 +19,9 @@ from torch import nn
 
 from models.config import config_from_dict, config_to_dict
 from models.errors import CheckpointError, ModelError
+from models.geometry import HU_WINDOW, Intensity
 
-BackboneName = Literal["unet", "segresnet", "dynunet", "swinunetr"]
+BackboneName = Literal["unet", "segresnet", "dynunet", "swinunetr", "plainconvunet", "resencunet"]
 NormName = Literal["instance", "batch"]
 
 #: How many offending keys an error message lists before it says "and N more".
@@ -40,8 +41,9 @@ class BackboneConfig:
         num_res_units: residual units per UNet block (DynUNet: >0 means residual blocks;
             SegResNet: residual blocks per encoder stage, at least 1).
         norm: normalisation layer type.
-        bundle: a MONAI bundle folder whose ``network_def`` defines the network (:func:`models.bundle.read_bundle`);
-            ``name`` is then its family and the other fields are not used to build it.
+        bundle: a folder whose own files define the network: a MONAI bundle's ``network_def``
+            (:func:`models.bundle.read_bundle`) or an nnU-Net model's plans (:func:`models.nnunet.read_nnunet`, the
+            ``fold_N`` folder); ``name`` is then its family and the other fields are not used to build it.
     """
 
     name: BackboneName = "unet"
@@ -97,8 +99,9 @@ LESION_NAMES = ("lesion", "tumor", "tumour")
 
 @dataclass
 class BackboneInfo:
-    """What the JSON beside a backbone checkpoint holds (or a MONAI bundle's configs say): the architecture, and
-    ``metrics`` with the pre-training's ``labels`` {index: name}, ``spacing``, ``hu_window``, ``patch_size``."""
+    """What the JSON beside a backbone checkpoint holds (or a MONAI bundle's configs, or an nnU-Net folder's plans
+    say): the architecture, and ``metrics`` with the pre-training's ``labels`` {index: name}, ``spacing``,
+    ``hu_window`` (or ``intensity``, a :class:`models.geometry.Intensity` as a dict), ``patch_size``."""
 
     config: BackboneConfig
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +110,13 @@ class BackboneInfo:
     def labels(self) -> dict[int, str]:
         """{class index: name} of the upstream classes; empty where the backbone does not say."""
         return {int(k): str(v) for k, v in (self.metrics.get("labels") or {}).items()}
+
+    def intensity(self) -> Intensity:
+        """How HU become this backbone's input: ``metrics["intensity"]`` where the backbone says more than a window
+        (an nnU-Net model's z-score), else the HU window (ours: -200..250) scaled to [0, 1]."""
+        if self.metrics.get("intensity"):
+            return Intensity(**self.metrics["intensity"])
+        return Intensity(tuple(self.metrics.get("hu_window") or HU_WINDOW))
 
     def liver_class(self) -> int:
         """Index of the class named "liver" (stage 1 of the cascade looks for it); 1 where the backbone has no label

@@ -35,6 +35,7 @@ from models.backbone import (
 )
 from models.errors import CheckpointError, ModelError
 from models.geometry import HU_WINDOW, WORKING_SPACING
+from models.nnunet import is_nnunet, nnunet_info, read_nnunet
 from storage.atomic import atomic_path
 
 #: The bundle format version written into ``metadata.json`` (the bundle's own version, not ours).
@@ -57,18 +58,28 @@ def is_bundle(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "configs").is_dir()
 
 
+def is_folder_backbone(path: str | Path) -> bool:
+    """A backbone that is a folder of its own files: a MONAI bundle or an nnU-Net model (:mod:`models.nnunet`)."""
+    return is_bundle(path) or is_nnunet(path)
+
+
 def open_backbone(path: str | Path) -> tuple[nn.Module, BackboneInfo]:
-    """The frozen backbone at ``path``: a MONAI bundle folder or our checkpoint (with its JSON): -> (network in eval
-    mode on the CPU, what it is)."""
+    """The frozen backbone at ``path``: a MONAI bundle folder, an nnU-Net v2 model folder or our checkpoint (with its
+    JSON): -> (network in eval mode on the CPU, what it is)."""
     if is_bundle(path):
         return read_bundle(path)
+    if is_nnunet(path):
+        return read_nnunet(path)
     network, _config = load_backbone(path)
     return network, read_backbone_info(path)
 
 
 def backbone_info(path: str | Path) -> BackboneInfo:
-    """What the backbone at ``path`` is (bundle or checkpoint), without building it or loading its weights."""
-    return bundle_info(path) if is_bundle(path) else read_backbone_info(path)
+    """What the backbone at ``path`` is (bundle, nnU-Net model or checkpoint), without building it or loading its
+    weights."""
+    if is_bundle(path):
+        return bundle_info(path)
+    return nnunet_info(path) if is_nnunet(path) else read_backbone_info(path)
 
 
 def read_bundle(folder: str | Path) -> tuple[nn.Module, BackboneInfo]:

@@ -29,12 +29,13 @@ from models.geometry import (
     HU_WINDOW,
     WORKING_SPACING,
     Box,
+    Intensity,
+    IntensityScheme,
     Source,
     affine_of,
     box_on_grid,
     load_image,
     to_spacing,
-    window_hu,
 )
 
 #: Largest coarse window (voxels per axis) run in one pass; bigger volumes are covered by sliding windows.
@@ -51,7 +52,10 @@ class CascadeConfig:
         margin_mm: the ROI is the liver's bounding box grown by this much on every side.
         liver_class: upstream class index of the liver.
         min_liver_ml: a predicted liver smaller than this counts as "no liver found".
-        hu_window: intensity window of the network inputs.
+        hu_window: the HU window network inputs are clipped to.
+        normalization, norm_mean, norm_std: what then becomes of the clipped HU (:class:`models.geometry.Intensity`:
+            "window" scales the window to [0, 1]; "zscore" is ``(hu - norm_mean) / norm_std``, nnU-Net's
+            ``CTNormalization``). Together with ``hu_window`` a property of the backbone (:meth:`intensity`).
     """
 
     spacing: tuple[float, float, float] = WORKING_SPACING
@@ -60,12 +64,27 @@ class CascadeConfig:
     liver_class: int = 1
     min_liver_ml: float = 50.0
     hu_window: tuple[float, float] = HU_WINDOW
+    normalization: IntensityScheme = "window"
+    norm_mean: float = 0.0
+    norm_std: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("spacing", "coarse_spacing", "hu_window"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if min(self.spacing) <= 0 or min(self.coarse_spacing) <= 0 or self.margin_mm < 0:
             raise ModelError(f"spacings must be positive and the margin >= 0, got {self}")
+        self.intensity  # validated now, not at the first volume
+
+    @property
+    def intensity(self) -> Intensity:
+        """HU -> network input, as the backbone was pre-trained."""
+        return Intensity(self.hu_window, self.normalization, self.norm_mean, self.norm_std)
+
+    @staticmethod
+    def intensity_fields(intensity: Intensity) -> dict:
+        """The keyword arguments of this config that hold ``intensity``."""
+        return {"hu_window": intensity.window, "normalization": intensity.scheme, "norm_mean": intensity.mean,
+                "norm_std": intensity.std}
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
@@ -116,7 +135,7 @@ def coarse_pass(backbone: nn.Module, working: MetaTensor, cfg: CascadeConfig = C
     window = tuple(min(MAX_COARSE_WINDOW, math.ceil(s / adapter.size_divisor) * adapter.size_divisor)
                    for s in coarse.shape[1:])
     device = next(backbone.parameters()).device
-    x = window_hu(coarse.as_tensor(), cfg.hu_window)[None].to(device)
+    x = cfg.intensity(coarse.as_tensor())[None].to(device)
     stats: list[torch.Tensor] = []
 
     def channel_stats(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -160,6 +160,47 @@ def window_hu(volume: torch.Tensor | np.ndarray, window: Sequence[float] = HU_WI
         raise ModelError(f"HU window must satisfy low < high, got {tuple(window)}")
     scale = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True, dtype=torch.float32)
     return scale(torch.as_tensor(volume, dtype=torch.float32))
+
+
+#: How an :class:`Intensity` maps clipped HU: "window" scales the window linearly to [0, 1]; "zscore" subtracts a fixed
+#: mean and divides by a fixed standard deviation (nnU-Net's ``CTNormalization``).
+IntensityScheme = Literal["window", "zscore"]
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """How CT values (HU) become a backbone's input: a property of the backbone, from its pre-training.
+
+    Both schemes first clip HU to ``window``. "window" then scales it linearly to [0, 1] (our pre-training, a MONAI
+    bundle's ``ScaleIntensityRanged``); "zscore" computes ``(hu - mean) / std`` with statistics fixed at training
+    time (nnU-Net's ``CTNormalization``: the foreground's 0.5 / 99.5 percentiles as the window, its mean and
+    standard deviation). Statistics of each volume itself are not supported: training and inference see crops of a
+    volume, whose statistics are not the volume's.
+    """
+
+    window: tuple[float, float] = HU_WINDOW
+    scheme: IntensityScheme = "window"
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", tuple(float(v) for v in self.window))
+        if len(self.window) != 2 or not self.window[1] > self.window[0]:
+            raise ModelError(f"the intensity window must be (low, high) with low < high, got {self.window}")
+        if self.scheme not in ("window", "zscore"):
+            raise ModelError(f"unknown intensity scheme {self.scheme!r}; expected window or zscore")
+        if not self.std > 0:
+            raise ModelError(f"the intensity standard deviation must be positive, got {self.std}")
+
+    def __call__(self, volume: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """HU -> network input, any shape, float32."""
+        if self.scheme == "window":
+            return window_hu(volume, self.window)
+        hu = torch.as_tensor(volume, dtype=torch.float32).clamp(*self.window)
+        return (hu - self.mean) / self.std
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window": list(self.window), "scheme": self.scheme, "mean": self.mean, "std": self.std}
 
 
 def affine_of(volume: MetaTensor) -> np.ndarray:

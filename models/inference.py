@@ -21,7 +21,7 @@ from torch import nn
 from models.cascade import LiverROI, locate_liver, to_working
 from models.device import autocast, window_batch
 from models.errors import ModelError
-from models.geometry import Box, Source, affine_of, map_to_grid, window_hu
+from models.geometry import Box, Source, affine_of, map_to_grid
 from models.slpt import SLPTNet
 from strategies.uncertainty import any_prompt_foreground, mean_pairwise_js_divergence
 
@@ -58,7 +58,7 @@ def prompt_probabilities(
     the volume runs it in one pass, which is faster than several overlapping patches. ``sw_batch_size`` windows
     run in one forward pass (default :func:`~models.device.window_batch`: several on a GPU, one on the CPU).
     """
-    volume = window_hu(image_hu, model.config.cascade.hu_window)
+    volume = model.config.cascade.intensity(image_hu)
     if volume.ndim != 3:
         raise ModelError(f"expected a 3D volume on the working grid, got shape {tuple(volume.shape)}")
     device = next(model.parameters()).device

@@ -33,7 +33,7 @@ from models.augment import PRETRAIN_FAMILIES, make_sampler
 from models.backbone import BackboneConfig, build_backbone, save_backbone
 from models.device import autocast, pick_device
 from models.errors import ModelError
-from models.geometry import COARSE_SPACING, HU_WINDOW, WORKING_SPACING, load_image, to_spacing
+from models.geometry import COARSE_SPACING, HU_WINDOW, WORKING_SPACING, Intensity, load_image, to_spacing
 from models.training import Progress, label_on_working_grid, load_cases, training_step
 
 
@@ -157,7 +157,7 @@ def pretrain_backbone(
     labels, pairs = read_msd_dataset(data_dir)
     cfg = replace(cfg, out_channels=len(labels))
     grids = [schedule.spacing] + ([schedule.coarse_spacing] if schedule.coarse_spacing else [])
-    per_grid = [load_cases(resample_cases(pairs, spacing), len(labels), schedule.hu_window) for spacing in grids]
+    per_grid = [load_cases(resample_cases(pairs, spacing), len(labels), Intensity(schedule.hu_window)) for spacing in grids]
     num_val = min(len(pairs) - 1, math.ceil(len(pairs) * schedule.val_fraction)) if schedule.val_fraction > 0 else 0
     train = [case for data in per_grid for case in data[: len(pairs) - num_val]]
     val = [data[len(pairs) - num_val:] for data in per_grid]

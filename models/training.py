@@ -30,7 +30,7 @@ from models.device import autocast, cpu_fast_layout, pick_device
 from models.ranks import RANK_SEED_STRIDE, data_parallel, process_rank
 from models.errors import ModelError
 from models.cascade import CascadeConfig, label_box, locate_liver, to_working
-from models.geometry import Box, Source, affine_of, load_label, resample_to_grid, window_hu
+from models.geometry import Box, Intensity, Source, affine_of, load_label, resample_to_grid
 from models.inference import segment_volume
 from models.slpt import SLPTNet
 
@@ -126,9 +126,10 @@ def roi_case(
 
 
 def load_cases(
-    cases: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int, hu_window: tuple[float, float]
+    cases: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int, intensity: Intensity
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Window labelled working-grid cases: -> [(image (1,X,Y,Z) float32 in [0,1], label (1,X,Y,Z) int64)].
+    """Normalise labelled working-grid cases in HU as the backbone expects (``intensity``): -> [(image (1,X,Y,Z)
+    float32, label (1,X,Y,Z) int64)].
 
     Raises:
         ModelError: no cases, image/label shape mismatch, or label values outside 0..num_classes-1.
@@ -143,7 +144,7 @@ def load_cases(
         label = np.rint(label).astype(np.int64)
         if label.min() < 0 or label.max() >= num_classes:
             raise ModelError(f"case {i}: label values {sorted(np.unique(label).tolist())} outside 0..{num_classes - 1}")
-        loaded.append((window_hu(image, hu_window).numpy()[None], label[None]))
+        loaded.append((intensity(image).numpy()[None], label[None]))
     return loaded
 
 
@@ -171,7 +172,7 @@ def train_prompts(
         cfg: schedule.
         progress: called after every step.
     """
-    data = load_cases(prepare_cases(model, cases), model.config.num_classes, model.config.cascade.hu_window)
+    data = load_cases(prepare_cases(model, cases), model.config.num_classes, model.config.cascade.intensity)
     device = pick_device(cfg.device)
     cpu_fast_layout(model.to(device)).train()
     rng = np.random.default_rng(cfg.seed)
