@@ -260,11 +260,14 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
         problems.append(f"missing keys: {_list_keys(missing)}")
     if unexpected:
         problems.append(f"unexpected keys: {_list_keys(unexpected)}")
-    for key in expected.keys() & state.keys():
-        if expected[key].shape != state[key].shape:
-            problems.append(
-                f"shape mismatch for {key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
-            )
+    # In the model's order, and only the first few: a wrong width mismatches every tensor of the network.
+    mismatched = [
+        f"shape mismatch for {key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in expected if key in state and expected[key].shape != state[key].shape
+    ]
+    problems.extend(mismatched[:_KEYS_SHOWN])
+    if len(mismatched) > _KEYS_SHOWN:
+        problems.append(f"and {len(mismatched) - _KEYS_SHOWN} more mismatched shapes")
     if problems:
         raise CheckpointError(f"checkpoint {source} does not match the model: " + "; ".join(problems))
     model.load_state_dict(state)
