@@ -131,7 +131,7 @@ def broken(plain_model: Path, tmp_path: Path, what: str) -> tuple[Path, str]:
         arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
         arch["features_per_stage"] = [2 * f for f in arch["features_per_stage"]]
         (folder / "plans.json").write_text(json.dumps(plans))
-        return folder, f"checkpoint {checkpoint} does not match the model: shape mismatch for encoder.stages.0"
+        return folder, f"checkpoint {checkpoint} does not match the model: shape mismatch for encoder\\."
     if what == "liver":
         dataset = json.loads((folder / "dataset.json").read_text())
         dataset["labels"] = {"background": 0, "spleen": 1, "kidney": 2}
