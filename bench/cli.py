@@ -73,7 +73,7 @@ def bench_train(
     prompts: Annotated[int, typer.Option(help="K, prompt sets of the prompt-tuning variants")] = 3,
     steps: Annotated[int, typer.Option(help="Timed optimisation steps per variant")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up steps per variant")] = 2,
-    backbone: Annotated[Optional[Path], typer.Option(help="Backbone to train on: our checkpoint or a MONAI bundle folder (default: the default UNet, random weights)")] = None,
+    backbone: Annotated[Optional[Path], typer.Option(help="Backbone to train on: our checkpoint, a MONAI bundle folder or an nnU-Net v2 result folder (default: the default UNet, random weights)")] = None,
     device: DeviceOption = "auto",
     out: OutOption = None,
 ) -> None:
@@ -106,7 +106,7 @@ def bench_scoring(
 def bench_infer(
     shape: Annotated[str, typer.Option(help="Voxels X,Y,Z of the generated CT")] = "512,512,200",
     spacing: Annotated[str, typer.Option(help="Voxel spacing dx,dy,dz in mm of the generated CT (dx = dy)")] = "0.8,0.8,2.5",
-    backbone: Annotated[Optional[Path], typer.Option(help="Pre-trained backbone: our checkpoint or a MONAI bundle folder (default: random weights, so stage 1 finds no real liver)")] = None,
+    backbone: Annotated[Optional[Path], typer.Option(help="Pre-trained backbone: our checkpoint, a MONAI bundle folder or an nnU-Net v2 result folder (default: random weights, so stage 1 finds no real liver)")] = None,
     repeats: Annotated[int, typer.Option(help="Timed requests per row, after one untimed warm-up request")] = 3,
     working_spacing: Annotated[float, typer.Option(help="Working spacing in mm of stage 2 and of the whole-volume row; stage 1 at twice that")] = 2.5,
     roi: Annotated[int, typer.Option(help="Edge of the cubic sliding window (the model's roi_size)")] = 48,

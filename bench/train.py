@@ -72,7 +72,7 @@ class BenchConfig:
         warmup: untimed steps before them (allocator and kernel warm-up).
         device: "auto" (CUDA when available), "cpu" or "cuda".
         seed: seeds the weights and the batch.
-        backbone: a backbone to train on (our checkpoint with its JSON, or a MONAI bundle folder); None: the default
+        backbone: a backbone to train on (our checkpoint with its JSON, a MONAI bundle folder or an nnU-Net v2 folder); None: the default
             :class:`~models.backbone.BackboneConfig` UNet with random weights.
     """
 
