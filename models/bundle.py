@@ -5,8 +5,8 @@ Reading (:func:`read_bundle`, :func:`open_backbone`): the network is the bundle'
 ``monai.bundle.ConfigParser`` and loaded with ``models/model.pt`` (or the weights of ``models/model.ts``); its label map
 is the output's ``channel_def`` in ``metadata.json``, in which stage 1 of the cascade finds the liver by name; its
 working spacing is the ``Spacingd`` of its preprocessing and its intensity window that of ``ScaleIntensityRanged``.
-Our pipeline windows HU into [0, 1]; a bundle whose preprocessing normalises otherwise (e.g. ``NormalizeIntensityd``
-over the whole volume) is refused with a message naming its transforms.
+A bundle whose preprocessing normalises otherwise (e.g. ``NormalizeIntensityd`` over the whole volume) is refused with
+a message naming its transforms (an nnU-Net model's fixed z-score is supported: :class:`models.geometry.Intensity`).
 
 Writing: a bundle is a folder that ``monai.bundle`` reads: ``configs/metadata.json`` (versions, the label map as the output's
 ``channel_def``), ``configs/inference.json`` (the network as ``network_def``, the preprocessing that the backbone was
@@ -203,7 +203,9 @@ def _preprocessing(parser: ConfigParser, folder: Path) -> tuple[list[float], lis
         raise ModelError(
             f"the bundle {folder} preprocesses its images in a way this server cannot match ({'; '.join(problems)}); "
             "it supports RAS orientation, one Spacingd and an HU window ScaleIntensityRanged(a_min, a_max, b_min=0, "
-            "b_max=1, clip=True)"
+            "b_max=1, clip=True)" + (
+                "; NormalizeIntensityd uses each volume's own statistics, which the crops that this server trains and "
+                "segments do not reproduce" if "NormalizeIntensityd" in other else "")
         )
     if len(spacing) == 1:
         spacing = spacing * 3

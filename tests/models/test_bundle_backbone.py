@@ -116,7 +116,7 @@ def test_our_exported_bundle_reads_back_as_the_same_backbone(tmp_path: Path):
     ({"labels": {"0": "background", "1": "spleen", "2": "kidney_left"}}, "no class named 'liver'.*1: spleen, 2: kidney_left"),
     ({"intensity": [{"_target_": "NormalizeIntensityd", "keys": "@image_key", "nonzero": True},
                     {"_target_": "ScaleIntensityd", "keys": "@image_key", "minv": -1.0, "maxv": 1.0}]},
-     "does not reproduce: NormalizeIntensityd, ScaleIntensityd"),
+     "does not reproduce: NormalizeIntensityd, ScaleIntensityd.*NormalizeIntensityd uses each volume's own statistics"),
     ({"weights": None}, "no weights"),
 ])
 def test_a_bundle_the_server_cannot_use_is_explained(tmp_path: Path, change: dict, message: str):
