@@ -123,24 +123,32 @@ def pretrain(
 
 @cli.command("model-info")
 def model_info(
-    backbone: Annotated[Optional[Path], typer.Option(help="Backbone checkpoint (default: the default architecture)")] = None,
+    backbone: Annotated[Optional[Path], typer.Option(help="Backbone checkpoint, MONAI bundle or nnU-Net v2 model folder (default: the default architecture)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object")] = False,
     num_prompts: Annotated[int, typer.Option(help="K, prompt sets")] = 3,
 ) -> None:
     """Parameter counts of the SLPT model: total, tunable (prompts + FPUs + head), fraction."""
+    import math
+
+    from models.adapters import adapt_backbone
     from models.backbone import BackboneConfig, build_backbone, config_path, load_backbone
+    from models.bundle import is_folder_backbone, open_backbone
     from models.errors import ModelError
     from models.slpt import SLPTConfig, SLPTNet
 
     try:
-        if backbone:
+        if backbone and is_folder_backbone(backbone):  # a MONAI bundle or an nnU-Net model folder
+            network = open_backbone(backbone)[0]
+        elif backbone:
             # Weights without a config JSON beside them (e.g. a bare state dict) are checked against the default one.
             network = load_backbone(backbone, None if config_path(backbone).is_file() else BackboneConfig())[0]
         else:
             network = build_backbone(BackboneConfig())
     except ModelError as exc:
         raise fail(str(exc))
-    counts = SLPTNet(network, SLPTConfig(num_prompts=num_prompts)).parameter_counts()
+    divisor = adapt_backbone(network).size_divisor  # the counts do not depend on the window; it must fit the network
+    roi = (math.ceil(48 / divisor) * divisor,) * 3
+    counts = SLPTNet(network, SLPTConfig(num_prompts=num_prompts, roi_size=roi)).parameter_counts()
     if as_json:
         typer.echo(json.dumps(counts))
     else:

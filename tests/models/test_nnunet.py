@@ -161,3 +161,13 @@ def test_normalisation_with_each_volumes_own_statistics_is_refused(plain_model: 
     (folder / "plans.json").write_text(json.dumps(plans))
     with pytest.raises(ModelError, match="plans.json: channel 0 is normalised with ZScoreNormalization"):
         backbone_info(folder)
+
+
+def test_model_info_reads_an_nnunet_folder(plain_model: Path):
+    from tests.app.test_cli import slpt_inline
+
+    result = slpt_inline("model-info", "--json", "--backbone", str(plain_model))
+    assert result.exit_code == 0, result.stderr
+    counts = json.loads(result.stdout)
+    network, _ = read_nnunet(plain_model)
+    assert counts["total_params"] > sum(p.numel() for p in network.parameters()) > 0
