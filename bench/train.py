@@ -189,7 +189,11 @@ def probe(cfg: BenchConfig, load: float | None) -> tuple[Environment, BackboneFa
     adapter = adapt_backbone(backbone)
     if cfg.size < adapter.size_divisor or cfg.size % adapter.size_divisor:
         raise BenchError(f"--size {cfg.size} must be a positive multiple of {adapter.size_divisor} (the backbone's down-sampling)")
-    described = ", ".join(f"{key} {value}" for key, value in backbone_config.to_dict().items() if value != "")
+    if backbone_config.bundle:  # a bundle's or an nnU-Net model's own files define it, not the other fields
+        described = (f"{backbone_config.name} ({type(backbone).__name__}, "
+                     f"{sum(p.numel() for p in backbone.parameters()):,} parameters) from {backbone_config.bundle}")
+    else:
+        described = ", ".join(f"{key} {value}" for key, value in backbone_config.to_dict().items() if value != "")
     return env, BackboneFacts(
         backbone=f"`{cfg.backbone}`: {described}" if cfg.backbone else described, num_stages=len(adapter.stages),
     )
@@ -383,7 +387,8 @@ def format_report(result: BenchResult, command: str) -> str:
             "first step (activations, gradients and optimizer state)"
         )
     header = report_header("Training step: prompt tuning vs full fine-tuning", command, env, [
-        f"Model: default backbone ({backbone.backbone}; random weights, {backbone.num_stages} encoder stages), "
+        f"Model: {'backbone' if cfg.backbone else 'default backbone'} ({backbone.backbone}; "
+        f"{'' if cfg.backbone else 'random weights, '}{backbone.num_stages} encoder stages), "
         f"K = {cfg.num_prompts} prompt sets, one optimisation step = `models.training.training_step` (AdamW, Dice + CE"
         f"{', float16 autocast' if env.device == 'cuda' else ''})",
         f"Batch: the same {cfg.patches} random patches of {cfg.size}³ voxels for every variant (prompt tuning: "

@@ -171,3 +171,18 @@ def test_model_info_reads_an_nnunet_folder(plain_model: Path):
     counts = json.loads(result.stdout)
     network, _ = read_nnunet(plain_model)
     assert counts["total_params"] > sum(p.numel() for p in network.parameters()) > 0
+
+
+def test_bench_train_prompt_tunes_an_nnunet_model(plain_model: Path, tmp_path: Path):
+    from bench.train import PROMPT_ALL
+    from tests.bench.test_train import ratio_percent, slpt, table_rows
+
+    out = tmp_path / "t.md"
+    result = slpt("bench", "train", "--size", "16", "--batch", "1", "--warmup", "1", "--steps", "1",
+                  "--backbone", str(plain_model), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    assert "plainconvunet (PlainConvUNet" in report and str(plain_model / "fold_0") in report
+    rows = table_rows(report)
+    assert rows[PROMPT_ALL]["prompt stages"] == "1, 2"  # its 3 encoder stages; the full-resolution one gets none
+    assert ratio_percent(rows[PROMPT_ALL]["trainable params"]) < 100.0
