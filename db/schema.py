@@ -259,6 +259,8 @@ class RoundItem(Base):
     )
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     rank: Mapped[int] = mapped_column(Integer)
+    # Why the rule picked it (its score; TESLA's cluster and that cluster's size): shown beside the round.
+    reason: Mapped[dict[str, Any] | None]
 
 
 class ModelVersion(Base):

@@ -224,6 +224,7 @@ class RoundOut(ORM):
 class RoundItemOut(ORM):
     image_id: str
     rank: int
+    reason: dict[str, Any] | None = None
 
 
 class RoundDetail(RoundOut):

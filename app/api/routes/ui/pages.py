@@ -101,13 +101,15 @@ def campaign(app, session, next_labels: int) -> dict[str, Any]:
 
 
 def ranked_items(session, selection, now) -> list[dict[str, Any]]:
-    """A round's volumes in rank order with the score that ranked them (none for a round ranked by diversity)."""
+    """A round's volumes in rank order with the score that ranked them (none for a round ranked by diversity) and
+    why each was picked (TESLA's cluster and its size), as the round stored it."""
     ranked_by = selection.config.get("ranked_by")
     scores = load_scores(session, ranked_by, selection.model_version) if selection.model_version and ranked_by else {}
     items = round_items(session, selection.id)
     images = {i.id: i for i in session.query(Image).filter(Image.id.in_([item.image_id for item in items]))}
     return [{"rank": item.rank, "image_id": item.image_id, "score": scores.get(item.image_id),
-             "group": images[item.image_id].grp, "status": images[item.image_id].label_status} for item in items]
+             "group": images[item.image_id].grp, "status": images[item.image_id].label_status,
+             "reason": item.reason or {}} for item in items]
 
 
 def charts(totals: dict[str, int], per_day: dict[str, int], quality: dict[str, Any]) -> dict[str, Any]:
