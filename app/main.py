@@ -24,6 +24,7 @@ from app.accounts import bootstrap_admin
 from app.agreement import AgreementWorker
 from app.security import Authenticator
 from app.inference_queue import InferenceQueue
+from app.ingest import Ingestion
 from app.jobs import fail_interrupted_jobs
 from app.modelstore import ModelStore
 from app.predictions import PredictionCache
@@ -35,6 +36,7 @@ from app.studies import StudiesLayout, resolve_studies
 from app.tasks.infer import SLPTInfer
 from app.tasks.train import SLPTTrain
 from db.datastore import SQLDatastore
+from db.ingestion import DuplicateImageError
 from db.engine import create_db_engine, default_db_url, session_factory
 from db.migrate import upgrade
 from cohort.msd import load_msd
@@ -103,7 +105,11 @@ class SLPTApp(MONAILabelApp):
         self.agreement = AgreementWorker(datastore)
         if leftovers := remove_partial_files(self.layout.labels_dir):  # interrupted label writes: never acknowledged
             logger.warning(f"removed {len(leftovers)} partial file(s) under {self.layout.labels_dir}")
-        datastore.refresh()
+        try:  # registers the new volume files, opening none of them; their headers are read in the background
+            datastore.register_new()
+        except DuplicateImageError as error:
+            raise SystemExit(f"cannot serve {self.layout.images_dir}: {error}") from None
+        self.ingestion = Ingestion(datastore)
         if self.settings.import_labels and self.layout.is_msd:
             _import_ground_truth(datastore, self.layout)
         return datastore
@@ -142,6 +148,7 @@ class SLPTApp(MONAILabelApp):
         if interrupted:
             logger.warning(f"marked {len(interrupted)} interrupted job(s) failed: {interrupted}")
         self.agreement.request()  # comparisons a stopped server left undone
+        self.ingestion.start()  # headers and checksums of volumes registered but not read yet
         if self.settings.no_model:
             return
         threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
