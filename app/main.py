@@ -26,6 +26,7 @@ from app.security import Authenticator
 from app.inference_queue import InferenceQueue
 from app.ingest import Ingestion
 from app.jobs import fail_interrupted_jobs
+from app.login_guard import LoginGuard
 from app.modelstore import ModelStore
 from app.predictions import PredictionCache
 from app.quality import QualityWorker, predictions_folder
@@ -80,6 +81,7 @@ class SLPTApp(MONAILabelApp):
         # (and SQLite's write lock) with every Next Sample claim (docs/design.md, "Faults, load and replicas").
         self.label_lane = threading.BoundedSemaphore(self.settings.label_writers)
         self.authenticator = Authenticator(self.db_sessions, self.settings.secret_key, self.settings.token_minutes)
+        self.login_guard = LoginGuard(self.db_sessions, self.settings)
         bootstrap_admin(self.db_sessions, self.settings)
         models = self.settings.work_dir(self.layout.root) / "models"
         if leftovers := remove_partial_files(models):  # interrupted writes (a killed server): never acknowledged

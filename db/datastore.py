@@ -423,33 +423,76 @@ class SQLDatastore(Datastore):
             "leased": counts["leased"],
         }
 
-    def json(self, viewer: str | None = None) -> dict[str, Any]:
-        """All images and their labels in LocalDatastore's shape (what Slicer and MONAILabelReviewer read).
+    def json(self, viewer: str | None = None, *, offset: int | None = None, limit: int | None = None,
+             max_listed: int = 1000) -> dict[str, Any]:
+        """Images and their labels in LocalDatastore's shape (what Slicer and MONAILabelReviewer read).
 
-        ``viewer``: an annotator, who sees on a double-read volume still in reading only their own labels."""
-        objects: dict[str, Any] = {}
+        ``viewer``: an annotator, who sees on a double-read volume still in reading only their own labels. Bounded
+        so that a pool of 100,000 volumes is never listed whole per request (the Slicer plugin asks for this listing
+        on every Next Sample, to find the claimed volume's ``original`` label): a campaign of up to ``max_listed``
+        volumes is listed whole (stock behaviour); a larger one lists the volumes someone holds a lease on, then the
+        labeled ones, up to ``max_listed``; ``offset``/``limit`` page through every volume in id order instead. The
+        answer's ``listing`` says which (stock clients ignore the key)."""
         with self.sessions() as session:
+            live = Image.label_status != "archived"
+            total = int(session.scalar(select(func.count()).select_from(Image).where(live)) or 0)
+            if offset is not None or limit is not None:
+                page = select(Image.id).where(live).order_by(Image.id).offset(offset or 0).limit(limit or max_listed)
+                ids, mode = list(session.scalars(page)), "page"
+            elif total <= max_listed:
+                ids, mode = None, "all"
+            else:
+                ids, mode = self._working_set(session, max_listed), "working set"
             blinded = reviews.blinded_images(session) if viewer is not None else set()
-            for image in session.scalars(select(Image).where(Image.label_status != "archived").order_by(Image.id)):
-                objects[image.id] = {
-                    "image": {"ext": volume_suffix(image.name) or "", "info": self._image_info(image)},
-                    "labels": {},
-                }
-            newest = select(Label).order_by(Label.image_id, Label.tag, Label.version)
-            for label in session.scalars(newest):  # later versions overwrite earlier ones
-                if label.image_id not in objects or (label.image_id in blinded and label.annotator != viewer):
-                    continue
-                objects[label.image_id]["labels"][label.tag] = {
-                    "ext": volume_suffix(label.path) or "",
-                    "info": self._label_info(label),
-                }
+            objects = self._objects(session, ids, viewer, blinded)
+        listing = {"mode": mode, "total": total, "listed": len(objects)}
+        if mode == "page":
+            listing.update(offset=offset or 0, limit=limit or max_listed)
         return {
             "name": self._name,
             "description": self._description,
             "images_dir": str(self.images_dir),
             "labels_dir": str(self.labels_dir),
             "objects": objects,
+            "listing": listing,
         }
+
+    def _working_set(self, session: Session, max_listed: int) -> list[str]:
+        """The volumes held by a live lease (the one Slicer just claimed among them), then those with a label, newest
+        label first, ``max_listed`` at most; read from the lease and label indexes, not from every image."""
+        now = self.clock()
+        leased = list(session.scalars(
+            select(Image.id).where(images.live_lease(now), Image.label_status != "archived").limit(max_listed)))
+        labeled = session.execute(
+            select(Label.image_id, func.max(Label.id).label("newest")).join(Image, Image.id == Label.image_id)
+            .where(Image.label_status != "archived").group_by(Label.image_id).order_by(func.max(Label.id).desc())
+            .limit(max_listed)
+        ).all()
+        return list(dict.fromkeys([*leased, *(row.image_id for row in labeled)]))[:max_listed]
+
+    def _objects(self, session: Session, ids: list[str] | None, viewer: str | None, blinded: set[str]) -> dict[str, Any]:
+        """``objects`` of the listing: every live volume (``ids`` None) or those ids, in id order."""
+        objects: dict[str, Any] = {}
+        chunks = [None] if ids is None else [sorted(ids)[i : i + images.IN_BATCH] for i in range(0, len(ids), images.IN_BATCH)]
+        for chunk in chunks:
+            query = select(Image).where(Image.label_status != "archived").order_by(Image.id)
+            labels_query = select(Label).order_by(Label.image_id, Label.tag, Label.version)
+            if chunk is not None:
+                query = query.where(Image.id.in_(chunk))
+                labels_query = labels_query.where(Label.image_id.in_(chunk))
+            for image in session.scalars(query):
+                objects[image.id] = {
+                    "image": {"ext": volume_suffix(image.name) or "", "info": self._image_info(image)},
+                    "labels": {},
+                }
+            for label in session.scalars(labels_query):  # later versions overwrite earlier ones
+                if label.image_id not in objects or (label.image_id in blinded and label.annotator != viewer):
+                    continue
+                objects[label.image_id]["labels"][label.tag] = {
+                    "ext": volume_suffix(label.path) or "",
+                    "info": self._label_info(label),
+                }
+        return objects if ids is None else dict(sorted(objects.items()))
 
     def get_dataset_archive(self, limit_cases: int | None) -> str:
         """A zip of the labeled dataset (images + newest final labels) in MSD-like layout."""
