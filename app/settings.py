@@ -66,14 +66,14 @@ class AppSettings(BaseSettings):
         description="Login attempts one user name may make (any address), in the `limits` notation; more get 429"
     )
     login_rate_address: str = Field(
-        "30/minute", pattern=r"^\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?$",
+        "120/minute", pattern=r"^\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?$",
         description="Login attempts one address may make (any user name); more get 429"
     )
     login_lockout_failures: int = Field(
         10, ge=1, description="Wrong passwords for one user name within login_lockout_minutes that lock it"
     )
     login_lockout_failures_address: int = Field(
-        20, ge=1, description="Wrong passwords from one address within login_lockout_minutes that lock the address"
+        50, ge=1, description="Wrong passwords from one address within login_lockout_minutes that lock the address"
     )
     login_lockout_minutes: float = Field(15.0, gt=0, description="How long a lockout lasts (and the failures' window)")
     token_minutes: float = Field(30.0, gt=0, description="Lifetime of an access token from /auth/token")
