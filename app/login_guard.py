@@ -60,9 +60,10 @@ class LoginGuard:
                                                 "user": parse(settings.login_rate_user)}
         self.minutes = settings.login_lockout_minutes
         window = max(1, round(settings.login_lockout_minutes * 60))
+        # A window "allows" one failure fewer than the lockout count: the failure that exhausts it is the last one.
         self.failures: dict[str, RateLimitItem] = {
-            "address": RateLimitItemPerSecond(settings.login_lockout_failures_address, window),
-            "user": RateLimitItemPerSecond(settings.login_lockout_failures, window),
+            "address": RateLimitItemPerSecond(settings.login_lockout_failures_address - 1, window),
+            "user": RateLimitItemPerSecond(settings.login_lockout_failures - 1, window),
         }
         self.lock = RateLimitItemPerSecond(1, window)
 
