@@ -327,7 +327,9 @@ def format_report(runs: list[Run], volumes: int, size: int, requests: int, flood
                 verdicts.append(f"{run.name}: `{route.split(' (')[0]}` p99 ≤ {TARGET_ADMIN_P99_MS:.0f} ms — "
                                 f"{'met' if p99 <= TARGET_ADMIN_P99_MS else 'MISSED'} ({p99:.1f} ms)")
         if stock and stock.startup_s and run.startup_s:
-            verdicts.append(f"{run.name}: start-up {stock.startup_s / run.startup_s:.1f}× faster than stock "
+            ratio = stock.startup_s / run.startup_s
+            words = f"{ratio:.1f}× faster than" if ratio >= 1 else f"{1 / ratio:.1f}× slower than"
+            verdicts.append(f"{run.name}: start-up (registration included) {words} stock "
                             f"({run.startup_s:.1f} s vs {stock.startup_s:.1f} s)")
         listing = "GET /datastore/?output=all (bounded)"
         if stock and stock.p(listing, 50) and run.p(listing, 50):
