@@ -7,8 +7,8 @@
   ``scores (method, model_version, value)`` (the volume list by score; replaces ``(method, model_version)``);
 - ``login_limits``: rate-limit and lockout counters shared by every replica.
 
-Revision ID: 0006_scale
-Revises: 0005_quality
+Revision ID: 0007_scale
+Revises: 0006_round_reasons
 Create Date: 2026-12-07
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_scale"
-down_revision: str | Sequence[str] | None = "0005_quality"
+revision: str = "0007_scale"
+down_revision: str | Sequence[str] | None = "0006_round_reasons"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
