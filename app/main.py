@@ -24,7 +24,9 @@ from app.accounts import bootstrap_admin
 from app.agreement import AgreementWorker
 from app.security import Authenticator
 from app.inference_queue import InferenceQueue
+from app.ingest import Ingestion
 from app.jobs import fail_interrupted_jobs
+from app.login_guard import LoginGuard
 from app.modelstore import ModelStore
 from app.predictions import PredictionCache
 from app.quality import QualityWorker, predictions_folder
@@ -35,6 +37,7 @@ from app.studies import StudiesLayout, resolve_studies
 from app.tasks.infer import SLPTInfer
 from app.tasks.train import SLPTTrain
 from db.datastore import SQLDatastore
+from db.ingestion import DuplicateImageError
 from db.engine import create_db_engine, default_db_url, session_factory
 from db.migrate import upgrade
 from cohort.msd import load_msd
@@ -78,6 +81,7 @@ class SLPTApp(MONAILabelApp):
         # (and SQLite's write lock) with every Next Sample claim (docs/design.md, "Faults, load and replicas").
         self.label_lane = threading.BoundedSemaphore(self.settings.label_writers)
         self.authenticator = Authenticator(self.db_sessions, self.settings.secret_key, self.settings.token_minutes)
+        self.login_guard = LoginGuard(self.db_sessions, self.settings)
         bootstrap_admin(self.db_sessions, self.settings)
         models = self.settings.work_dir(self.layout.root) / "models"
         if leftovers := remove_partial_files(models):  # interrupted writes (a killed server): never acknowledged
@@ -103,7 +107,11 @@ class SLPTApp(MONAILabelApp):
         self.agreement = AgreementWorker(datastore)
         if leftovers := remove_partial_files(self.layout.labels_dir):  # interrupted label writes: never acknowledged
             logger.warning(f"removed {len(leftovers)} partial file(s) under {self.layout.labels_dir}")
-        datastore.refresh()
+        try:  # registers the new volume files, opening none of them; their headers are read in the background
+            datastore.register_new()
+        except DuplicateImageError as error:
+            raise SystemExit(f"cannot serve {self.layout.images_dir}: {error}") from None
+        self.ingestion = Ingestion(datastore)
         if self.settings.import_labels and self.layout.is_msd:
             _import_ground_truth(datastore, self.layout)
         return datastore
@@ -142,6 +150,7 @@ class SLPTApp(MONAILabelApp):
         if interrupted:
             logger.warning(f"marked {len(interrupted)} interrupted job(s) failed: {interrupted}")
         self.agreement.request()  # comparisons a stopped server left undone
+        self.ingestion.start()  # headers and checksums of volumes registered but not read yet
         if self.settings.no_model:
             return
         threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()

@@ -92,7 +92,9 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
     ranked = [ids[i] for i in chosen.picks]
     config = {**chosen.rule.config(), "rule": chosen.rule.name, "budget": budget, "ranked_by": chosen.ranked_by}
     with write_session(datastore.sessions) as session:
-        round_id = create_round(session, strategy_name, ranked, model_version=version, config=config)
+        round_id = create_round(
+            session, strategy_name, ranked, model_version=version, config=config, reasons=chosen.reasons
+        )
     logger.info(f"round {round_id} ({strategy_name}, model {version}): {ranked}")
     return round_id
 

@@ -57,7 +57,26 @@ class AppSettings(BaseSettings):
         "surely (whole 95 % interval) below this"
     )
     ui_session_minutes: float = Field(480.0, gt=0, description="Lifetime of a dashboard (/ui) login")
+    datastore_list_max: int = Field(
+        1000, ge=1, description="GET /datastore/?output=all lists every volume up to this many; above, the volumes under "
+        "a lease and the labeled ones (this many at most), or one page with offset/limit"
+    )
     auth: bool = Field(False, description="Require a login (database users) for every route but /info/, /auth, /health, docs")
+    login_rate_user: str = Field(
+        "10/minute", pattern=r"^\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?$",
+        description="Login attempts one user name may make (any address), in the `limits` notation; more get 429"
+    )
+    login_rate_address: str = Field(
+        "120/minute", pattern=r"^\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?$",
+        description="Login attempts one address may make (any user name); more get 429"
+    )
+    login_lockout_failures: int = Field(
+        10, ge=1, description="Wrong passwords for one user name within login_lockout_minutes that lock it"
+    )
+    login_lockout_failures_address: int = Field(
+        50, ge=1, description="Wrong passwords from one address within login_lockout_minutes that lock the address"
+    )
+    login_lockout_minutes: float = Field(15.0, gt=0, description="How long a lockout lasts (and the failures' window)")
     token_minutes: float = Field(30.0, gt=0, description="Lifetime of an access token from /auth/token")
     secret_key: str = Field("", description="Access-token signing key; empty = one generated once and kept in the database")
     admin_user: str = Field("admin", description="Name of the first admin that admin_password / admin_token create")

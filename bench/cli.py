@@ -128,3 +128,24 @@ def bench_infer(
         return format_report(result, command=command_line())
 
     run_bench(measure, out)
+
+
+@bench_cli.command("scale")
+def bench_scale(
+    volumes: Annotated[int, typer.Option(help="Volumes in the generated plain studies folder")] = 100000,
+    size: Annotated[int, typer.Option(help="Edge length of the cubic volumes in voxels")] = 8,
+    requests: Annotated[int, typer.Option(help="Timed sequential requests per admin route")] = 200,
+    flood: Annotated[int, typer.Option(help="Failed logins sent from one address (0: none)")] = 10000,
+    backend: Annotated[list[str], typer.Option(help="sqlite and/or postgresql (repeat the option)")] = ["sqlite", "postgresql"],
+    pg_url: Annotated[str, typer.Option(help="PostgreSQL server for a throw-away database")] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    stock: Annotated[bool, typer.Option(help="Also start stock MONAI Label over the same folder")] = True,
+    out: OutOption = None,
+) -> None:
+    """A hospital-archive pool: registration time and memory, admin views, login flood; ours vs stock MONAI Label."""
+    from bench.scale import run_benchmark
+
+    unknown = set(backend) - {"sqlite", "postgresql"}
+    if unknown:
+        raise fail(f"unknown backend(s) {sorted(unknown)}: use sqlite and/or postgresql")
+    run_bench(lambda: run_benchmark(volumes, size, requests, flood, list(dict.fromkeys(backend)), pg_url, stock,
+                                    command=command_line()), out)

@@ -25,7 +25,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import archive, claims, images, labels, reviews
+from db import archive, claims, images, ingestion, labels, reviews
 from db.audit import audit
 from db.engine import write_session
 from db.errors import UnknownImageError
@@ -42,6 +42,8 @@ from storage.atomic import atomic_copy, staged_copy
 
 logger = logging.getLogger(__name__)
 
+#: Claims in a row that may find an unreadable, not yet read volume before Next Sample gives up (answers nothing).
+CLAIM_UNREAD_ATTEMPTS = 5
 #: What trains: every volume's newest final label, or only a newest final label a reviewer approved.
 TRAIN_ON = ("final", "approved")
 #: MONAILabelReviewer's status words (its SegStatus) for our review states; "" is its "not reviewed yet".
@@ -98,16 +100,32 @@ class SQLDatastore(Datastore):
 
     # -- ingestion --------------------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Ingest volumes that appeared in the images folder since the last scan (known files are not re-read)."""
-        on_disk = {image_id_of(p): p for p in self._volume_files()}
-        with self.sessions() as session:
-            known = set(session.scalars(select(Image.id)))
-        new = sorted(set(on_disk) - known)
-        if new:
-            self.ingest([on_disk[i] for i in new])
+        """Register volumes that appeared under the images folder since the last scan and read their header facts
+        (small folders and tests; the app registers at start-up and reads facts in the background)."""
+        self.register_new()
+        ingestion.fill_facts(self.sessions)
+
+    def register_new(self, progress: ingestion.ProgressFn | None = None) -> ingestion.RegisterResult:
+        """Register the volume files under the images folder not registered yet, opening none of them
+        (:func:`db.ingestion.register_folder`); :class:`~db.ingestion.DuplicateImageError` names two files with one id."""
+        if not self.images_dir.is_dir():
+            return ingestion.RegisterResult()
+        result = ingestion.register_folder(self.sessions, self.images_dir, exclude=self._excluded_folders(),
+                                           groups=self._groups, progress=progress)
+        if result.registered or result.skipped_count:
+            logger.info(f"registered {result.registered} new volumes ({result.known} known, {result.skipped_count} "
+                        "skipped)")
+        return result
+
+    def _excluded_folders(self) -> tuple[Path, ...]:
+        """Folders under the images folder that hold no served volume: the labels (a plain studies folder keeps them
+        in ``labels/`` beside its volumes)."""
+        images = self.images_dir.resolve()
+        labels = self.labels_dir.resolve()
+        return tuple(p for p in (labels, labels.parent) if p != images and p.is_relative_to(images))
 
     def ingest(self, paths: list[Path], meta: dict[str, Any] | None = None) -> list[str]:
-        """Record volumes (header facts and checksum) in the database; returns their ids."""
+        """Record volumes (header facts and checksum read now) in the database; returns their ids."""
         records = []
         for path in paths:
             facts = volume_facts(path)
@@ -129,11 +147,6 @@ class SQLDatastore(Datastore):
         if records:
             logger.info(f"ingested {len(records)} volumes")
         return [r.id for r in records]
-
-    def _volume_files(self) -> list[Path]:
-        if not self.images_dir.is_dir():
-            return []
-        return sorted(p for p in self.images_dir.iterdir() if p.is_file() and volume_suffix(p.name) and not p.name.startswith("."))
 
     # -- images -----------------------------------------------------------------------------------------------------
     def list_images(self) -> list[str]:
@@ -370,10 +383,21 @@ class SQLDatastore(Datastore):
     ) -> dict[str, Any] | None:
         """Lease the next volume to ``annotator`` (see :func:`db.claims.claim_next_sample`); return what Next Sample
         answers (the volume's info, ``id`` and ``path``), or None when nothing is left."""
-        claimed = claims.claim_next_sample(
-            self.sessions, annotator, strategy, order=order, round_id=round_id, lease=self.lease, clock=self.clock
-        )
-        return None if claimed is None else {**self._image_info(claimed), "id": claimed.id, "path": claimed.path}
+        for _ in range(CLAIM_UNREAD_ATTEMPTS):
+            claimed = claims.claim_next_sample(
+                self.sessions, annotator, strategy, order=order, round_id=round_id, lease=self.lease, clock=self.clock
+            )
+            if claimed is None:
+                return None
+            info = {**self._image_info(claimed), "id": claimed.id, "path": claimed.path}
+            if claimed.checksum is not None:
+                return info
+            # Registered but not read yet (the background ingestion job has not reached it): read it now, after the
+            # claim's transaction. An unreadable file is archived and the next volume claimed instead.
+            facts = ingestion.facts_of(self.sessions, claimed.id)
+            if facts is not None:
+                return {**info, **facts}
+        return None
 
     def next_to_review(self, reviewer: str) -> dict[str, Any] | None:
         """What the ``review`` strategy answers: the volume's info, ``id``, ``path`` and the label to review
@@ -399,33 +423,76 @@ class SQLDatastore(Datastore):
             "leased": counts["leased"],
         }
 
-    def json(self, viewer: str | None = None) -> dict[str, Any]:
-        """All images and their labels in LocalDatastore's shape (what Slicer and MONAILabelReviewer read).
+    def json(self, viewer: str | None = None, *, offset: int | None = None, limit: int | None = None,
+             max_listed: int = 1000) -> dict[str, Any]:
+        """Images and their labels in LocalDatastore's shape (what Slicer and MONAILabelReviewer read).
 
-        ``viewer``: an annotator, who sees on a double-read volume still in reading only their own labels."""
-        objects: dict[str, Any] = {}
+        ``viewer``: an annotator, who sees on a double-read volume still in reading only their own labels. Bounded
+        so that a pool of 100,000 volumes is never listed whole per request (the Slicer plugin asks for this listing
+        on every Next Sample, to find the claimed volume's ``original`` label): a campaign of up to ``max_listed``
+        volumes is listed whole (stock behaviour); a larger one lists the volumes someone holds a lease on, then the
+        labeled ones, up to ``max_listed``; ``offset``/``limit`` page through every volume in id order instead. The
+        answer's ``listing`` says which (stock clients ignore the key)."""
         with self.sessions() as session:
+            live = Image.label_status != "archived"
+            total = int(session.scalar(select(func.count()).select_from(Image).where(live)) or 0)
+            if offset is not None or limit is not None:
+                page = select(Image.id).where(live).order_by(Image.id).offset(offset or 0).limit(limit or max_listed)
+                ids, mode = list(session.scalars(page)), "page"
+            elif total <= max_listed:
+                ids, mode = None, "all"
+            else:
+                ids, mode = self._working_set(session, max_listed), "working set"
             blinded = reviews.blinded_images(session) if viewer is not None else set()
-            for image in session.scalars(select(Image).where(Image.label_status != "archived").order_by(Image.id)):
-                objects[image.id] = {
-                    "image": {"ext": volume_suffix(image.name) or "", "info": self._image_info(image)},
-                    "labels": {},
-                }
-            newest = select(Label).order_by(Label.image_id, Label.tag, Label.version)
-            for label in session.scalars(newest):  # later versions overwrite earlier ones
-                if label.image_id not in objects or (label.image_id in blinded and label.annotator != viewer):
-                    continue
-                objects[label.image_id]["labels"][label.tag] = {
-                    "ext": volume_suffix(label.path) or "",
-                    "info": self._label_info(label),
-                }
+            objects = self._objects(session, ids, viewer, blinded)
+        listing = {"mode": mode, "total": total, "listed": len(objects)}
+        if mode == "page":
+            listing.update(offset=offset or 0, limit=limit or max_listed)
         return {
             "name": self._name,
             "description": self._description,
             "images_dir": str(self.images_dir),
             "labels_dir": str(self.labels_dir),
             "objects": objects,
+            "listing": listing,
         }
+
+    def _working_set(self, session: Session, max_listed: int) -> list[str]:
+        """The volumes held by a live lease (the one Slicer just claimed among them), then those with a label, newest
+        label first, ``max_listed`` at most; read from the lease and label indexes, not from every image."""
+        now = self.clock()
+        leased = list(session.scalars(
+            select(Image.id).where(images.live_lease(now), Image.label_status != "archived").limit(max_listed)))
+        labeled = session.execute(
+            select(Label.image_id, func.max(Label.id).label("newest")).join(Image, Image.id == Label.image_id)
+            .where(Image.label_status != "archived").group_by(Label.image_id).order_by(func.max(Label.id).desc())
+            .limit(max_listed)
+        ).all()
+        return list(dict.fromkeys([*leased, *(row.image_id for row in labeled)]))[:max_listed]
+
+    def _objects(self, session: Session, ids: list[str] | None, viewer: str | None, blinded: set[str]) -> dict[str, Any]:
+        """``objects`` of the listing: every live volume (``ids`` None) or those ids, in id order."""
+        objects: dict[str, Any] = {}
+        chunks = [None] if ids is None else [sorted(ids)[i : i + images.IN_BATCH] for i in range(0, len(ids), images.IN_BATCH)]
+        for chunk in chunks:
+            query = select(Image).where(Image.label_status != "archived").order_by(Image.id)
+            labels_query = select(Label).order_by(Label.image_id, Label.tag, Label.version)
+            if chunk is not None:
+                query = query.where(Image.id.in_(chunk))
+                labels_query = labels_query.where(Label.image_id.in_(chunk))
+            for image in session.scalars(query):
+                objects[image.id] = {
+                    "image": {"ext": volume_suffix(image.name) or "", "info": self._image_info(image)},
+                    "labels": {},
+                }
+            for label in session.scalars(labels_query):  # later versions overwrite earlier ones
+                if label.image_id not in objects or (label.image_id in blinded and label.annotator != viewer):
+                    continue
+                objects[label.image_id]["labels"][label.tag] = {
+                    "ext": volume_suffix(label.path) or "",
+                    "info": self._label_info(label),
+                }
+        return objects if ids is None else dict(sorted(objects.items()))
 
     def get_dataset_archive(self, limit_cases: int | None) -> str:
         """A zip of the labeled dataset (images + newest final labels) in MSD-like layout."""

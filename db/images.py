@@ -32,16 +32,17 @@ class ImageRecord:
     id: str
     path: str
     name: str
-    shape: list[int]
-    spacing: list[float]
-    checksum: str
+    shape: list[int] | None = None  # None: not read yet (db.ingestion reads it in the background)
+    spacing: list[float] | None = None
+    checksum: str | None = None
     grp: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.id or "/" in self.id or "\\" in self.id or self.id in (".", ".."):
             raise DBError(f"invalid image id {self.id!r}: must be a non-empty file stem without path separators")
-        check_checksum(self.checksum, what=f"image {self.id!r}")
+        if self.checksum is not None:
+            check_checksum(self.checksum, what=f"image {self.id!r}")
 
 
 def check_checksum(checksum: str, *, what: str) -> None:
@@ -68,8 +69,8 @@ def upsert_images(session: Session, records: list[ImageRecord], now: datetime | 
             "id": r.id,
             "path": r.path,
             "name": r.name,
-            "shape": list(r.shape),
-            "spacing": list(r.spacing),
+            "shape": None if r.shape is None else list(r.shape),
+            "spacing": None if r.spacing is None else list(r.spacing),
             "checksum": r.checksum,
             "grp": r.grp,
             "meta": r.meta,

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, select, union
 from sqlalchemy.orm import Session
 
 from db.errors import DBError
-from db.images import live_lease
+from db.images import free_of_lease, live_lease
 from db.schema import Assignment, Image, Label, RoundItem, Score, SelectionRound, utcnow
 
 VOLUME_STATUSES = ("unlabeled", "queued", "leased", "labeled", "skipped", "archived")
@@ -39,22 +39,57 @@ def volume_status(now: datetime) -> ColumnElement[str]:
     )
 
 
+def _marked_ids(now: datetime) -> Select:
+    """Ids of the volumes that may be ``leased``, ``queued`` or ``skipped``: found from the leases (index on
+    ``lease_expires_at``), the ready rounds' items and the skipped assignments (index on ``state``), never by checking
+    every volume. Their number grows with the work done, not with the pool."""
+    return union(
+        select(Image.id.label("id")).where(live_lease(now)),
+        select(RoundItem.image_id).join(SelectionRound, SelectionRound.id == RoundItem.round_id)
+        .where(SelectionRound.state == "ready"),
+        select(Assignment.image_id).where(Assignment.state == "skipped"),
+    ).subquery()
+
+
+def _marked_totals(session: Session, now: datetime, by_group: bool) -> list[tuple]:
+    """(group if ``by_group``, status, count) of the unlabeled volumes whose status is not plain ``unlabeled``."""
+    marked = _marked_ids(now)
+    status = volume_status(now).label("status")
+    columns = (Image.grp, status) if by_group else (status,)
+    query = select(*columns, func.count()).where(Image.id.in_(select(marked.c.id)), Image.label_status == "unlabeled")
+    if by_group:
+        query = query.where(Image.grp.is_not(None))
+    return session.execute(query.group_by(*columns)).all()
+
+
 def status_totals(session: Session, now: datetime | None = None) -> dict[str, int]:
-    status = volume_status(now or utcnow()).label("status")
-    rows = session.execute(select(status, func.count()).group_by(status)).all()
-    totals = dict.fromkeys(VOLUME_STATUSES, 0) | {s: int(n) for s, n in rows}
+    """Volumes by derived status, and ``total``. Counted without reading every row: the stored ``label_status``
+    counts come from its index; of the unlabeled ones only those with a lease, a round or a skip are looked at."""
+    now = now or utcnow()
+    stored = dict(session.execute(select(Image.label_status, func.count()).group_by(Image.label_status)).all())
+    totals = dict.fromkeys(VOLUME_STATUSES, 0)
+    totals.update({name: int(stored.get(name, 0)) for name in ("labeled", "archived", "unlabeled")})
+    for name, n in _marked_totals(session, now, by_group=False):
+        totals[name] += int(n)
+        totals["unlabeled"] -= int(n)
     return totals | {"total": sum(totals.values())}
 
 
 def totals_by_group(session: Session, now: datetime | None = None) -> dict[str, dict[str, int]]:
-    """Status totals per acquisition group (volumes of unknown group are left out)."""
-    status = volume_status(now or utcnow()).label("status")
-    rows = session.execute(
-        select(Image.grp, status, func.count()).where(Image.grp.is_not(None)).group_by(Image.grp, status)
-    ).all()
+    """Status totals per acquisition group (volumes of unknown group are left out); counted as :func:`status_totals`
+    does, from the (group, label status) index."""
+    now = now or utcnow()
     groups: dict[str, dict[str, int]] = {}
-    for group, name, n in rows:
+    stored = session.execute(
+        select(Image.grp, Image.label_status, func.count()).where(Image.grp.is_not(None))
+        .group_by(Image.grp, Image.label_status)
+    ).all()
+    for group, name, n in stored:
         groups.setdefault(group, dict.fromkeys(VOLUME_STATUSES, 0))[name] = int(n)
+    for group, name, n in _marked_totals(session, now, by_group=True):
+        totals = groups.setdefault(group, dict.fromkeys(VOLUME_STATUSES, 0))
+        totals[name] += int(n)
+        totals["unlabeled"] -= int(n)
     return groups
 
 
@@ -107,6 +142,10 @@ class VolumeFilter:
         if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
             raise DBError(f"min_score {self.min_score} is above max_score {self.max_score}")
 
+    def only_status(self) -> bool:
+        """No filter but (at most) the status: the total is one of the status totals."""
+        return (self.annotator, self.round_id, self.min_score, self.max_score) == (None, None, None, None)
+
 
 @dataclass(frozen=True)
 class VolumeRow:
@@ -123,46 +162,89 @@ def list_volumes(
     session: Session, filters: VolumeFilter, *, model_version: str | None, sort: str = "id", offset: int = 0,
     limit: int = 50, now: datetime | None = None, only: str | None = None,
 ) -> tuple[int, list[VolumeRow]]:
-    """(how many volumes match, the page ``offset``..``offset+limit`` of them in ``sort`` order); ``only``: one id."""
+    """(how many volumes match, the page ``offset``..``offset+limit`` of them in ``sort`` order); ``only``: one id.
+
+    Each filter is a condition an index answers (the status as in :func:`status_predicate`, the score by the
+    ``(method, model_version, value)`` index joined in), so a page reads about ``offset + limit`` rows; the total of a
+    status alone is counted as :func:`status_totals` counts."""
     if sort not in VOLUME_SORTS:
         raise DBError(f"unknown sort {sort!r}: use one of {VOLUME_SORTS}")
     now = now or utcnow()
     status = volume_status(now).label("status")
-    score = (
-        select(Score.value)
-        .where(Score.image_id == Image.id, Score.method == LIST_SCORE_METHOD, Score.model_version == model_version)
-        .scalar_subquery()
-        .label("score")
+    scores = (
+        select(Score.image_id, Score.value)
+        .where(Score.method == LIST_SCORE_METHOD, Score.model_version == model_version)
+        .subquery()
     )
+    score = scores.c.value
     query: Select = select(
-        Image.id, Image.name, status, Image.grp, Image.ingested_at, Image.lease_holder, score,
+        Image.id, Image.name, status, Image.grp, Image.ingested_at, Image.lease_holder, score.label("score"),
         live_lease(now).label("live"),
-    )
-    query = _filtered(query, filters, status, score)
+    ).outerjoin(scores, scores.c.image_id == Image.id)
+    query = _filtered(query, filters, now, score)
     if only is not None:
         query = query.where(Image.id == only)
-    total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
-    order = {
-        "id": [Image.id], "ingested": [Image.ingested_at, Image.id], "-ingested": [Image.ingested_at.desc(), Image.id],
-        "score": [score.asc().nulls_last(), Image.id], "-score": [score.desc().nulls_last(), Image.id],
-    }[sort]
-    rows = session.execute(query.order_by(*order).offset(offset).limit(limit)).all()
+    if only is None and filters.only_status():
+        total = status_totals(session, now)[filters.status] if filters.status else status_totals(session, now)["total"]
+    else:
+        total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    if sort in ("score", "-score") and only is None:
+        rows = _page_by_score(session, query, score, sort == "-score", offset, limit)
+    else:
+        order = {"id": [Image.id], "ingested": [Image.ingested_at, Image.id],
+                 "-ingested": [Image.ingested_at.desc(), Image.id]}[sort]
+        rows = session.execute(query.order_by(*order).offset(offset).limit(limit)).all()
     return total, [
         VolumeRow(r.id, r.name, r.status, r.grp, r.ingested_at, r.lease_holder if r.live else None, r.score)
         for r in rows
     ]
 
 
-def _filtered(query: Select, filters: VolumeFilter, status: ColumnElement, score: ColumnElement) -> Select:
+def _page_by_score(session: Session, query: Select, score: ColumnElement, descending: bool, offset: int,
+                   limit: int) -> list:
+    """A page in score order, unscored volumes last (by id): the scored ones walk the score index in order (an inner
+    join the planner can drive from it), the unscored ones are only read when the page reaches past the scored ones."""
+    scored = query.where(score.is_not(None))
+    order = [score.desc() if descending else score.asc(), Image.id]
+    rows = list(session.execute(scored.order_by(*order).offset(offset).limit(limit)).all())
+    if len(rows) == limit:
+        return rows
+    before = int(session.scalar(select(func.count()).select_from(scored.subquery())) or 0) if offset else len(rows)
+    rest = query.where(score.is_(None)).order_by(Image.id).offset(max(0, offset - before)).limit(limit - len(rows))
+    return rows + list(session.execute(rest).all())
+
+
+def status_predicate(status: str, now: datetime) -> ColumnElement[bool]:
+    """SQL condition equivalent to ``volume_status(now) == status`` that indexes can answer: the stored label status,
+    the lease's expiry, and membership in the (small) sets of queued and skipped volumes."""
+    if status in ("labeled", "archived"):
+        return Image.label_status == status
+    unlabeled = Image.label_status == "unlabeled"
+    if status == "leased":
+        return and_(unlabeled, live_lease(now))
+    queued = Image.id.in_(
+        select(RoundItem.image_id).join(SelectionRound, SelectionRound.id == RoundItem.round_id)
+        .where(SelectionRound.state == "ready")
+    )
+    skipped = Image.id.in_(select(Assignment.image_id).where(Assignment.state == "skipped"))
+    free = and_(unlabeled, free_of_lease(now))
+    if status == "queued":
+        return and_(free, queued)
+    if status == "skipped":
+        return and_(free, ~queued, skipped)
+    return and_(free, ~queued, ~skipped)  # unlabeled
+
+
+def _filtered(query: Select, filters: VolumeFilter, now: datetime, score: ColumnElement) -> Select:
     if filters.status is not None:
-        query = query.where(status == filters.status)
+        query = query.where(status_predicate(filters.status, now))
     if filters.annotator is not None:
         query = query.where(
-            exists().where(Assignment.image_id == Image.id, Assignment.annotator == filters.annotator)
-            | exists().where(Label.image_id == Image.id, Label.annotator == filters.annotator)
+            Image.id.in_(select(Assignment.image_id).where(Assignment.annotator == filters.annotator))
+            | Image.id.in_(select(Label.image_id).where(Label.annotator == filters.annotator))
         )
     if filters.round_id is not None:
-        query = query.where(exists().where(RoundItem.image_id == Image.id, RoundItem.round_id == filters.round_id))
+        query = query.where(Image.id.in_(select(RoundItem.image_id).where(RoundItem.round_id == filters.round_id)))
     if filters.min_score is not None:
         query = query.where(and_(score.is_not(None), score >= filters.min_score))
     if filters.max_score is not None:

@@ -21,8 +21,10 @@ def create_round(
     model_version: str | None = None,
     config: dict[str, Any] | None = None,
     budget: int | None = None,
+    reasons: list[dict[str, Any]] | None = None,
 ) -> int:
-    """Store a ready round whose items are ``ranked_ids`` (rank 0 first); return its id.
+    """Store a ready round whose items are ``ranked_ids`` (rank 0 first), each with its ``reasons`` entry (why it
+    was picked; none when not given); return its id.
 
     Older ``ready`` rounds of the same strategy become ``superseded``, so :func:`current_round` of that
     strategy is this one. ``budget`` defaults to the number of items.
@@ -31,6 +33,8 @@ def create_round(
         raise DBError("round strategy must be a non-empty string")
     if len(set(ranked_ids)) != len(ranked_ids):
         raise DBError("a round lists each image at most once")
+    if reasons is not None and len(reasons) != len(ranked_ids):
+        raise DBError(f"{len(reasons)} reasons for {len(ranked_ids)} ranked images")
     require_known(session, ranked_ids)
     session.execute(
         update(SelectionRound)
@@ -50,7 +54,10 @@ def create_round(
     if ranked_ids:
         session.execute(
             insert(RoundItem),
-            [{"round_id": selection.id, "image_id": i, "rank": rank} for rank, i in enumerate(ranked_ids)],
+            [
+                {"round_id": selection.id, "image_id": i, "rank": rank, "reason": reasons[rank] if reasons else None}
+                for rank, i in enumerate(ranked_ids)
+            ],
         )
         if len(ranked_ids) >= STATISTICS_ROWS:
             refresh_statistics(session, RoundItem.__table__)

@@ -43,7 +43,7 @@ ASSIGNMENT_STATES = ("active", "labeled", "skipped", "expired", "released")
 ROUND_STATES = ("building", "ready", "exhausted", "superseded", "cancelled")
 MODEL_KINDS = ("prompt", "finetune")
 MODEL_STATES = ("published", "failed")
-JOB_KINDS = ("train", "scoring", "embedding", "round")
+JOB_KINDS = ("train", "scoring", "embedding", "round", "ingestion")
 JOB_STATES = ("queued", "running", "done", "failed")
 USER_ROLES = ("admin", "reviewer", "annotator")
 # Review states of a final label (docs/design.md, "Review, double reading and agreement").
@@ -118,15 +118,19 @@ class Image(Base):
         Index(None, "label_status", "id"),
         # Random claims jump to a random ``seq`` and take the next free volume: one index range scan.
         Index(None, "label_status", "seq"),
+        # Totals by acquisition group count the index, not the rows (GET /admin/progress at 100,000 volumes).
+        Index(None, "grp", "label_status"),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, unique=True)  # ingestion order, 1, 2, … (gaps allowed)
     path: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(String(255))
-    shape: Mapped[list[int]]
-    spacing: Mapped[list[float]]
-    checksum: Mapped[str] = mapped_column(String(80))  # "SHA256:<hex>", the form Slicer verifies
+    # Header facts and checksum: none until the background ingestion job (or the first claim) has read the file, so
+    # registering a folder of 100,000 volumes opens none of them (docs/design.md, "Ingestion").
+    shape: Mapped[list[int] | None]
+    spacing: Mapped[list[float] | None]
+    checksum: Mapped[str | None] = mapped_column(String(80))  # "SHA256:<hex>", the form Slicer verifies
     ingested_at: Mapped[datetime]
     grp: Mapped[str | None] = mapped_column(String(64))  # acquisition group, when known
     meta: Mapped[dict[str, Any]]  # MONAI Label's per-image info dict
@@ -183,6 +187,8 @@ class Assignment(Base):
         _one_of("state", ASSIGNMENT_STATES, "state"),
         Index(None, "annotator", "state"),
         Index(None, "image_id", "state"),
+        # The skipped volumes (a volume status) are found from the ledger, not by checking every image.
+        Index(None, "state", "image_id"),
         # The database itself forbids two active leases on one image.
         Index(
             "uq_assignments_active_image",
@@ -222,7 +228,8 @@ class Score(Base):
     __tablename__ = "scores"
     __table_args__ = (
         UniqueConstraint("image_id", "method", "model_version"),
-        Index(None, "method", "model_version"),
+        # One version's scores in value order: the volume list sorted or filtered by score reads one index range.
+        Index(None, "method", "model_version", "value"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -259,6 +266,8 @@ class RoundItem(Base):
     )
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     rank: Mapped[int] = mapped_column(Integer)
+    # Why the rule picked it (its score; TESLA's cluster and that cluster's size): shown beside the round.
+    reason: Mapped[dict[str, Any] | None]
 
 
 class ModelVersion(Base):
@@ -413,3 +422,14 @@ class QualityRecord(Base):
     edit_fraction: Mapped[float | None] = mapped_column(Float)
     minutes: Mapped[float | None] = mapped_column(Float)  # claim to submission; None without a claim
     created_at: Mapped[datetime]
+
+
+class LoginLimit(Base):
+    """A counter of the login guard (``app.login_guard``): attempts or failures of one user or address in one fixed
+    window, or a lockout. In the database so every replica counts the same attempts (docs/design.md, "Login abuse")."""
+
+    __tablename__ = "login_limits"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(index=True)  # the window's end; the row counts nothing after it

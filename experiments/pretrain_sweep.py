@@ -16,6 +16,7 @@ from typing import Annotated
 import torch
 import typer
 
+import cohort.phantom
 from models.recipes import LESION
 from models.training import progress_bar
 
@@ -32,9 +33,15 @@ def pretrain_variant(
     denoise: Annotated[float, typer.Option(help="Denoising weight (-1: the recipe's)")] = -1.0,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (0: the recipe's)")] = 0.0,
     threads: Annotated[int, typer.Option(help="Torch threads")] = 1,
+    organ_lesion_radius: Annotated[
+        str, typer.Option(help="'MIN,MAX' radius (mm) of the upstream organ lesions ('': the generator's)")
+    ] = "",
 ) -> None:
     """Pre-train one variant of the recipe and print its metrics."""
     torch.set_num_threads(threads)
+    if organ_lesion_radius:
+        # A variant of the generator, drawn into its own --upstream folder: the cohort is made on first use.
+        cohort.phantom.ORGAN_LESION_RADIUS_MM = tuple(float(r) for r in organ_lesion_radius.split(","))
     schedule = LESION.schedule
     recipe = LESION.with_schedule(
         patch_size=(patch,) * 3 if patch else schedule.patch_size,

@@ -15,8 +15,6 @@ from monai.metrics import compute_hausdorff_distance
 
 from models.quality import TUMOUR, detection_f1, lesion_matches, mask_dice
 
-_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
-
 
 def hd95(first: np.ndarray, second: np.ndarray, spacing: Sequence[float]) -> float | None:
     """The symmetric 95th-percentile Hausdorff distance (mm) between two masks (MONAI's); 0.0 when both are empty,
@@ -33,7 +31,7 @@ def hd95(first: np.ndarray, second: np.ndarray, spacing: Sequence[float]) -> flo
 def lesion_f1(first: np.ndarray, second: np.ndarray) -> float:
     """Lesion-level F1 of ``second``'s tumour against ``first``'s: a lesion of ``first`` is found when a lesion of
     ``second`` touches it; a lesion of ``second`` that touches none is a false one. 1.0 when neither has a lesion."""
-    f1 = detection_f1(*lesion_matches(second, first, structure=_CONNECTIVITY))
+    f1 = detection_f1(*lesion_matches(second, first))
     return 1.0 if f1 is None else f1
 
 

@@ -11,6 +11,14 @@ import numpy as np
 from scipy import ndimage
 
 LIVER, TUMOUR = 1, 2
+#: What makes one lesion: tumour voxels that touch by a face, an edge or a corner (26-connectivity). Every lesion-level
+#: figure (prospective quality, reader agreement, the simulator's evaluation) counts lesions with this one structure.
+LESION_STRUCTURE = np.ones((3, 3, 3), dtype=bool)
+
+
+def lesion_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The lesions of a 3D tumour mask: (component index per voxel (X, Y, Z), 0 outside; number of lesions)."""
+    return ndimage.label(mask, structure=LESION_STRUCTURE)
 
 
 def dice(overlap: int, predicted: int, truth: int) -> float:
@@ -22,14 +30,11 @@ def mask_dice(predicted: np.ndarray, truth: np.ndarray) -> float:
     return dice(int((predicted & truth).sum()), int(predicted.sum()), int(truth.sum()))
 
 
-def lesion_matches(
-    predicted: np.ndarray, truth: np.ndarray, structure: np.ndarray | None = None
-) -> tuple[int, int, int]:
-    """(found, missed, false) lesions of two tumour masks: a labelled lesion (connected component; ``structure``:
-    :func:`scipy.ndimage.label`'s, face connectivity by default) is found when a predicted component touches it; a
-    predicted component that touches no labelled lesion is false."""
-    predicted_components, _ = ndimage.label(predicted, structure=structure)
-    truth_components, n_lesions = ndimage.label(truth, structure=structure)
+def lesion_matches(predicted: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+    """(found, missed, false) lesions of two tumour masks: a labelled lesion (:func:`lesion_components`) is found
+    when a predicted lesion touches it; a predicted lesion that touches no labelled lesion is false."""
+    predicted_components, _ = lesion_components(predicted)
+    truth_components, n_lesions = lesion_components(truth)
     touched = set(np.unique(predicted_components[truth_components > 0])) - {0}
     false = len(set(np.unique(predicted_components)) - {0} - touched)
     found = sum(

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from scipy import ndimage
 
 from models.inference import prompt_probabilities
-from models.quality import dice
+from models.quality import dice, lesion_components
 from models.slpt import SLPTNet
 from sim.prepared import LIVER, TUMOUR, PreparedCohort
 
@@ -87,12 +86,12 @@ def lesion_summary(
     fp_any, fp_ml = [], []
     has_tumour = cohort.has_tumour()
     for i, prediction in zip(test, predictions, strict=True):
-        predicted, _ = ndimage.label(prediction == TUMOUR)
+        predicted, _ = lesion_components(prediction == TUMOUR)
         if not has_tumour[i]:
             fp_any.append(bool(predicted.any()))
             fp_ml.append(float((predicted > 0).sum()) * voxel_ml)
             continue
-        truth, n_lesions = ndimage.label(cohort.roi_label(i) == TUMOUR)
+        truth, n_lesions = lesion_components(cohort.roi_label(i) == TUMOUR)
         touched = set(np.unique(predicted[truth > 0])) - {0}
         false_components += len(set(np.unique(predicted)) - {0} - touched)
         for lesion in range(1, n_lesions + 1):

@@ -97,6 +97,21 @@ class Strategy(ABC):
         embeddings: (N, D) unlabeled pool; uncertainty: (N,) or None; labeled_embeddings: (M, D) or None.
         Raises SelectionError for budget <= 0, non-finite values or mismatched shapes. N == 0 gives [].
         """
+        return self.select_with_reasons(
+            embeddings, budget, uncertainty=uncertainty, labeled_embeddings=labeled_embeddings, seed=seed
+        )[0]
+
+    def select_with_reasons(
+        self,
+        embeddings: np.ndarray,
+        budget: int,
+        *,
+        uncertainty: np.ndarray | None = None,
+        labeled_embeddings: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> tuple[list[int], list[dict[str, Any]]]:
+        """:meth:`select`, and why each pick was made: one JSON-ready dict per pick (the score it ranked by,
+        ``"score"``; a clustering rule adds its ``"cluster"`` and ``"cluster_size"``), what the dashboard shows."""
         n_picks = check_int_option("budget", budget, 1)
         pool = _check_pool(embeddings, uncertainty, labeled_embeddings, len(self.score_keys()))
         if self.requires_uncertainty and pool.uncertainty is None:
@@ -105,9 +120,14 @@ class Strategy(ABC):
             )
         n_pool = pool.embeddings.shape[0]
         if n_pool == 0:
-            return []
-        picks = self._rank(pool, min(n_picks, n_pool), seed)
-        return [int(i) for i in picks]
+            return [], []
+        picks, reasons = self._rank_with_reasons(pool, min(n_picks, n_pool), seed)
+        return [int(i) for i in picks], reasons
+
+    def _rank_with_reasons(self, pool: Pool, n_picks: int, seed: int) -> tuple[list[int], list[dict[str, Any]]]:
+        """:meth:`_rank` and, per pick, the score it ranked by. Rules that know more about a pick override this."""
+        picks = [int(i) for i in self._rank(pool, n_picks, seed)]
+        return picks, [score_reason(pool, i) for i in picks]
 
     @classmethod
     def score_keys(cls) -> tuple[str, ...]:
@@ -135,6 +155,15 @@ class Strategy(ABC):
         named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         # Option-free rules inherit object.__init__, whose *args/**kwargs are not options.
         return [p.name for p in parameters if p.kind in named]
+
+
+def score_reason(pool: Pool, index: int) -> dict[str, Any]:
+    """Why pool volume ``index`` was picked, as far as its score says: ``{"score": value}`` (a list for a rule with
+    several scores), or nothing for a rule that ranks without one."""
+    if pool.uncertainty is None:
+        return {}
+    score = pool.uncertainty[index]
+    return {"score": score.tolist() if np.ndim(score) else float(score)}
 
 
 def check_int_option(name: str, value: Any, minimum: int) -> int:

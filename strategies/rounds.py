@@ -9,7 +9,8 @@ definition.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -25,12 +26,14 @@ class RoundSelection:
     picks: pool indices, best first. ranked_by: what ordered them: the rule's score (e.g. ``"prompt_uncertainty"``),
     ``"organ_fraction"``, or, for a rule run without a score, its ``unscored_ranking`` (``"diversity"``,
     ``"random"``, ``"pool order"``). rule: the rule that ran, with its options: the strategy itself, or ``random``
-    at a cold start of a rule that cannot work without its score.
+    at a cold start of a rule that cannot work without its score. reasons: why each pick was made, one dict per pick
+    (:meth:`strategies.base.Strategy.select_with_reasons`: its score, and TESLA's cluster).
     """
 
     picks: list[int]
     ranked_by: str
     rule: Strategy
+    reasons: list[dict[str, Any]] = field(default_factory=list)
 
 
 def select_round(
@@ -64,5 +67,7 @@ def select_round(
         ranked_by = rule.unscored_ranking
     else:
         ranked_by = cls.unscored_ranking
-    picks = rule.select(embeddings, budget, uncertainty=scores, labeled_embeddings=labeled_embeddings, seed=seed)
-    return RoundSelection(picks=picks, ranked_by=ranked_by, rule=rule)
+    picks, reasons = rule.select_with_reasons(
+        embeddings, budget, uncertainty=scores, labeled_embeddings=labeled_embeddings, seed=seed
+    )
+    return RoundSelection(picks=picks, ranked_by=ranked_by, rule=rule, reasons=reasons)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from strategies.base import Pool, Strategy, _check_pool, check_int_option
+from strategies.base import Pool, Strategy, _check_pool, check_int_option, score_reason
 from strategies.diversity import DEFAULT_MINIBATCH_THRESHOLD, check_cluster_method, partition, round_robin
 from strategies.features import check_block_sizes, prepare
 
@@ -98,6 +98,11 @@ class TESLA(Strategy):
         return features, labels, centres
 
     def _rank(self, pool: Pool, n_picks: int, seed: int) -> list[int]:
+        return self._rank_with_reasons(pool, n_picks, seed)[0]
+
+    def _rank_with_reasons(self, pool: Pool, n_picks: int, seed: int) -> tuple[list[int], list[dict[str, Any]]]:
+        """The picks, and for each its cluster (numbered by size, 0 the largest), that cluster's size and the pick's
+        uncertainty when it ranked by one: the "why" of a TESLA pick."""
         features, labels, centres = self._partition(pool.embeddings, n_picks, seed)
         clusters = [np.flatnonzero(labels == c) for c in range(len(centres))]
         clusters = [members for members in clusters if members.size]
@@ -111,9 +116,16 @@ class TESLA(Strategy):
                 distance = np.linalg.norm(features[members] - centre, axis=1)
                 ranked.append(members[np.lexsort((members, distance))])
             ranked.sort(key=lambda m: (-m.size, int(m[0])))  # largest cluster first
-            return round_robin(ranked, n_picks)
-
-        # Within a cluster: most uncertain first; rounds are ordered by uncertainty too.
-        ranked = [members[np.lexsort((members, -scores[members]))] for members in clusters]
-        ranked.sort(key=lambda m: (-scores[m[0]], int(m[0])))
-        return round_robin(ranked, n_picks, score=scores)
+            picks = round_robin(ranked, n_picks)
+        else:
+            # Within a cluster: most uncertain first; rounds are ordered by uncertainty too.
+            ranked = [members[np.lexsort((members, -scores[members]))] for members in clusters]
+            ranked.sort(key=lambda m: (-scores[m[0]], int(m[0])))
+            picks = round_robin(ranked, n_picks, score=scores)
+        by_size = sorted(ranked, key=lambda m: (-m.size, int(m[0])))
+        number = {int(labels[members[0]]): (k, int(members.size)) for k, members in enumerate(by_size)}
+        reasons = []
+        for pick in picks:
+            cluster, size = number[int(labels[pick])]
+            reasons.append({"cluster": cluster, "cluster_size": size} | score_reason(pool, int(pick)))
+        return [int(i) for i in picks], reasons

@@ -184,6 +184,20 @@ class VolumePage(BaseModel):
     items: list[VolumeOut]
 
 
+class ScanOut(BaseModel):
+    found: int = Field(description="Volume files under the images folder")
+    registered: int = Field(description="New volumes registered by this scan")
+    known: int = Field(description="Volumes registered before")
+    moved: int = Field(description="Registered volumes whose file moved (their path was updated)")
+    skipped_count: int = Field(description="Files that cannot be served (e.g. a name that is no valid image id)")
+    skipped: list[dict[str, str]] = Field(description="The first 100 skipped files: path and reason")
+    read: int = Field(description="New volumes whose header and checksum were read within the request")
+    unreadable_count: int = Field(description="New files that are no readable volume: archived, never served")
+    unreadable: list[dict[str, str]] = Field(description="The first 100 unreadable files: id, path and reason")
+    pending: int = Field(description="Volumes whose header the background job still has to read")
+    job: str | None = Field(description="The background ingestion job reading them (GET /admin/jobs/{id})")
+
+
 class VolumeHistory(BaseModel):
     volume: VolumeOut
     assignments: list[AssignmentOut]
@@ -224,6 +238,7 @@ class RoundOut(ORM):
 class RoundItemOut(ORM):
     image_id: str
     rank: int
+    reason: dict[str, Any] | None = None
 
 
 class RoundDetail(RoundOut):

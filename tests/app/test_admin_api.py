@@ -332,6 +332,20 @@ def test_a_round_is_built_listed_and_cancelled_once(server, admin):
     admin.refused("DELETE", "/admin/rounds/999999", 404)
 
 
+def test_a_tesla_round_says_which_cluster_each_volume_stands_for(server, admin):
+    wait_for(lambda: embedding_job(admin), 300, "the start-up embedding job", server)
+    pool = sum(v["status"] not in ("labeled", "archived")
+               for v in admin.ok("GET", "/admin/volumes", params={"limit": 500})["items"])
+    built = admin.ok("POST", "/admin/rounds", 201, json={"strategy": "tesla", "budget": 3, "seed": 1})
+    reasons = [item["reason"] for item in built["items"]]
+    # No model yet: TESLA partitions the whole unlabeled pool into 3 clusters and takes one volume from each.
+    assert sorted(r["cluster"] for r in reasons) == [0, 1, 2]
+    assert sum(r["cluster_size"] for r in reasons) == pool
+    assert all("score" not in r for r in reasons)
+    assert admin.ok("GET", f"/admin/rounds/{built['id']}")["items"] == built["items"]
+    admin.ok("DELETE", f"/admin/rounds/{built['id']}")
+
+
 def test_bad_rounds_are_refused(admin):
     before = admin.ok("GET", "/admin/rounds")
     admin.refused("POST", "/admin/rounds", 422, json={"strategy": "random", "budget": 0})

@@ -15,7 +15,7 @@ from app.security import Authenticator
 from app.ui.session import SESSION_COOKIE, open_session
 from db.engine import create_db_engine, default_db_url, session_factory
 from db.schema import Image, SelectionRound, User
-from tests.app.conftest import start_server, studies_db
+from tests.app.conftest import start_server, studies_db, wait_for
 from tests.app.ui_helpers import ADMIN, ADMIN_PASSWORD, csrf_of, logged_in
 
 ANNOTATOR, ANNOTATOR_PASSWORD = "ann", "annotator-pass-1"
@@ -206,3 +206,16 @@ def test_the_campaign_page_shows_review_states(server, admin, served_cohort: Pat
     after = client.get("/ui/").text
     assert int(after.split('data-review="submitted">')[1].split("<")[0]) == submitted + 1
     assert 'data-review="double_read"' in after
+
+
+def test_the_round_table_says_why_each_volume_was_picked(server, admin, served_cohort: Path):
+    client, csrf = admin
+
+    def started():  # refused (409) until the start-up embedding job has embedded the pool
+        answer = client.post("/ui/rounds", data={"csrf": csrf, "strategy": "tesla", "budget": "2"},
+                             follow_redirects=True)
+        return answer if answer.status_code == 200 else None
+
+    answer = wait_for(started, 300, "a TESLA round", server)
+    # Before any model TESLA ranks by diversity: each row names the cluster it stands for and how many it stands for.
+    assert answer.text.count("cluster 1: stands for") == 1 and answer.text.count("cluster 2: stands for") == 1

@@ -28,6 +28,7 @@ TABLES = {
     "label_reviews",
     "agreements",
     "quality_records",
+    "login_limits",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.quality import label_agreement, lesion_matches
+from models.quality import label_agreement, lesion_components, lesion_matches
 
 
 def liver_with_lesions(lesions: list[tuple[int, int]]) -> np.ndarray:
@@ -44,3 +44,14 @@ def test_no_tumour_in_the_label_leaves_tumour_dice_undefined_and_no_lesions_leav
 def test_maps_on_different_grids_are_refused():
     with pytest.raises(ValueError, match="one grid"):
         label_agreement(np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 5), np.uint8))
+
+
+def test_lesions_touching_by_a_corner_are_one_lesion_everywhere():
+    # Two cubes that share only a corner voxel: one lesion for quality, agreement and the simulator alike.
+    truth = np.zeros((8, 8, 8), dtype=np.uint8)
+    truth[1:3, 1:3, 1:3] = 2
+    truth[3:5, 3:5, 3:5] = 2
+    assert lesion_components(truth == 2)[1] == 1
+    found_half = truth.copy()
+    found_half[3:5, 3:5, 3:5] = 0
+    assert lesion_matches(found_half == 2, truth == 2) == (1, 0, 0)

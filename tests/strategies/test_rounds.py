@@ -46,6 +46,8 @@ def test_with_scores_each_rule_ranks_by_its_score():
         assert chosen.rule.name == name
         expected = type(chosen.rule)(**chosen.rule.config()).select(POOL, 3, uncertainty=SCORES, seed=2)
         assert chosen.picks == expected
+        # each pick carries the score it was ranked by
+        assert [r["score"] for r in chosen.reasons] == pytest.approx(list(SCORES[chosen.picks]))
     assert select_round("entropy", POOL, 3, block_sizes=BLOCKS, scores=SCORES).picks == list(np.argsort(-SCORES)[:3])
 
 
@@ -53,6 +55,10 @@ def test_cold_start_of_tesla_is_its_diversity_rule():
     chosen = select_round("tesla", POOL, 3, block_sizes=BLOCKS, seed=1)
     assert chosen.ranked_by == "diversity" and chosen.rule.config()["block_sizes"] == list(BLOCKS)
     assert chosen.picks == TESLA(block_sizes=BLOCKS).select(POOL, 3, seed=1)
+    # unscored: each pick says which cluster it stands for, and no score
+    assert sorted(r["cluster"] for r in chosen.reasons) == [0, 1, 2]
+    assert sum(r["cluster_size"] for r in chosen.reasons) == len(POOL)
+    assert not any("score" in r for r in chosen.reasons)
 
 
 @pytest.mark.parametrize("name", ["entropy", "epistemic"])

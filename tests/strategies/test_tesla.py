@@ -194,3 +194,19 @@ def test_cluster_is_the_partition_select_draws_one_volume_from_per_cluster():
     assert sorted(labels[picks]) == [0, 1, 2]  # one pick per cluster of that same partition
     with pytest.raises(SelectionError, match="n_clusters"):
         tesla.cluster(pool, 0)
+
+
+def test_each_pick_names_its_cluster_and_that_clusters_size():
+    embeddings, membership = gaussian_clusters()
+    uncertainty = np.random.default_rng(2).uniform(size=membership.size)
+    for scores in (None, uncertainty):
+        picks, reasons = TESLA().select_with_reasons(embeddings, budget=4, uncertainty=scores)
+        assert picks == TESLA().select(embeddings, budget=4, uncertainty=scores)
+        # Clusters are numbered by size, largest first, and the size is the true cluster's.
+        for pick, reason in zip(picks, reasons):
+            true_size = int((membership == membership[pick]).sum())
+            assert reason["cluster_size"] == true_size
+            assert reason["cluster"] == sorted(CLUSTER_SIZES, reverse=True).index(true_size)
+            assert ("score" in reason) == (scores is not None)
+            if scores is not None:
+                assert reason["score"] == pytest.approx(uncertainty[pick])

@@ -19,9 +19,7 @@ from monailabel.endpoints.user.auth import token_uri
 from app.api.deps import AppDep, CurrentUser
 from app.api.schemas import AuthInfo, Token
 from app.api.security import caller_address
-from db.audit import audit
-from db.engine import write_session
-from db.users import authenticate
+from app.login_guard import LoginFailed, LoginRefused
 
 router = APIRouter(prefix="/auth", tags=["Auth"])
 
@@ -36,7 +34,8 @@ def auth_enabled(app: AppDep) -> AuthInfo:
 
 
 @router.post("/token", response_model=Token, summary="Log in: user name and password for an access token",
-             responses={401: {"description": "Wrong user name or password"}})
+             responses={401: {"description": "Wrong user name or password"},
+                        429: {"description": "Too many attempts, or the user name or address is locked (Retry-After)"}})
 def access_token(
     app: AppDep, request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
 ) -> Any:
@@ -48,16 +47,13 @@ def access_token(
                       "password": form.password, "grant_type": "password"},
             ).json()
         raise HTTPException(400, "authentication is off on this server: no login is needed")
-    with write_session(app.datastore().sessions) as session:
-        user = authenticate(session, form.username, form.password)
-        if user is None:
-            audit(session, form.username or "unknown", "login_failed", source=caller_address(request))
-        else:
-            audit(session, user.username, "login", source=caller_address(request))
-            token = app.authenticator.issue(user.username, user.role)
-    if user is None:
-        raise HTTPException(401, "wrong user name or password, or the user is disabled",
-                            headers={"WWW-Authenticate": "Bearer"})
+    try:
+        role = app.login_guard.attempt(form.username, form.password, caller_address(request))
+    except LoginRefused as refusal:  # locked or too fast: refused before any password is checked
+        raise HTTPException(429, str(refusal), headers={"Retry-After": str(refusal.retry_after)}) from None
+    except LoginFailed as failure:
+        raise HTTPException(401, str(failure), headers={"WWW-Authenticate": "Bearer"}) from None
+    token = app.authenticator.issue(form.username, role)
     return Token(access_token=token.access_token, token_type=token.token_type, expires_in=token.expires_in)
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.utils.others.generic import get_mime_type
@@ -141,12 +141,20 @@ def archive_label(app: AppDep, user: AdminUser, id: str, tag: str) -> dict[str, 
     return {"image": id, "tag": tag, "archived": True}
 
 
-@router.get("/", summary="The datastore: stats, every volume and label ('all'; blinded for double reading) or the "
-            "training list ('train')")
-def datastore_listing(request: Request, app: AppDep, user: AnyUser, output: Literal["stats", "all", "train"] = "stats"):
+@router.get("/", summary="The datastore: stats, volumes and labels ('all'; blinded for double reading; bounded "
+            "above datastore_list_max volumes, pages with offset/limit) or the training list ('train')")
+def datastore_listing(
+    request: Request, app: AppDep, user: AnyUser, output: Literal["stats", "all", "train"] = "stats",
+    offset: Annotated[int | None, Query(ge=0, description="output=all: page through every volume from here")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="output=all: volumes per page (at most datastore_list_max)")] = None,
+):
     datastore = app.datastore()
     if output == "all":
-        return JSONResponse(datastore.json(viewer=blinded_viewer(request, user)))
+        most = app.settings.datastore_list_max
+        if limit is not None and limit > most:
+            raise HTTPException(400, f"limit {limit} is above datastore_list_max ({most})")
+        return JSONResponse(datastore.json(viewer=blinded_viewer(request, user), offset=offset, limit=limit,
+                                           max_listed=most))
     return datastore.datalist() if output == "train" else datastore.status()
 
 

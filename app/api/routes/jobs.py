@@ -32,10 +32,10 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-@router.get("/scoring/", summary="Progress of scoring and embedding jobs (newest first)")
+@router.get("/scoring/", summary="Progress of scoring, embedding and ingestion jobs (newest first)")
 def scoring_status(app: AppDep, user: AnyUser, limit: int = 20) -> dict[str, Any]:
     with app.datastore().sessions() as session:
-        jobs = [job_json(j) for kind in ("scoring", "embedding") for j in list_jobs(session, kind=kind, limit=limit)]
+        jobs = [job_json(j) for kind in ("scoring", "embedding", "ingestion") for j in list_jobs(session, kind=kind, limit=limit)]
     jobs.sort(key=lambda j: j["started_at"] or "", reverse=True)
     return {"jobs": jobs[:limit], "running": [j for j in jobs if j["state"] in ("queued", "running")]}
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from app.api.deps import AdminUser, AppDep, SessionDep
-from app.api.schemas import Offset, RowIdQuery, Score, AssignmentOut, AuditOut, LabelOut, ScoreOut, VolumeHistory, VolumeOut, VolumePage, VolumeStatus
+from app.api.deps import AdminUser, AppDep, SessionDep, audit_action
+from app.api.schemas import (
+    AssignmentOut, AuditOut, LabelOut, Offset, RowIdQuery, ScanOut, Score, ScoreOut, VolumeHistory, VolumeOut, VolumePage,
+    VolumeStatus,
+)
 from db.audit import audit_events
+from db.engine import write_session
+from db.ingestion import DuplicateImageError
 from db.images import require_image
 from db.labels import labels_for
 from db.model_versions import latest_model_version
@@ -39,6 +44,28 @@ def volumes(
     if offset and offset >= total:
         raise HTTPException(404, f"offset {offset} is past the last of {total} matching volumes")
     return VolumePage(total=total, offset=offset, limit=limit, items=[VolumeOut(**vars(r)) for r in rows])
+
+
+@router.post("/scan", response_model=ScanOut, summary="Register volume files added to the studies folder since the "
+             "last scan; a few are read at once, more by a background job (202)",
+             responses={202: {"model": ScanOut, "description": "A background job reads the new volumes"},
+                        409: {"description": "Two files have the same image id (nothing registered)"}})
+def scan(user: AdminUser, app: AppDep, request: Request, response: Response) -> ScanOut:
+    try:
+        outcome = app.ingestion.scan()
+    except DuplicateImageError as error:
+        raise HTTPException(409, str(error)) from None
+    found, facts = outcome.registered, outcome.facts
+    with write_session(app.datastore().sessions) as session:
+        audit_action(session, user, request, "volumes_scanned", registered=found.registered, job=outcome.job)
+    if outcome.job is not None:
+        response.status_code = 202
+    return ScanOut(
+        found=found.found, registered=found.registered, known=found.known, moved=found.moved,
+        skipped_count=found.skipped_count, skipped=found.skipped, read=facts.read if facts else 0,
+        unreadable_count=facts.unreadable_count if facts else 0, unreadable=facts.unreadable if facts else [],
+        pending=outcome.pending, job=outcome.job,
+    )
 
 
 @router.get("/{image_id}", response_model=VolumeHistory, summary="One volume: leases, labels, scores, audit trail")

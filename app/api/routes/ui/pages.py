@@ -12,13 +12,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from app.api.deps import AppDep, SessionDep, UiAdmin, UiFormUser, UiSessionUser
 from app.api.security import caller_address
 from app.api.ui import UI_ROOT, login_page, render
+from app.login_guard import LoginFailed, LoginRefused
 from app.quality import quality_report
 from app.selection import round_size
 from app.stopping import saturating
 from app.ui.charts import bar_chart, curve_chart
 from app.ui.session import LOGIN_COOKIE, SESSION_COOKIE, SessionError, csrf_matches, open_session, read_session
-from db.audit import audit
-from db.engine import write_session
 from db.jobs import list_jobs
 from db.overview import (
     active_assignments, labels_of_annotator, labels_per_day, list_rounds, round_items, status_totals,
@@ -27,7 +26,7 @@ from db.overview import (
 from db.reviews import review_totals
 from db.schema import Image
 from db.scores import load_scores
-from db.users import authenticate, list_users
+from db.users import list_users
 from strategies import STRATEGIES
 
 router = APIRouter()
@@ -47,12 +46,11 @@ def login(request: Request, app: AppDep, username: Annotated[str, Form()] = "", 
           csrf: Annotated[str, Form()] = "") -> HTMLResponse:
     if not csrf_matches(request.cookies.get(LOGIN_COOKIE), csrf):
         return login_page(403, "the login form's CSRF token is missing or wrong: try again")
-    with write_session(app.datastore().sessions) as session:
-        account = authenticate(session, username, password) if username and password else None
-        role = account.role if account is not None else None
-        audit(session, username or "unknown", "login" if role else "login_failed", source=caller_address(request),
-              via="ui")
-    if role is None:
+    try:
+        role = app.login_guard.attempt(username, password, caller_address(request), via="ui")
+    except LoginRefused as refusal:
+        return login_page(429, str(refusal), username=username)
+    except LoginFailed:
         return login_page(401, "wrong user name or password", username=username)
     page = RedirectResponse(f"{UI_ROOT}/", status_code=303)
     page.set_cookie(SESSION_COOKIE, open_session(app.authenticator, username, role, app.settings.ui_session_minutes),
@@ -101,13 +99,15 @@ def campaign(app, session, next_labels: int) -> dict[str, Any]:
 
 
 def ranked_items(session, selection, now) -> list[dict[str, Any]]:
-    """A round's volumes in rank order with the score that ranked them (none for a round ranked by diversity)."""
+    """A round's volumes in rank order with the score that ranked them (none for a round ranked by diversity) and
+    why each was picked (TESLA's cluster and its size), as the round stored it."""
     ranked_by = selection.config.get("ranked_by")
     scores = load_scores(session, ranked_by, selection.model_version) if selection.model_version and ranked_by else {}
     items = round_items(session, selection.id)
     images = {i.id: i for i in session.query(Image).filter(Image.id.in_([item.image_id for item in items]))}
     return [{"rank": item.rank, "image_id": item.image_id, "score": scores.get(item.image_id),
-             "group": images[item.image_id].grp, "status": images[item.image_id].label_status} for item in items]
+             "group": images[item.image_id].grp, "status": images[item.image_id].label_status,
+             "reason": item.reason or {}} for item in items]
 
 
 def charts(totals: dict[str, int], per_day: dict[str, int], quality: dict[str, Any]) -> dict[str, Any]:
