@@ -160,14 +160,19 @@ def model_info(
 def export_bundle(
     out: Annotated[Path, typer.Option(help="Bundle folder to write (must not exist)")],
     backbone: Annotated[Optional[Path], typer.Option(help="Backbone checkpoint (its JSON beside it); default: the one that ships with the code")] = None,
+    model_version: Annotated[Optional[Path], typer.Option(help="A published model version (.slpt/models/<version>.pt in the studies folder) to export instead of the backbone; --backbone is then the one it was tuned on")] = None,
 ) -> None:
-    """Write a backbone as a MONAI bundle that `python -m monai.bundle run` (or any MONAI tool) loads and runs."""
+    """Write a backbone, or a published model version, as a MONAI bundle that `python -m monai.bundle run` (or any
+    MONAI tool) loads and runs."""
     from models import bundle
     from models.errors import ModelError
     from models.recipes import EMBEDDED_BACKBONE
 
     try:
-        written = bundle.export_bundle(backbone or EMBEDDED_BACKBONE, out)
+        if model_version is None:
+            written = bundle.export_bundle(backbone or EMBEDDED_BACKBONE, out)
+        else:
+            written = bundle.export_model_bundle(model_version, backbone or EMBEDDED_BACKBONE, out)
     except ModelError as exc:
         raise fail(str(exc))
     typer.echo(f"wrote the MONAI bundle {written}: python -m monai.bundle run --config_file "

@@ -33,9 +33,11 @@ from models.backbone import (
     BackboneConfig, BackboneInfo, load_backbone, load_state_dict_checked, network_arguments, read_backbone_info,
     read_checkpoint, unwrap_state_dict,
 )
+from models.checkpoint import load_slpt
 from models.errors import CheckpointError, ModelError
 from models.geometry import HU_WINDOW, WORKING_SPACING
 from models.nnunet import is_nnunet, nnunet_info, read_nnunet
+from models.slpt import SLPTNet
 from storage.atomic import atomic_path
 
 #: The bundle format version written into ``metadata.json`` (the bundle's own version, not ours).
@@ -341,6 +343,76 @@ def export_bundle(backbone: Path, out: Path) -> Path:
         torch.save(network.state_dict(), scratch / "models" / "model.pt")
         (scratch / "docs" / "README.md").write_text(
             f"# {description}\n\nSegment the NIfTI files in a folder with MONAI alone:\n\n"
+            "    python -m monai.bundle run --config_file configs/inference.json --bundle_root . "
+            "--dataset_dir DIR --output_dir OUT\n"
+        )
+    return out
+
+
+class PromptEnsemble(nn.Module):
+    """A model version as one plain network: (B, 1, *S) windowed image -> (B, C, *S) the mean of its K prompts'
+    softmax maps (K = 1 for a fine-tuned version), whose argmax is the server's pre-segmentation."""
+
+    def __init__(self, model: SLPTNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model.forward_all(x), dim=2).mean(dim=0)
+
+
+def export_model_bundle(version: Path, backbone: Path, out: Path) -> Path:
+    """Write a published model version (:func:`models.checkpoint.save_slpt`; prompt versions need the ``backbone``
+    they were tuned on) as a MONAI bundle folder ``out``, atomically. The network travels as TorchScript
+    (``models/model.ts``: the frozen backbone, prompts and head traced into one module, :class:`PromptEnsemble`), so
+    MONAI alone runs it, without this package. It segments liver and tumour over the whole volume at the version's
+    working spacing; the server's stage 1 (the liver ROI) is not part of it. Returns ``out``.
+
+    Raises:
+        ModelError: an unreadable version or backbone, a version tuned on another backbone, or an existing ``out``.
+    """
+    out = Path(out)
+    if out.exists():
+        raise ModelError(f"{out} exists: export-bundle writes a new folder")
+    network, info = open_backbone(backbone)
+    model = load_slpt(version, network).eval()
+    config = model.config
+    window = config.cascade.intensity
+    labels = {"0": "background", "1": "liver", "2": "tumour"}
+    with torch.no_grad():
+        traced = torch.jit.trace(PromptEnsemble(model), torch.zeros(1, 1, *config.roi_size), check_trace=False)
+    inference = inference_config(info)
+    del inference["network_def"], inference["checkpointloader"]  # the TorchScript file holds the weights
+    inference["initialize"] = []
+    inference["network"] = "$torch.jit.load(@bundle_root + '/models/model.ts', map_location=@device)"
+    inference["pixdim"] = [float(v) for v in config.cascade.spacing]
+    inference["inferer"]["roi_size"] = list(config.roi_size)
+    scale = next(t for t in inference["preprocessing"]["transforms"] if t["_target_"] == "ScaleIntensityRanged")
+    # clip to the window, then the backbone's linear map: [0, 1], or nnU-Net's fixed z-score of the clipped HU
+    low, high = window.window
+    scale.update(a_min=low, a_max=high, b_min=float(window(torch.tensor(low))), b_max=float(window(torch.tensor(high))))
+    post = inference["postprocessing"]["transforms"]
+    inference["postprocessing"]["transforms"] = [t for t in post if t["_target_"] != "Activationsd"]  # already softmax
+    description = (
+        f"A {config.mode}-tuned liver and tumour model of slpt-label (model version {Path(version).stem}) on the "
+        f"frozen {info.config.name} backbone, exported with its backbone as one TorchScript network."
+    )
+    meta = metadata(info, description)
+    meta.update(name=f"slpt-label liver and tumour model {Path(version).stem}",
+                task="Liver and liver tumour segmentation in CT", label_classes=", ".join(f"{k}: {v}" for k, v in labels.items()),
+                pred_classes=", ".join(f"{k}: {v}" for k, v in labels.items()), eval_metrics={})
+    for key in ("inputs", "outputs"):
+        field = "image" if key == "inputs" else "pred"
+        meta["network_data_format"][key][field]["spatial_shape"] = list(config.roi_size)
+    meta["network_data_format"]["outputs"]["pred"].update(num_channels=len(labels), channel_def=labels)
+    with atomic_path(out) as scratch:
+        for sub in ("configs", "models", "docs"):
+            (scratch / sub).mkdir(parents=True)
+        (scratch / "configs" / "inference.json").write_text(json.dumps(inference, indent=2))
+        (scratch / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
+        torch.jit.save(traced, str(scratch / "models" / "model.ts"))
+        (scratch / "docs" / "README.md").write_text(
+            f"# {description}\n\nSegment the NIfTI files in a folder with MONAI alone (whole volume, no liver ROI):\n\n"
             "    python -m monai.bundle run --config_file configs/inference.json --bundle_root . "
             "--dataset_dir DIR --output_dir OUT\n"
         )
