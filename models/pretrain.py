@@ -25,6 +25,8 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 
@@ -150,6 +152,7 @@ def pretrain_backbone(
 
     Returns:
         metrics: ``val_dice`` {class name: Dice} at the working spacing, ``val_dice_coarse`` at the coarse one,
+        ``val_auc_near`` {class name: AUC of its probability against the voxels around it} at the working spacing,
         ``val_mean_dice``, ``final_loss``, ``train_time_s``, ``epochs``, ``steps``, ``num_train``, ``num_val``,
         ``labels``, ``patch_size``, ``spacing``, ``coarse_spacing``, ``hu_window``, ``device`` (also written into
         the JSON).
@@ -200,17 +203,17 @@ def pretrain_backbone(
         denoiser.remove()
 
     model.eval()
-    val_dice = [
-        _validation_dice(model, cases, schedule.patch_size, len(labels), device)
-        if cases
-        else np.full(len(labels) - 1, np.nan)
+    absent = np.full(len(labels) - 1, np.nan)
+    val_dice, val_auc = zip(*[
+        _validation_scores(model, cases, schedule.patch_size, len(labels), device) if cases else (absent, absent)
         for cases in val
-    ]
+    ])
     metrics = {
         "val_dice": {labels[c]: float(val_dice[0][c - 1]) for c in range(1, len(labels))},
         "val_dice_coarse": (
             {labels[c]: float(val_dice[1][c - 1]) for c in range(1, len(labels))} if len(val_dice) > 1 else None
         ),
+        "val_auc_near": {labels[c]: float(val_auc[0][c - 1]) for c in range(1, len(labels))},
         "val_mean_dice": float(np.nanmean(val_dice[0])) if num_val else float("nan"),
         "final_loss": loss_value,
         "train_time_s": train_time,
@@ -242,18 +245,42 @@ def resample_cases(pairs: list[tuple[Path, Path]], spacing: tuple[float, float, 
     return out
 
 
-def _validation_dice(
+#: How far (voxels) around a class's voxels :func:`_validation_scores` looks for the voxels it must be told from.
+NEAR_VOXELS = 4
+
+
+def _validation_scores(
     model: torch.nn.Module, cases: list[tuple[np.ndarray, np.ndarray]], roi: tuple[int, int, int],
     num_classes: int, device: torch.device,
-) -> np.ndarray:
-    """Mean Dice per foreground class over whole validation volumes: -> (num_classes - 1,), NaN if absent."""
-    scores = []
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per foreground class over whole validation volumes, each (num_classes - 1,), NaN where absent:
+
+    - the mean Dice of the argmax;
+    - the mean AUC of the class's probability between its voxels and the other voxels within :data:`NEAR_VOXELS` of
+      them. A rare class inside another (a lesion in its organ) can be ranked right while never winning the argmax,
+      and can win it on training cases only; this says whether held-out voxels are told from their surroundings
+      (docs/results/simulation/dev_sweep.md, "Larger upstream lesions").
+    """
+    dice_scores, auc_scores = [], []
     with torch.no_grad():
         for image, label in cases:
             x = torch.from_numpy(image)[None].to(device)
             with autocast(device):
                 logits = sliding_window_inference(x, roi_size=roi, sw_batch_size=2, predictor=model, overlap=0.25)
-            pred = one_hot(torch.as_tensor(logits).float().argmax(dim=1, keepdim=True).cpu(), num_classes)
+            logits = torch.as_tensor(logits).float().cpu()
+            pred = one_hot(logits.argmax(dim=1, keepdim=True), num_classes)
             truth = one_hot(torch.from_numpy(label)[None], num_classes)
-            scores.append(compute_dice(pred, truth, include_background=False, ignore_empty=True)[0].numpy())
-    return np.nanmean(np.stack(scores), axis=0)
+            dice_scores.append(compute_dice(pred, truth, include_background=False, ignore_empty=True)[0].numpy())
+            probabilities = torch.softmax(logits, dim=1)[0].numpy()
+            auc_scores.append([_near_auc(probabilities[c], label[0] == c) for c in range(1, num_classes)])
+    return np.nanmean(np.stack(dice_scores), axis=0), np.nanmean(np.array(auc_scores, dtype=float), axis=0)
+
+
+def _near_auc(probability: np.ndarray, mask: np.ndarray) -> float:
+    """AUC of ``probability`` between ``mask``'s voxels and those within :data:`NEAR_VOXELS` around it (NaN if either
+    is empty)."""
+    near = ndimage.binary_dilation(mask, iterations=NEAR_VOXELS) & ~mask
+    if not mask.any() or not near.any():
+        return float("nan")
+    scores = np.concatenate([probability[mask], probability[near]])
+    return float(roc_auc_score(np.r_[np.ones(int(mask.sum())), np.zeros(int(near.sum()))], scores))

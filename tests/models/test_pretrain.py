@@ -49,6 +49,8 @@ def test_pretraining_writes_a_loadable_backbone_that_segments(tmp_path):
     assert calls[-1] == (metrics["steps"], metrics["steps"]) == (60, 60)
     assert metrics["val_dice"]["liver"] > 0.5
     assert metrics["val_dice_coarse"]["liver"] > 0.5
+    # the liver's probability ranks its voxels above the ones around them on the held-out case
+    assert metrics["val_auc_near"]["liver"] > 0.8
     assert metrics["spacing"] == [1.0, 1.0, 1.0] and metrics["coarse_spacing"] == [2.0, 2.0, 2.0]
     backbone, cfg = load_backbone(tmp_path / "out" / "backbone.pt")
     assert cfg.out_channels == 2  # taken from dataset.json, not the 9 passed in
