@@ -159,15 +159,19 @@ def test_what_users_typed_is_escaped(server, admin):
 
 def test_leases_are_assigned_and_released_from_the_page(server, admin, served_cohort: Path):
     client, csrf = admin
-    assert client.post("/ui/leases/assign", data={"csrf": csrf, "image_id": "case_0010", "annotator": ANNOTATOR}).status_code == 303
+    with studies_db(served_cohort) as session:  # a free volume: earlier tests' random claims may hold any
+        image_id = session.scalar(select(Image.id).where(Image.lease_holder.is_(None), Image.label_status == "unlabeled")
+                                  .order_by(Image.id).limit(1))
+    answer = client.post("/ui/leases/assign", data={"csrf": csrf, "image_id": image_id, "annotator": ANNOTATOR})
+    assert answer.status_code == 303, answer.text
     with studies_db(served_cohort) as session:
-        assert session.get(Image, "case_0010").lease_holder == ANNOTATOR
-    assert "case_0010" in client.get("/ui/").text
-    again = client.post("/ui/leases/assign", data={"csrf": csrf, "image_id": "case_0010", "annotator": "someone"})
+        assert session.get(Image, image_id).lease_holder == ANNOTATOR
+    assert image_id in client.get("/ui/").text
+    again = client.post("/ui/leases/assign", data={"csrf": csrf, "image_id": image_id, "annotator": "someone"})
     assert again.status_code == 409 and "release it first" in again.text
-    assert client.post("/ui/leases/release", data={"csrf": csrf, "image_id": "case_0010"}).status_code == 303
+    assert client.post("/ui/leases/release", data={"csrf": csrf, "image_id": image_id}).status_code == 303
     with studies_db(served_cohort) as session:
-        assert session.get(Image, "case_0010").lease_holder is None
+        assert session.get(Image, image_id).lease_holder is None
 
 
 def test_users_are_disabled_enabled_and_given_new_passwords(server, admin):
@@ -199,8 +203,11 @@ def test_the_campaign_page_shows_review_states(server, admin, served_cohort: Pat
     before = client.get("/ui/")
     assert before.status_code == 200 and 'id="review"' in before.text
     submitted = int(before.text.split('data-review="submitted">')[1].split("<")[0])
-    payload = (served_cohort / "labelsTr" / "case_0011.nii.gz").read_bytes()
-    saved = httpx.put(f"{server.url}/datastore/label", params={"image": "case_0011"},
+    with studies_db(served_cohort) as session:  # a free volume: earlier tests' random claims may hold any
+        image_id = session.scalar(select(Image.id).where(Image.lease_holder.is_(None), Image.label_status == "unlabeled")
+                                  .order_by(Image.id.desc()).limit(1))
+    payload = (served_cohort / "labelsTr" / f"{image_id}.nii.gz").read_bytes()
+    saved = httpx.put(f"{server.url}/datastore/label", params={"image": image_id},
                       files={"label": ("l.nii.gz", payload)}, timeout=60)
     assert saved.status_code == 200, saved.text
     after = client.get("/ui/").text
