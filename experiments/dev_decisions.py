@@ -2,7 +2,8 @@
 
 ``python -m experiments.dev_decisions --network runs/dev160/nets/seed0.pt --cases 160 --out runs/dev160`` loads a network
 that :mod:`experiments.dev_sweep` saved (``--save``), computes its mean prompt probabilities once per held-out
-development case, and scores every decision rule on them, one JSON line per rule. Like the schedules, a rule is
+development case, and scores every decision rule on them (Dice per group, and the lesion figures of
+:func:`sim.evaluation.lesion_summary`), one JSON line per rule. Like the schedules, a rule is
 chosen here and never on a study's test set (docs/design.md, "Measuring label efficiency honestly").
 
 Rules:
@@ -28,7 +29,7 @@ import typer
 from scipy import ndimage
 
 from experiments.dev_sweep import DEV_CASES, saved_network_on_held_out
-from sim.evaluation import mean_probabilities, score_predictions
+from sim.evaluation import lesion_summary, mean_probabilities, score_predictions
 from sim.prepared import LIVER, TUMOUR
 
 Decision = Callable[[np.ndarray], np.ndarray]
@@ -100,11 +101,13 @@ def compare(
 ) -> None:
     """Score every decision rule on the held-out development cases, one JSON line per rule."""
     torch.set_num_threads(threads)
-    model, cohort, held_out, _dev = saved_network_on_held_out(network, out, cases, profile)
+    model, cohort, held_out, dev = saved_network_on_held_out(network, out, cases, profile)
     probabilities = [mean_probabilities(model, cohort, i, overlap) for i in held_out]
     rules = decision_rules([float(t) for t in thresholds.split(",") if t], [int(n) for n in min_sizes.split(",") if n])
     for name, decide in rules.items():
-        summary, _ = score_predictions(cohort, held_out, [decide(p) for p in probabilities])
+        labels = [decide(p) for p in probabilities]
+        summary, _ = score_predictions(cohort, held_out, labels)
+        summary |= lesion_summary(cohort, held_out, labels, dev.spacing)  # detection F1, false components, per size
         print(json.dumps({"rule": name, "overlap": overlap, **{k: round(v, 3) for k, v in summary.items()}}), flush=True)
 
 
