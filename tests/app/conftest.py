@@ -111,3 +111,40 @@ def wait_for_model_version(server: ServerProcess, studies: Path, timeout: float 
             return session.scalar(select(ModelVersion.id))
 
     return wait_for(published, timeout, "a published model version", server)
+
+
+def run_a_campaign(server: ServerProcess, studies: Path) -> dict:
+    """What a backbone must carry through the real server: embeddings, a TESLA Next Sample, training on three ground
+    truth labels, and a pre-segmentation of ``case_0005`` on the image's own grid. -> the published version's payload
+    (:func:`models.checkpoint.read_slpt_payload`), for the caller's backbone-specific checks."""
+    import gzip
+
+    import httpx
+    import nibabel as nib
+    import numpy as np
+    from sqlalchemy import select
+
+    from db.schema import Embedding, ModelVersion
+    from models.checkpoint import read_slpt_payload
+
+    def embedded():
+        with studies_db(studies) as session:
+            return session.scalar(select(Embedding).limit(1)) is not None
+
+    wait_for(embedded, 300, "embeddings from the backbone", server)
+    picked = httpx.post(f"{server.url}/activelearning/tesla", json={"client_id": "ann-a"}, timeout=60)
+    assert picked.status_code == 200 and picked.json()["id"], picked.text
+
+    submit_ground_truth(server, studies, ["case_0000", "case_0001", "case_0002"])
+    assert httpx.post(f"{server.url}/train/slpt", json={}, timeout=60).status_code == 200
+    wait_for_model_version(server, studies)
+    with studies_db(studies) as session:
+        version = session.scalars(select(ModelVersion)).one()
+
+    image = nib.load(studies / "imagesTr" / "case_0005.nii.gz")
+    answer = httpx.post(f"{server.url}/infer/slpt", params={"image": "case_0005", "output": "image"}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    data = gzip.decompress(answer.content) if answer.content[:2] == b"\x1f\x8b" else answer.content
+    label = nib.Nifti1Image.from_bytes(data)
+    assert label.shape == image.shape and np.allclose(label.affine, image.affine)
+    return read_slpt_payload(version.path)

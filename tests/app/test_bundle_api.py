@@ -4,20 +4,13 @@ bundle's label map (class 5 in wholeBody_ct_segmentation's). A bundle it cannot 
 
 from __future__ import annotations
 
-import gzip
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-import nibabel as nib
-import numpy as np
 import pytest
-from sqlalchemy import select
 
-from db.schema import Embedding, ModelVersion
-from models.checkpoint import read_slpt_payload
-from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for, wait_for_model_version
+from tests.app.conftest import run_a_campaign, start_server
 from tests.models.test_bundle_backbone import whole_body_like, write_bundle
 
 
@@ -34,31 +27,11 @@ def server(served_cohort: Path, bundle: Path, tmp_path_factory):
 
 
 def test_a_bundle_backbone_embeds_selects_trains_and_segments(server, served_cohort: Path, bundle: Path):
-    def embedded():
-        with studies_db(served_cohort) as session:
-            return session.scalar(select(Embedding).limit(1)) is not None
-
-    wait_for(embedded, 300, "embeddings from the bundle's network", server)
-    picked = httpx.post(f"{server.url}/activelearning/tesla", json={"client_id": "ann-a"}, timeout=60)
-    assert picked.status_code == 200 and picked.json()["id"], picked.text
-
-    submit_ground_truth(server, served_cohort, ["case_0000", "case_0001", "case_0002"])
-    assert httpx.post(f"{server.url}/train/slpt", json={}, timeout=60).status_code == 200
-    wait_for_model_version(server, served_cohort)
-    with studies_db(served_cohort) as session:
-        version = session.scalars(select(ModelVersion)).one()
-    payload = read_slpt_payload(version.path)
+    payload = run_a_campaign(server, served_cohort)
     assert payload["slpt"]["cascade"]["liver_class"] == 5  # found by name, not assumed to be 1
     assert payload["slpt"]["cascade"]["hu_window"] == [-150.0, 250.0]  # the bundle's ScaleIntensityRanged
     assert payload["slpt"]["inherit_classes"] == [0, 5, 5]
     assert payload["backbone"]["bundle"] == str(bundle.resolve())
-
-    image = nib.load(served_cohort / "imagesTr" / "case_0005.nii.gz")
-    answer = httpx.post(f"{server.url}/infer/slpt", params={"image": "case_0005", "output": "image"}, timeout=120)
-    assert answer.status_code == 200, answer.text
-    data = gzip.decompress(answer.content) if answer.content[:2] == b"\x1f\x8b" else answer.content
-    label = nib.Nifti1Image.from_bytes(data)
-    assert label.shape == image.shape and np.allclose(label.affine, image.affine)
 
 
 def test_serve_refuses_a_bundle_without_a_liver_naming_its_classes(tiny_cohort: Path, tmp_path: Path):

@@ -5,22 +5,15 @@ the problem, before anything is served."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-import nibabel as nib
-import numpy as np
 import pytest
-from sqlalchemy import select
 
-from db.schema import Embedding, ModelVersion
-from models.checkpoint import read_slpt_payload
-from tests.app.conftest import start_server, studies_db, submit_ground_truth, wait_for, wait_for_model_version
+from tests.app.conftest import run_a_campaign, start_server
 from tests.models.nnunet_model import make_nnunet_model
 from tests.models.test_nnunet import broken
 
@@ -40,33 +33,13 @@ def server(served_cohort: Path, nnunet_model: Path, tmp_path_factory):
 
 
 def test_an_nnunet_backbone_embeds_selects_trains_and_segments(server, served_cohort: Path, nnunet_model: Path):
-    def embedded():
-        with studies_db(served_cohort) as session:
-            return session.scalar(select(Embedding).limit(1)) is not None
-
-    wait_for(embedded, 300, "embeddings from the nnU-Net network", server)
-    picked = httpx.post(f"{server.url}/activelearning/tesla", json={"client_id": "ann-a"}, timeout=60)
-    assert picked.status_code == 200 and picked.json()["id"], picked.text
-
-    submit_ground_truth(server, served_cohort, ["case_0000", "case_0001", "case_0002"])
-    assert httpx.post(f"{server.url}/train/slpt", json={}, timeout=60).status_code == 200
-    wait_for_model_version(server, served_cohort)
-    with studies_db(served_cohort) as session:
-        version = session.scalars(select(ModelVersion)).one()
-    payload = read_slpt_payload(version.path)
+    payload = run_a_campaign(server, served_cohort)
     cascade = payload["slpt"]["cascade"]
     assert cascade["liver_class"] == 2
     assert payload["slpt"]["inherit_classes"] == [0, 2, 1]  # background, liver, the upstream tumour
     assert cascade["normalization"] == "zscore" and cascade["norm_std"] > 0  # the plans' CTNormalization
     assert payload["backbone"]["name"] == "resencunet"
     assert payload["backbone"]["bundle"] == str(nnunet_model / "fold_0")
-
-    image = nib.load(served_cohort / "imagesTr" / "case_0005.nii.gz")
-    answer = httpx.post(f"{server.url}/infer/slpt", params={"image": "case_0005", "output": "image"}, timeout=120)
-    assert answer.status_code == 200, answer.text
-    data = gzip.decompress(answer.content) if answer.content[:2] == b"\x1f\x8b" else answer.content
-    label = nib.Nifti1Image.from_bytes(data)
-    assert label.shape == image.shape and np.allclose(label.affine, image.affine)
 
 
 def test_the_cascade_takes_the_plans_geometry_and_normalisation(nnunet_model: Path):
