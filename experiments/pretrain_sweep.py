@@ -30,6 +30,9 @@ def pretrain_variant(
     patch: Annotated[int, typer.Option(help="Patch edge (0: the recipe's)")] = 0,
     batch: Annotated[int, typer.Option(help="Patches per step (0: the recipe's)")] = 0,
     lesion_ratio: Annotated[float, typer.Option(help="Lesion patch centres per other-class centre")] = 1.0,
+    lesion_weight: Annotated[float, typer.Option(help="Cross-entropy weight of the lesion class")] = 1.0,
+    foreground_dice: Annotated[bool, typer.Option(help="Dice over the foreground classes only")] = False,
+    upstream_cases: Annotated[int, typer.Option(help="Upstream cases (0: the recipe's)")] = 0,
     denoise: Annotated[float, typer.Option(help="Denoising weight (-1: the recipe's)")] = -1.0,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (0: the recipe's)")] = 0.0,
     threads: Annotated[int, typer.Option(help="Torch threads")] = 1,
@@ -49,8 +52,12 @@ def pretrain_variant(
         denoise_weight=schedule.denoise_weight if denoise < 0 else denoise,
         lr=lr or schedule.lr,
         class_ratios=None if lesion_ratio == 1.0 else (1.0, 1.0, 1.0, 1.0, lesion_ratio),
+        class_weights=None if lesion_weight == 1.0 else (1.0, 1.0, 1.0, 1.0, lesion_weight),
+        dice_background=not foreground_dice,
     )
-    recipe = replace(recipe, epochs=epochs or recipe.epochs)
+    recipe = replace(
+        recipe, epochs=epochs or recipe.epochs, upstream_cases=upstream_cases or recipe.upstream_cases
+    )
     with progress_bar(f"pre-training {out.stem}") as report:
         metrics = recipe.make(out, upstream=upstream, progress=report)
     print(json.dumps(metrics), flush=True)

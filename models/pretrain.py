@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from monai.losses import DiceCELoss
+from monai.losses import DiceLoss
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 from scipy import ndimage
@@ -59,6 +59,8 @@ class PretrainConfig:
             drawn uniformly in [0, sigma]).
         class_ratios: relative frequency of each class as a patch centre (None: equal). Small, rare classes (the
             upstream lesion class) learn faster when they centre more patches.
+        class_weights: weight of each class in the cross-entropy term (None: equal); see :class:`PretrainLoss`.
+        dice_background: whether the Dice term counts the background class.
     """
 
     patch_size: tuple[int, int, int] = (48, 48, 48)
@@ -73,6 +75,29 @@ class PretrainConfig:
     denoise_weight: float = 0.0
     denoise_sigma: float = 0.1
     class_ratios: tuple[float, ...] | None = None
+    class_weights: tuple[float, ...] | None = None
+    dice_background: bool = True
+
+
+class PretrainLoss(nn.Module):
+    """Dice + cross-entropy of the upstream classes: (B, C, *roi) logits against (B, 1, *roi) class indices.
+
+    With equal weights and background counted this is MONAI's ``DiceCELoss(batch=True)``, the recipe's loss. The
+    upstream lesion class is under 0.01 % of voxels, and a hypodense spot looks like the fluid and soft tissue the
+    background holds; with equal weights the background absorbs it (docs/results/simulation/dev_sweep.md, "Larger
+    upstream lesions"). ``class_weights`` up-weights a class's voxels in the cross-entropy; dropping background from
+    the Dice term stops its near-perfect overlap from setting the pace. The Dice term stays unweighted: over a batch
+    without a lesion, a weighted lesion Dice would push every lesion probability to zero.
+    """
+
+    def __init__(self, class_weights: tuple[float, ...] | None = None, dice_background: bool = True) -> None:
+        super().__init__()
+        # Batch Dice: a class absent from one patch does not make that patch's loss jump (see models.training).
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True, batch=True, include_background=dice_background)
+        self.register_buffer("weight", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.dice(logits, labels) + F.cross_entropy(logits, labels[:, 0].long(), weight=self.weight)
 
 
 class DenoisingHead(nn.Module):
@@ -168,8 +193,10 @@ def pretrain_backbone(
     torch.manual_seed(schedule.seed)
     device = pick_device(schedule.device)
     model = build_backbone(cfg).to(device).train()
-    if schedule.class_ratios is not None and len(schedule.class_ratios) != len(labels):
-        raise ModelError(f"class_ratios has {len(schedule.class_ratios)} entries for {len(labels)} classes")
+    for name in ("class_ratios", "class_weights"):
+        given = getattr(schedule, name)
+        if given is not None and len(given) != len(labels):
+            raise ModelError(f"{name} has {len(given)} entries for {len(labels)} classes")
     sampler = make_sampler(
         schedule.patch_size, len(labels), list(PRETRAIN_FAMILIES), seed=schedule.seed, class_ratios=schedule.class_ratios
     )
@@ -178,8 +205,7 @@ def pretrain_backbone(
     parameters = list(model.parameters()) + (list(denoiser.parameters()) if denoiser else [])
     optimizer = torch.optim.AdamW(parameters, lr=schedule.lr, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    # Batch Dice: a class absent from one patch does not make that patch's loss jump (see models.training).
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    loss_fn = PretrainLoss(schedule.class_weights, schedule.dice_background).to(device)
     steps = epochs * math.ceil(len(train) / schedule.batch_size)
     loss_value = float("nan")
     start = time.perf_counter()
@@ -230,6 +256,8 @@ def pretrain_backbone(
         "denoise_weight": schedule.denoise_weight,
         "denoise_sigma": schedule.denoise_sigma,
         "class_ratios": None if schedule.class_ratios is None else list(schedule.class_ratios),
+        "class_weights": None if schedule.class_weights is None else list(schedule.class_weights),
+        "dice_background": schedule.dice_background,
         "batch_size": schedule.batch_size,
     }
     save_backbone(model.cpu(), cfg, out, metrics)

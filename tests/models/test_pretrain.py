@@ -11,7 +11,9 @@ import torch
 
 from models.backbone import BackboneConfig, load_backbone
 from models.errors import ModelError
-from models.pretrain import PretrainConfig, pretrain_backbone
+from monai.losses import DiceCELoss
+
+from models.pretrain import PretrainConfig, PretrainLoss, pretrain_backbone
 from tests.models.conftest import make_case
 
 
@@ -58,18 +60,35 @@ def test_pretraining_writes_a_loadable_backbone_that_segments(tmp_path):
     assert saved["metrics"]["val_dice"] == metrics["val_dice"]
 
 
-def test_class_ratios_are_checked_against_the_cohort_and_recorded(tmp_path):
+@pytest.mark.parametrize("field", ["class_ratios", "class_weights"])
+def test_per_class_settings_are_checked_against_the_cohort_and_recorded(tmp_path, field):
     write_msd(tmp_path / "up", cases=2)
-    with pytest.raises(ModelError, match="class_ratios has 3 entries for 2 classes"):
+    with pytest.raises(ModelError, match=f"{field} has 3 entries for 2 classes"):
         pretrain_backbone(tmp_path / "up", tmp_path / "b.pt", epochs=1,
-                          schedule=PretrainConfig(class_ratios=(1.0, 1.0, 4.0)))
+                          schedule=PretrainConfig(**{field: (1.0, 1.0, 4.0)}))
     assert not (tmp_path / "b.pt").exists()
     metrics = pretrain_backbone(
         tmp_path / "up", tmp_path / "b.pt", BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0), epochs=1,
         schedule=PretrainConfig(patch_size=(16, 16, 16), spacing=(2.0, 2.0, 2.0), coarse_spacing=None,
-                                class_ratios=(1.0, 4.0)),
+                                dice_background=False, **{field: (1.0, 4.0)}),
     )
-    assert metrics["class_ratios"] == [1.0, 4.0]
+    assert metrics[field] == [1.0, 4.0] and metrics["dice_background"] is False
+
+
+def test_the_pretraining_loss_is_the_recipes_by_default_and_weights_the_rare_class_when_asked():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, 8)
+    labels = torch.zeros(2, 1, 8, 8, 8, dtype=torch.long)
+    labels[:, :, 2:6, 2:6, 2:6] = 1
+    labels[0, 0, 3, 3, 3] = 2  # one voxel of a rare class
+    recipe = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    assert torch.isclose(PretrainLoss()(logits, labels), recipe(logits, labels))
+    # Raising the rare class's logit at its voxel lowers the weighted loss more than the unweighted one.
+    raised = logits.clone()
+    raised[0, 2, 3, 3, 3] += 5.0
+    gain = {w: float(PretrainLoss((1.0, 1.0, w))(logits, labels) - PretrainLoss((1.0, 1.0, w))(raised, labels))
+            for w in (1.0, 50.0)}
+    assert gain[50.0] > 5 * gain[1.0] > 0
 
 
 def test_bad_cohorts_are_explained(tmp_path):
