@@ -4,8 +4,11 @@ design identity a study's ``run.json`` records (docs/design.md, "Measuring label
 For every seed × strategy the loop starts with no labels; each round the strategy picks volumes from the unlabeled
 pool, the oracle reveals their labels, a network is trained from the frozen backbone on all labels so far with the
 profile's fixed schedule (prompt tuning and/or fine-tuning, on the same labels) and evaluated on the held-out test
-set. The full-data references train on 100 % of the pool (strategy :data:`FULL_DATA`). The learning curve: the
-``curve_strategies`` go on past the study budget to each of ``curve_budgets`` (cumulative fractions of the pool).
+set. Every model's steps follow one rule of its label count (:class:`sim.profiles.StepRule`). The references train
+on 100 % of the pool: the full-data reference (strategy :data:`FULL_DATA`) on the rule's steps for the whole pool, the
+compute-matched one (:data:`COMPUTE_MATCHED`) on the budget round's steps, so that labels and compute read apart. The
+learning curve: the ``curve_strategies`` go on past the study budget to each of ``curve_budgets`` (cumulative
+fractions of the pool).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from strategies import STRATEGIES
 
 TUNINGS = ("prompt", "finetune")
 FULL_DATA = "full"  # strategy name of the full-data reference rows
+COMPUTE_MATCHED = "full_matched"  # every pool label on the budget round's schedule
+REFERENCES = (FULL_DATA, COMPUTE_MATCHED)  # rows that no strategy selected
 
 
 class SimulationError(ValueError):
@@ -114,8 +119,14 @@ def seed_rows(study: Study, pool_size: int) -> int:
 
 
 def study_rows(study: Study, pool_size: int, references: int) -> int:
-    """Result rows of the whole study: every seed's rows and ``references`` full-data rows."""
+    """Result rows of the whole study: every seed's rows and ``references`` reference rows."""
     return references + study.seeds * seed_rows(study, pool_size)
+
+
+def reference_labels(study: Study, pool_size: int, reference: str) -> int:
+    """The label count whose schedule (:meth:`sim.profiles.SimProfile.schedule`) a reference trains with: the whole
+    pool's, or for :data:`COMPUTE_MATCHED` the budget round's (all budget rounds' labels)."""
+    return pool_size if reference == FULL_DATA else sum(round_budgets(pool_size, study.budget, study.rounds))
 
 
 def design_identity(profile: SimProfile, study: Study) -> dict:

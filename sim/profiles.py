@@ -14,8 +14,8 @@ Profiles:
 - ``quick``: a demonstration at a coarse 4 mm (96³ volumes, 16³ patches, few steps, 2 seeds), minutes on 2 cores.
 - ``lesion``: the study. 280 synthetic volumes at 160³ (2.2–2.9 mm pixels) worked at 2.5 mm, 5 % budget in 2
   rounds, 5 seeds, tesla/random/fg_random/entropy/coreset, and the tesla/random learning curve on to 10 % and 20 % of
-  the pool; fine-tuning (an evaluation arm) in the budget round only, one full-data reference per tuning, every
-  schedule cosine-annealed. Its backbone is a DynUNet with a full-resolution last stage, pre-trained with the
+  the pool; fine-tuning (an evaluation arm) in the budget round only, a full-data and a compute-matched reference per
+  tuning, every model's steps from one rule of its label count (:class:`StepRule`), cosine-annealed. Its backbone is a DynUNet with a full-resolution last stage, pre-trained with the
   denoising term on an upstream cohort whose spleen and kidney lesions are a class of their own (definition below).
   Many hours on 2 cores: it runs across sessions with its records, and the backbone it was made with, kept in git
   (``make study``; docs/design.md, "A study that spans sessions").
@@ -46,6 +46,37 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class StepRule:
+    """Training steps as a function of the number of labelled volumes, the same rule for every model of a study:
+    every strategy, both tunings, every point of the learning curve and the references (docs/design.md, "Measuring
+    label efficiency honestly", "One schedule rule")::
+
+        steps(n) = clip(round(base_steps * (n / base_labels) ** power), min_steps, max_steps)
+
+    A fixed step count for every label count would give small label sets the reference's schedule (they overfit
+    and cost as much as the reference); a short budget schedule against a long reference confounds labels with
+    compute. The rule gives each label count the steps at which it stops gaining on the development cohort.
+    """
+
+    base_labels: int
+    base_steps: int
+    power: float
+    min_steps: int
+    max_steps: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_steps <= self.max_steps or self.base_labels < 1 or self.base_steps < 1 or self.power < 0:
+            raise ValueError(f"impossible step rule {self}")
+
+    def steps(self, n_labels: int) -> int:
+        """Steps for a model trained on ``n_labels`` labelled volumes (n_labels >= 1)."""
+        if n_labels < 1:
+            raise ValueError(f"a model needs at least one labelled volume, got {n_labels}")
+        scaled = round(self.base_steps * (n_labels / self.base_labels) ** self.power)
+        return min(self.max_steps, max(self.min_steps, scaled))
+
+
+@dataclass(frozen=True)
 class SimProfile:
     """Everything fixed about a simulation run (command-line options may override the study design fields).
 
@@ -70,10 +101,11 @@ class SimProfile:
             or the learning curve's (:meth:`sim.design.Study.trains`).
         lr_decay: learning-rate schedule of every training (:attr:`models.training.TrainConfig.lr_decay`).
         num_prompts: K of prompt tuning.
-        prompt, finetune: schedules of the budget rounds; reference_prompt, reference_finetune: schedules
-            of the full-data references.
+        steps: the rule ``steps(n_labels)`` of every model (:class:`StepRule`); prompt_lr, finetune_lr: each
+            tuning's learning rate (:meth:`schedule`).
         reference_seeds: seeds of the full-data references (at most ``seeds``); they train on the whole
-            pool, so only the training seed varies, and the report uses their mean.
+            pool, so only the training seed varies, and the report uses their mean. Each seed also trains a
+            compute-matched reference per tuning: the whole pool on the budget's schedule.
         recipe: how ``--synthetic`` runs make their backbone (:class:`models.recipes.BackboneRecipe`: upstream cohort,
             architecture, pre-training at ``spacing`` and ``coarse_spacing``).
         cohort_seed, split_seed: seeds of the downstream cohort and the pool/test split.
@@ -95,10 +127,9 @@ class SimProfile:
     seeds: int
     tunings: tuple[str, ...]
     num_prompts: int
-    prompt: Schedule
-    finetune: Schedule
-    reference_prompt: Schedule
-    reference_finetune: Schedule
+    steps: StepRule
+    prompt_lr: float
+    finetune_lr: float
     reference_seeds: int
     recipe: BackboneRecipe
     curve_strategies: tuple[str, ...] = ()
@@ -124,6 +155,10 @@ class SimProfile:
                 f"pre-trains at {pretrained[0]} / {pretrained[1]} mm"
             )
 
+    def schedule(self, tuning: str, n_labels: int) -> Schedule:
+        """The schedule of a ``tuning`` model trained on ``n_labels`` volumes: :attr:`steps` at the tuning's rate."""
+        return Schedule(self.steps.steps(n_labels), self.prompt_lr if tuning == "prompt" else self.finetune_lr)
+
 
 PROFILES: dict[str, SimProfile] = {
     "quick": SimProfile(
@@ -142,10 +177,9 @@ PROFILES: dict[str, SimProfile] = {
         seeds=2,
         tunings=("prompt", "finetune"),
         num_prompts=3,
-        prompt=Schedule(steps=30, lr=3e-2),
-        finetune=Schedule(steps=30, lr=1e-3),
-        reference_prompt=Schedule(steps=60, lr=3e-2),
-        reference_finetune=Schedule(steps=60, lr=1e-3),
+        steps=StepRule(base_labels=4, base_steps=30, power=0.5, min_steps=30, max_steps=60),
+        prompt_lr=3e-2,
+        finetune_lr=1e-3,
         reference_seeds=2,
         recipe=BackboneRecipe(
             name="quick", backbone=BackboneConfig(channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1),
@@ -169,10 +203,9 @@ PROFILES: dict[str, SimProfile] = {
         seeds=1,
         tunings=("prompt", "finetune"),
         num_prompts=2,
-        prompt=Schedule(steps=2, lr=3e-2),
-        finetune=Schedule(steps=2, lr=1e-3),
-        reference_prompt=Schedule(steps=2, lr=3e-2),
-        reference_finetune=Schedule(steps=2, lr=1e-3),
+        steps=StepRule(base_labels=1, base_steps=2, power=0.5, min_steps=2, max_steps=2),
+        prompt_lr=3e-2,
+        finetune_lr=1e-3,
         reference_seeds=1,
         recipe=BackboneRecipe(
             name="smoke", backbone=BackboneConfig(channels=(4, 8), strides=(2,), num_res_units=0),
@@ -207,10 +240,12 @@ PROFILES: dict[str, SimProfile] = {
         seeds=5,
         tunings=("prompt", "finetune"),
         num_prompts=3,
-        prompt=Schedule(steps=400, lr=2e-2),
-        finetune=Schedule(steps=600, lr=1e-3),
-        reference_prompt=Schedule(steps=1600, lr=2e-2),
-        reference_finetune=Schedule(steps=1500, lr=1e-3),
+        # Provisional constants from the development cohort's earlier schedules (dev_sweep.md: 10 labels stop
+        # gaining near 300 steps, 120 labels still gain from 1,600 to 3,200): roughly 30 steps per label, capped.
+        # To be fixed again on the study's backbone from runs at >= 3 label counts before the study runs.
+        steps=StepRule(base_labels=10, base_steps=300, power=0.95, min_steps=200, max_steps=3200),
+        prompt_lr=2e-2,
+        finetune_lr=1e-3,
         reference_seeds=1,
         # the backbone recipe the product ships (models/recipes.py), so the study measures the served model's backbone
         recipe=LESION,

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from sim.design import FULL_DATA  # noqa: E402
+from sim.design import COMPUTE_MATCHED, FULL_DATA, REFERENCES  # noqa: E402
 from sim.results import read_run, recorded_design  # noqa: E402
 
 BOOTSTRAP_SAMPLES = 2000
@@ -48,10 +48,10 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
 def budget_round(results: pd.DataFrame, fixed: int | None = None) -> int:
     """The study budget's round: ``fixed`` when given (:func:`design_budget_round`, since a partial study may miss
     rounds), else as the data show it: the last round every strategy has (learning-curve strategies go on past it);
-    0 while only the full-data references are in."""
+    0 while only the references are in."""
     if fixed is not None:
         return fixed
-    rounds = results[results["strategy"] != FULL_DATA].groupby("strategy")["round"].max()
+    rounds = results[~results["strategy"].isin(REFERENCES)].groupby("strategy")["round"].max()
     return int(rounds.min()) if len(rounds) else 0
 
 
@@ -65,7 +65,7 @@ def design_budget_round(out: Path) -> int | None:
 def budget_ratios(results: pd.DataFrame, metric: str = "tumour_dice", budget: int | None = None) -> pd.DataFrame:
     """Per tuning × strategy: mean ``metric`` at the budget round (``budget``; from the data when None) / mean
     full-data ``metric``."""
-    last = results[results["strategy"] != FULL_DATA]
+    last = results[~results["strategy"].isin(REFERENCES)]
     last = last[last["round"] == budget_round(results, budget)]
     full = results[results["strategy"] == FULL_DATA].groupby("tuning")[metric].mean()
     at_budget = last.groupby(["tuning", "strategy"]).agg(n_labeled=("n_labeled", "mean"), dice=(metric, "mean"))
@@ -137,7 +137,7 @@ def group_table(results: pd.DataFrame, budget: int | None = None) -> pd.DataFram
     the data when None) and full data."""
     columns = [c for c in results.columns if c.startswith("dice_")]
     last_round = budget_round(results, budget)
-    rows = results[(results["strategy"] == FULL_DATA) | (results["round"] == last_round)]
+    rows = results[results["strategy"].isin(REFERENCES) | (results["round"] == last_round)]
     return rows.groupby(["tuning", "strategy"])[columns].mean().reset_index()
 
 
@@ -158,15 +158,16 @@ def plot_learning_curves(results: pd.DataFrame, path: Path) -> None:
     for row_axes, (metric, name) in zip(axes, METRIC_NAMES.items()):
         for ax, tuning in zip(row_axes, tunings):
             rows = results[results["tuning"] == tuning]
-            for strategy, curve in rows[rows["strategy"] != FULL_DATA].groupby("strategy"):
+            for strategy, curve in rows[~rows["strategy"].isin(REFERENCES)].groupby("strategy"):
                 points = curve.groupby("round").agg(
                     n=("n_labeled", "mean"), mean=(metric, "mean"), std=(metric, "std")
                 ).fillna(0.0)
                 ax.plot(points["n"], points["mean"], marker="o", label=strategy)
                 ax.fill_between(points["n"], points["mean"] - points["std"], points["mean"] + points["std"], alpha=0.2)
-            full = rows[rows["strategy"] == FULL_DATA][metric]
-            if len(full):
-                ax.axhline(full.mean(), color="black", linestyle="--", label=f"full data ({tuning})")
+            for reference, style, label in ((FULL_DATA, "--", "full data"), (COMPUTE_MATCHED, ":", "full data, budget steps")):
+                full = rows[rows["strategy"] == reference][metric]
+                if len(full):
+                    ax.axhline(full.mean(), color="black", linestyle=style, label=f"{label} ({tuning})")
             ax.set_title(f"{tuning} tuning")
             ax.tick_params(labelleft=True, labelbottom=True)
             ax.margins(y=0.08)
@@ -217,7 +218,9 @@ def write_report(out: Path, command: str = "", expected_runs: int | None = None)
         lines += [f"Backbone: `{kept['file']}` in these records (SHA-256 {kept['sha256'][:12]}…, {made}).", ""]
     lines += [
         "Mean ± std over seeds; tumour Dice is the mean over test cases with tumour, global tumour Dice pools all",
-        "test voxels, liver Dice covers liver + tumour. Full-data rows (`full`) train on 100 % of the pool.",
+        "test voxels, liver Dice covers liver + tumour. Full-data rows (`full`) train on 100 % of the pool with the",
+        "steps the one rule gives the whole pool; `full_matched` rows train on 100 % of the pool with the budget",
+        "round's steps (compute-matched), so that what labels add and what compute adds read apart.",
         "", "## Results", "", _markdown(shown), "", "![learning curves](learning_curves.png)", "",
         "## Dice at the budget / full-data Dice", "", _markdown(budget_ratios(results, budget=budget)), "",
     ]
@@ -247,7 +250,7 @@ MIN_SEEDS_FOR_A_VERDICT = 2
 
 def _baselines(results: pd.DataFrame) -> list[str]:
     """The strategies TESLA is compared with, in a fixed order."""
-    return sorted(set(results["strategy"]) - {"tesla", FULL_DATA})
+    return sorted(set(results["strategy"]) - {"tesla", *REFERENCES})
 
 
 def _targets(results: pd.DataFrame, per_case: pd.DataFrame, budget: int | None = None) -> list[str]:
@@ -274,6 +277,12 @@ def _targets(results: pd.DataFrame, per_case: pd.DataFrame, budget: int | None =
         lines += [f"Every verdict below is read with the floor missed: the full-data model reaches tumour Dice "
                   f"{_fmt(full_prompt)}, so the strategies are compared on weak tumour models, and a verdict met "
                   "here (or missed) need not hold for models at the floor.", ""]
+    matched = _select(results, {"strategy": COMPUTE_MATCHED, "tuning": "prompt"})["tumour_dice"]
+    if len(matched) and ("prompt", "tesla") in ratios.index:
+        lines.append(f"- Labels and compute apart (not a target): every label on the budget's steps gives "
+                     f"{_fmt(float(matched.mean()))}, the budget's labels (TESLA) "
+                     f"{_fmt(float(ratios.loc[('prompt', 'tesla'), 'dice']))}, every label on the full schedule "
+                     f"{_fmt(full_prompt)}")
     if ("prompt", "tesla") in ratios.index:
         ratio = float(ratios.loc[("prompt", "tesla"), "ratio"])
         lines.append(f"- TESLA + prompt tuning ≥ {TARGET_RATIO:.0%} of full-data prompt tuning: "
@@ -351,7 +360,7 @@ def _comparisons(results: pd.DataFrame, per_case: pd.DataFrame, metric: str = "t
     if {"prompt", "finetune"} <= set(results["tuning"]):
         lines += [f"### Prompt tuning − fine-tuning, {name} (same seed, same labels)", "", header, rule]
         for strategy in sorted(strategies):
-            for rnd in ([0] if strategy == FULL_DATA else rounds_of(strategy, tunings=("prompt", "finetune"))):
+            for rnd in ([0] if strategy in REFERENCES else rounds_of(strategy, tunings=("prompt", "finetune"))):
                 lines.append(row(f"{strategy}: prompt − finetune", "both", rnd,
                                  {"strategy": strategy, "tuning": "prompt", "round": rnd},
                                  {"strategy": strategy, "tuning": "finetune", "round": rnd}))

@@ -1,4 +1,4 @@
-"""The study's work units: one seed × strategy (all its rounds) or one seed's full-data reference of one tuning, each
+"""The study's work units: one seed × strategy (all its rounds) or one seed's references of one tuning, each
 run in a worker process, and the fixed rule for a seed left unfinished (:func:`settle_unfinished`).
 
 Our choices, named here because they change the numbers:
@@ -33,7 +33,7 @@ from models.embedding import embedding_blocks
 from models.inference import prompt_probabilities
 from models.slpt import SLPTNet
 from sim import results as files
-from sim.design import FULL_DATA, Study, strategy_budgets
+from sim.design import FULL_DATA, REFERENCES, Study, reference_labels, strategy_budgets
 from sim.evaluation import evaluate
 from sim.network import train_network
 from sim.prepared import PreparedCohort, load_prepared
@@ -46,8 +46,8 @@ from strategies.uncertainty import volume_scores
 
 @dataclass(frozen=True)
 class Unit:
-    """One independent piece of work: one seed × strategy (all rounds), or one seed's full-data reference of one
-    tuning."""
+    """One independent piece of work: one seed × strategy (all rounds), or one seed's references of one tuning
+    (strategy :data:`~sim.design.FULL_DATA`: the full-data and the compute-matched reference)."""
 
     seed: int
     strategy: str
@@ -101,7 +101,7 @@ def settle_unfinished(records: Path, names: Sequence[str]) -> list[tuple[int, st
     rows = _read_rows(records / "results.csv")
     by_unit: dict[tuple[int, str], list[dict]] = {}
     for row in rows:
-        if row["strategy"] != FULL_DATA:
+        if row["strategy"] not in REFERENCES:
             by_unit.setdefault((int(row["seed"]), row["strategy"]), []).append(row)
     units = set(by_unit) | {_unit_of(path) for path in (records / "state").glob("seed*_*.json")}
     discarded = sorted(unit for unit in units if not _state_matches(records, unit, by_unit.get(unit, []), names))
@@ -169,12 +169,13 @@ def _run_reference(ctx: RunContext, unit: Unit, cohort: PreparedCohort, backbone
     done = files.done_keys(ctx.records)
     written = 0
     for tuning in [unit.tuning] if unit.tuning else ctx.study.tunings:
-        if (unit.seed, FULL_DATA, tuning, 0) in done or past_deadline(ctx):
-            continue
-        schedule = ctx.profile.reference_prompt if tuning == "prompt" else ctx.profile.reference_finetune
-        trained = _trained(ctx, cohort, backbone, ctx.pool, tuning, schedule, _train_seed(unit.seed, 0))
-        written += _write_result(ctx, unit, tuning, 0, ctx.pool, trained, cohort)
-        report(1)
+        for reference in REFERENCES:
+            if (unit.seed, reference, tuning, 0) in done or past_deadline(ctx):
+                continue
+            schedule = ctx.profile.schedule(tuning, reference_labels(ctx.study, len(ctx.pool), reference))
+            trained = _trained(ctx, cohort, backbone, ctx.pool, tuning, schedule, _train_seed(unit.seed, 0))
+            written += _write_result(ctx, Unit(unit.seed, reference, tuning), tuning, 0, ctx.pool, trained, cohort)
+            report(1)
     return written
 
 
@@ -258,8 +259,8 @@ def _select(
 
 
 def _train_round(ctx, cohort: PreparedCohort, backbone, labeled: list[int], tuning: str, seed: int, r: int) -> Trained:
-    schedule = ctx.profile.prompt if tuning == "prompt" else ctx.profile.finetune
-    return _trained(ctx, cohort, backbone, labeled, tuning, schedule, _train_seed(seed, r))
+    return _trained(ctx, cohort, backbone, labeled, tuning, ctx.profile.schedule(tuning, len(labeled)),
+                    _train_seed(seed, r))
 
 
 def _trained(

@@ -20,7 +20,7 @@ from cohort.msd import MSDDataset
 from models.backbone import load_backbone
 from models.checkpoint import backbone_fingerprint
 from sim import results as files
-from sim.design import FULL_DATA, SimulationError, Study, check_study, design_identity, round_budgets, study_rows
+from sim.design import FULL_DATA, REFERENCES, SimulationError, Study, check_study, design_identity, round_budgets, study_rows
 from sim.kept_backbone import keep_backbone
 from sim.prepared import PreparationError, prepared_cohort, split_pool_test
 from sim.profiles import SimProfile
@@ -86,7 +86,7 @@ def run_simulation(
     reference_seeds = min(study.seeds, profile.reference_seeds)
     units = [Unit(seed, FULL_DATA, tuning) for seed in range(reference_seeds) for tuning in study.tunings]
     units += [Unit(seed, strategy) for seed in range(study.seeds) for strategy in study.strategies]
-    total = study_rows(study, len(pool), len(study.tunings) * reference_seeds)
+    total = study_rows(study, len(pool), len(study.tunings) * reference_seeds * len(REFERENCES))
     already = len(files.done_keys(records))
     with tqdm(total=total, initial=min(already, total), desc="simulate", unit="run") as bar:
         if workers <= 1:

@@ -71,14 +71,14 @@ def test_a_run_writes_split_results_curves_and_report(finished_run: Path, inputs
     assert REQUIRED_COLUMNS <= set(columns)
     test_groups = {json.loads((inputs[0] / "dataset.json").read_text())["slpt_groups"][c] for c in split["test"]}
     assert {f"dice_{g}" for g in test_groups} <= set(columns)
-    # 1 seed × 2 tunings × (full-data reference + 2 strategies × 1 round)
+    # 1 seed × 2 tunings × (full-data and compute-matched references + 2 strategies × 1 round)
     assert sorted((r["strategy"], r["tuning"]) for r in rows) == sorted(
-        (s, t) for s in ("full", "tesla", "random") for t in ("prompt", "finetune")
+        (s, t) for s in ("full", "full_matched", "tesla", "random") for t in ("prompt", "finetune")
     )
     for row in rows:
         labeled = row["labeled"].split(";")
         assert set(labeled) <= set(split["pool"])  # never a test case
-        expected = len(split["pool"]) if row["strategy"] == "full" else round(0.3 * len(split["pool"]))
+        expected = len(split["pool"]) if row["strategy"].startswith("full") else round(0.3 * len(split["pool"]))
         assert int(row["n_labeled"]) == len(labeled) == expected
         for metric in ("tumour_dice", "tumour_dice_global", "liver_dice"):
             assert 0.0 <= float(row[metric]) <= 1.0
@@ -94,7 +94,8 @@ def test_a_run_writes_split_results_curves_and_report(finished_run: Path, inputs
         "Prompt tuning − fine-tuning, tumour Dice", "acquisition group", "## Liver Dice", "TESLA − baselines, liver Dice",
     ):
         assert heading in report
-    assert "| prompt | tesla | 0 |" in report
+    assert "| prompt | tesla | 0 |" in report and "| prompt | full_matched | 0 |" in report
+    assert "Labels and compute apart (not a target): every label on the budget's steps gives" in report
     # Every target is stated with its verdict, right after its name; a reference that learned no tumour meets none.
     targets = report.split("## Targets")[1].split("###")[0]
     verdicts = {}
@@ -214,7 +215,7 @@ def test_a_synthetic_study_makes_its_backbone_once_and_resumes_on_it_anywhere(tm
     args = ["--synthetic", "--profile", "smoke", "--records", str(records)]
     first = simulate(*args, "--out", str(tmp_path / "session1"), "--stop-after", "0")  # makes, keeps, trains nothing
     assert first.exit_code == 0, first.output + (first.stderr or "")
-    assert "(0 of 6 runs)" in first.output
+    assert "(0 of 8 runs)" in first.output
     made = tmp_path / "session1" / "backbone.pt"
     assert (records / "backbone.pt").read_bytes() == made.read_bytes()
     kept = json.loads((records / "run.json").read_text())["backbone"]
@@ -229,7 +230,7 @@ def test_a_synthetic_study_makes_its_backbone_once_and_resumes_on_it_anywhere(tm
     monkeypatch.setattr(sim.synthetic, "prepare_synthetic", no_pretraining)
     second = simulate(*args, "--out", str(tmp_path / "session2"))
     assert second.exit_code == 0, second.output + (second.stderr or "")
-    assert "(6 of 6 runs)" in second.output
+    assert "(8 of 8 runs)" in second.output
     assert not (tmp_path / "session2" / "backbone.pt").exists()
     assert (tmp_path / "session2" / "cohort" / "dataset.json").is_file()
     assert json.loads((records / "run.json").read_text())["backbone"] == kept
@@ -329,12 +330,12 @@ def test_stop_after_starts_no_model_past_the_deadline_and_the_rerun_finishes(inp
     stopped = simulate(*run_args(inputs, out), "--stop-after", "0")
     assert stopped.exit_code == 0, stopped.output
     assert "the same command resumes the study" in stopped.stderr
-    assert "(0 of 6 runs)" in stopped.output and "(no rows yet)" in stopped.output
+    assert "(0 of 8 runs)" in stopped.output and "(no rows yet)" in stopped.output
     assert not (out / "results.csv").exists()
     finished = simulate(*run_args(inputs, out))
     assert finished.exit_code == 0, finished.output
     assert "resumes" not in finished.stderr
-    assert len(read_rows(out / "results.csv")[1]) == 6  # 2 references + 2 strategies × 1 round, × 2 tunings
+    assert len(read_rows(out / "results.csv")[1]) == 8  # (2 references + 2 strategies × 1 round) × 2 tunings
     assert "Partial" not in (out / "report.md").read_text()
 
     # Stopped and resumed, the study measures what an uninterrupted run measured: same picks, same Dice.
@@ -348,8 +349,8 @@ def test_a_partial_study_says_so_in_its_report(finished_run: Path):
     from sim.report import write_report
 
     report = write_report(finished_run, expected_runs=10).read_text()
-    assert "**Partial: 6 of 10 runs are in.**" in report
-    assert "Partial" not in write_report(finished_run, expected_runs=6).read_text()
+    assert "**Partial: 8 of 10 runs are in.**" in report
+    assert "Partial" not in write_report(finished_run, expected_runs=8).read_text()
 
 
 def test_a_negative_stop_after_fails_clearly(inputs, tmp_path: Path):
@@ -376,10 +377,10 @@ def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, t
     assert [study.trains("finetune", r) for r in range(3)] == [False, True, False]
     assert all(study.trains("prompt", r) for r in range(3))
     outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
-    assert outcome.complete and outcome.done == outcome.total == 6 and outcome.discarded == ()
+    assert outcome.complete and outcome.done == outcome.total == 8 and outcome.discarded == ()
     _, rows = read_rows(outcome.results)
     assert sorted((r["strategy"], r["tuning"], int(r["round"])) for r in rows) == sorted([
-        ("full", "prompt", 0), ("full", "finetune", 0),
+        ("full", "prompt", 0), ("full", "finetune", 0), ("full_matched", "prompt", 0), ("full_matched", "finetune", 0),
         ("random", "prompt", 0), ("random", "prompt", 1), ("random", "prompt", 2), ("random", "finetune", 1),
     ])
     report = write_report(tmp_path / "out").read_text()
@@ -388,15 +389,16 @@ def test_finetune_budget_only_trains_the_arm_in_the_budget_round_alone(inputs, t
     assert "| random: prompt − finetune | both | 0 |" not in comparisons
 
 
-def test_the_lesion_study_has_112_rows():
-    """One reference per tuning; per seed, TESLA and random on the learning curve (4 prompt rounds, fine-tuning at the
-    budget) and four strategies to the budget (2 prompt rounds, fine-tuning at the budget)."""
+def test_the_lesion_study_has_114_rows():
+    """Two references per tuning (full data, compute-matched); per seed, TESLA and random on the learning curve (4
+    prompt rounds, fine-tuning at the budget) and four strategies to the budget (2 prompt rounds, fine-tuning at the
+    budget)."""
     from sim.design import seed_rows, study_of, study_rows
     from sim.profiles import PROFILES
 
     study = study_of(PROFILES["lesion"])
     assert seed_rows(study, 207) == 2 * 5 + 4 * 3
-    assert study_rows(study, 207, references=2) == 112
+    assert study_rows(study, 207, references=4) == 114
 
 
 def two_round_study(*strategies: str):
@@ -623,7 +625,7 @@ def test_a_report_of_the_references_alone_is_written(inputs, tmp_path: Path, mon
     outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", PROFILES["smoke"], study)
     assert outcome.done == 1
     report = write_report(tmp_path / "out", expected_runs=outcome.total).read_text()
-    assert "**Partial: 1 of 3 runs are in.**" in report and "| prompt | full | 0 |" in report
+    assert "**Partial: 1 of 4 runs are in.**" in report and "| prompt | full | 0 |" in report
 
 
 def test_a_synthetic_run_makes_its_cohort_beside_the_pretraining(tmp_path: Path):
@@ -679,3 +681,37 @@ def test_worker_processes_record_the_rows_one_process_does(finished_run: Path, i
         return sorted(tuple(row[c] for c in measured) for row in rows)
 
     assert len(parallel) == len(serial) > 0 and keyed(parallel) == keyed(serial)
+
+
+def test_every_model_trains_the_steps_the_rule_gives_its_label_count(inputs, tmp_path: Path, monkeypatch):
+    """Budget rounds, the full-data reference and the compute-matched reference (every pool label on the budget
+    round's steps) all take their steps from the one rule, in both tunings."""
+    import dataclasses
+
+    import sim.rounds
+    from cohort.msd import load_msd
+    from sim.design import Study
+    from sim.profiles import PROFILES, StepRule
+    from sim.runner import run_simulation
+
+    data, backbone = inputs
+    trainings = []
+    train_network = sim.rounds.train_network
+
+    def recorded(*args, **kwargs):  # the real training, its label count and schedule recorded
+        trainings.append((args[3], len(args[1]), args[4].steps))
+        return train_network(*args, **kwargs)
+
+    monkeypatch.setattr(sim.rounds, "train_network", recorded)
+    rule = StepRule(base_labels=1, base_steps=1, power=1.0, min_steps=1, max_steps=50)
+    profile = dataclasses.replace(PROFILES["smoke"], steps=rule)
+    study = Study(strategies=("random",), budget=0.3, rounds=1, seeds=1, tunings=("prompt", "finetune"))
+    outcome = run_simulation(load_msd(data), backbone, tmp_path / "out", profile, study)
+    assert outcome.complete
+    rows = {(r["strategy"], r["tuning"]): r for r in read_rows(outcome.results)[1]}
+    pool, budget = int(rows[("full", "prompt")]["n_labeled"]), int(rows[("random", "prompt")]["n_labeled"])
+    assert int(rows[("full_matched", "prompt")]["n_labeled"]) == pool > budget
+    assert sorted(trainings) == sorted(
+        (tuning, labels, steps) for tuning in ("prompt", "finetune")
+        for labels, steps in ((pool, pool), (pool, budget), (budget, budget))
+    )
