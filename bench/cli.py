@@ -113,6 +113,8 @@ def bench_infer(
     threads: Annotated[int, typer.Option(help="torch threads of the measuring processes (0: torch's default)")] = 0,
     device: DeviceOption = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the generated case and of random weights")] = 0,
+    roi_from_label: Annotated[bool, typer.Option("--roi-from-label", help="For a backbone with random weights: stage 1 runs as it is, but stage 2 segments the ROI of the generated case's own liver label (its box plus the cascade's margin), the ROI a stage 1 that finds this liver gives; the report says so")] = False,
+    whole_volume: Annotated[bool, typer.Option(help="Also measure the whole-volume sliding window (the baseline row; slow on a CPU)")] = True,
     out: OutOption = None,
 ) -> None:
     """Time and peak memory from an image file to a label on its grid: liver-ROI cascade vs whole-volume window."""
@@ -122,7 +124,7 @@ def bench_infer(
         cfg = InferBenchConfig(
             shape=parse_triple(shape, "--shape", int), spacing=parse_triple(spacing, "--spacing", float),
             backbone=backbone, repeats=repeats, working_spacing=working_spacing, roi=roi, device=device,
-            threads=threads, seed=seed,
+            threads=threads, seed=seed, roi_from_label=roi_from_label, whole_volume=whole_volume,
         )
         result = run_benchmark(cfg, progress=lambda message: typer.echo(message, err=True))
         return format_report(result, command=command_line())

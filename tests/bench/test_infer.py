@@ -4,6 +4,7 @@ Wall times are never asserted."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -238,3 +239,90 @@ def test_bench_infer_on_a_bundle_backbone(tmp_path: Path):
     assert "segresnet from the MONAI bundle wholeBody_ct_segmentation" in report and "pre-trained at 2.5 mm" in report
     for row in table_rows(report).values():
         assert row["label shape, affine"] == "64×60×32, same as the image"
+
+
+def expected_label_roi(volume_path: str, liver: np.ndarray, working_spacing: float) -> tuple[list[int], list[int]]:
+    """The liver label's bounding box on the image's grid, grown by the cascade's margin, on the working grid."""
+    import nibabel as nib
+
+    from models.cascade import CascadeConfig, to_working
+    from models.geometry import Box, affine_of, box_on_grid
+
+    cascade = CascadeConfig(spacing=(working_spacing,) * 3, coarse_spacing=(2 * working_spacing,) * 3)
+    _original, working = to_working(volume_path, cascade)
+    box = box_on_grid(Box.of_mask(liver), np.asarray(nib.load(volume_path).affine), affine_of(working), working.shape,
+                      margin_mm=cascade.margin_mm)
+    assert cascade.margin_mm == 15.0  # the default the benchmark's model uses
+    return list(box.start), list(box.stop)
+
+
+def test_roi_from_label_segments_the_label_box_runs_stage1_and_says_so(tmp_path: Path):
+    """A random backbone, `--roi-from-label --no-whole-volume`: stage 2's region is the generated liver's box plus
+    the margin on the working grid (not what the random stage 1 found), stage 1 is still timed, and the report
+    says where the ROI came from."""
+    from bench.infer import CASCADE_FROM_LABEL, PHASE_STAGE1, generate_volume
+
+    out = tmp_path / "infer.md"
+    shape, spacing = (96, 96, 40), (4.0, 4.0, 10.0)
+    args = ["bench", "infer", "--shape", ",".join(map(str, shape)), "--spacing", ",".join(map(str, spacing)),
+            "--working-spacing", "8", "--roi", "16", "--repeats", "1", "--threads", "1", "--device", "cpu",
+            "--roi-from-label", "--no-whole-volume", "--out", str(out)]
+    result = slpt(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+
+    # The same case, generated again: its liver label gives the expected ROI.
+    volume, liver = generate_volume(InferBenchConfig(shape=shape, spacing=spacing), tmp_path)
+    start, stop = expected_label_roi(volume.path, liver, 8.0)
+    used = re.search(r"\*\*ROI from the label \(`--roi-from-label`\)\*\*: stage 2 segmented the generated case's own "
+                     r"liver label's bounding box grown by the cascade's 15 mm margin .*?; on the working grid "
+                     r"\((\d+) × (\d+) × (\d+) voxels at 8 mm\): voxels (\[[\d, ]+\])–(\[[\d, ]+\])", report)
+    assert used, report
+    assert (json.loads(used.group(4)), json.loads(used.group(5))) == (start, stop)
+    working = [int(used.group(i)) for i in (1, 2, 3)]
+    assert any(b - a < w for a, b, w in zip(start, stop, working))  # a box inside the volume, not the fallback
+
+    rows = table_rows(report)
+    assert list(rows) == [CASCADE_FROM_LABEL]  # the row's name says it, and no whole-volume row
+    edges = [b - a for a, b in zip(start, stop)]
+    assert rows[CASCADE_FROM_LABEL]["region segmented (working grid)"].startswith("×".join(map(str, edges)) + " voxels")
+    assert rows[CASCADE_FROM_LABEL]["sliding windows"] == str(window_count(edges, (16, 16, 16)))
+    assert rows[CASCADE_FROM_LABEL]["label shape, affine"] == "96×96×40, same as the image"
+    assert "**with `--roi-from-label`**: the cascade row runs stage 1 as it is" in report
+    assert re.search(r"Stage 1 ran as it is, timed within every request, its ROI not used: ROI found: (true|false) — "
+                     r"liver seen by stage 1: \d+ ml", report)
+    assert "ROI holds all of the ground-truth liver: yes" in report
+    assert "stage 2's ROI came from the label" in report  # the random-backbone note says what the time means
+    assert re.search(rf"\| {re.escape(PHASE_STAGE1)} \| [\d.]+ s \|", report)  # stage 1 ran in the warm-up
+    assert "Ratio whole-volume ÷ cascade: not measured (`--no-whole-volume`)" in report
+    assert "faster than whole-volume — not measured" in report
+
+
+def test_a_request_is_segment_volume_and_roi_from_label_swaps_only_the_roi(tmp_path: Path, tiny_backbone: Path):
+    """The bench's request (phases one by one) gives what the server's `segment_volume` gives; with
+    `--roi-from-label` it runs the same stage 1 and segments `label_roi` instead."""
+    from bench.infer import OVERLAP, RowSpec, build_model, generate_volume, label_roi, request
+    from models.cascade import to_working
+    from models.inference import segment_volume
+
+    cfg = InferBenchConfig(shape=(64, 60, 32), spacing=(6.0, 6.0, 10.0), backbone=tiny_backbone,
+                           working_spacing=12.0, roi=16, device="cpu")
+    model, _described, _random = build_model(cfg)
+    volume, liver = generate_volume(cfg, tmp_path)
+    served = segment_volume(model, volume.path, overlap=OVERLAP)
+
+    plain = request(model, RowSpec(CASCADE, False, cfg, volume, "cpu"))
+    assert plain.prediction.roi == plain.stage1 == served.roi
+    np.testing.assert_array_equal(plain.prediction.label_on_original(), served.label_on_original())
+
+    from dataclasses import replace
+
+    spec = RowSpec(CASCADE, False, replace(cfg, roi_from_label=True), volume, "cpu")
+    assert spec.roi_from_label and not RowSpec(WHOLE_VOLUME, True, spec.bench, volume, "cpu").roi_from_label
+    swapped = request(model, spec)
+    assert swapped.stage1 == served.roi  # stage 1 ran as it is
+    start, stop = expected_label_roi(volume.path, liver, 12.0)
+    assert (list(swapped.prediction.roi.box.start), list(swapped.prediction.roi.box.stop)) == (start, stop)
+    assert swapped.prediction.roi.box != served.roi.box
+    assert swapped.prediction.roi == label_roi(volume, to_working(volume.path, model.config.cascade)[1], 15.0)
+    assert swapped.prediction.label_on_original().shape == tuple(volume.shape)
