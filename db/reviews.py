@@ -195,7 +195,14 @@ def visible_final_label(session: Session, image_id: str, viewer: str | None) -> 
 def blinded_images(session: Session) -> set[str]:
     """Volumes in double reading whose labels are hidden from other readers (not adjudicated yet)."""
     multi = set(session.scalars(select(Image.id).where(Image.readers > 1)))
-    return {image_id for image_id in multi if adjudicated_label(session, image_id) is None}
+    return multi - _adjudicated_images(session)
+
+
+def _adjudicated_images(session: Session) -> set[str]:
+    """Double-read volumes with an adjudication, in one query (listings and totals must not query per volume)."""
+    query = (select(Label.image_id, Label.meta).join(Image, Image.id == Label.image_id)
+             .where(Image.readers > 1, Label.tag == FINAL_TAG))
+    return {image_id for image_id, meta in session.execute(query) if ADJUDICATION in (meta or {})}
 
 
 def _final_labels(session: Session, image_id: str) -> list[Label]:
@@ -220,7 +227,7 @@ def review_totals(session: Session) -> dict[str, int]:
              .group_by(Label.review_status))
     totals = {state: 0 for state in REVIEW_STATES} | {state: count for state, count in session.execute(query)}
     multi = list(session.scalars(select(Image).where(Image.readers > 1, Image.label_status != "archived")))
-    adjudicated = sum(adjudicated_label(session, image.id) is not None for image in multi)
+    adjudicated = len({image.id for image in multi} & _adjudicated_images(session))
     totals |= {
         "double_read": len(multi),
         "double_read_complete": sum(image.label_status == "labeled" for image in multi),

@@ -23,6 +23,7 @@ from db.reviews import (
     reader_labels,
     review_history,
     review_label,
+    review_totals,
     set_readers,
     visible_final_label,
 )
@@ -207,6 +208,10 @@ def test_what_trains_by_setting_and_a_double_read_volume_only_once_adjudicated(s
         record_label(session, adjudicated, "final", "/labels/adjudicated.nii.gz", "rev",
                      meta={"adjudication": {"method": "majority"}})
         review_label(session, adjudicated, 3, "approved", "rev", may_review_own=True)
+    with sessions() as session:
+        assert blinded_images(session) == {read_twice}  # read by both, hidden until adjudicated
+        totals = review_totals(session)
+    assert (totals["double_read"], totals["double_read_complete"], totals["adjudicated"]) == (2, 2, 1)
     datastore = SQLDatastore(sessions, tmp_path, tmp_path, {1, 2}, train_on=train_on)
     trains = {pair["id"]: pair["label"] for pair in datastore.datalist()}
     expected = {approved: f"/labels/{approved}.a.nii.gz", adjudicated: "/labels/adjudicated.nii.gz"}
