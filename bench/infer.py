@@ -403,7 +403,8 @@ def request(model, spec: RowSpec, lap: Callable[[str, Callable[[], T]], T] = _un
         if spec.roi_from_label:
             roi = label_roi(spec.volume, working, cascade.margin_mm)
     crop = roi.box.crop(working)
-    prediction = lap(PHASE_STAGE2, lambda: predict(model, crop[0].as_tensor(), overlap=OVERLAP))
+    intensity = cascade.intensity.for_volume(working)
+    prediction = lap(PHASE_STAGE2, lambda: predict(model, crop[0].as_tensor(), overlap=OVERLAP, intensity=intensity))
     return Answer(
         VolumePrediction(prediction=prediction, roi=roi, roi_affine=affine_of(crop),
                          original_affine=affine_of(original), original_shape=tuple(int(s) for s in original.shape[1:])),

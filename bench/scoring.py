@@ -213,7 +213,8 @@ def one_by_one_probs(network: SLPTNet, image_path: str, roi: Sequence[int]) -> n
     ``network`` must be in eval mode (as :func:`benchmark_network` returns it).
     """
     device = next(network.parameters()).device
-    x = network.config.cascade.intensity(roi_volume(network, image_path))[None, None].to(device)  # (1, 1, *ROI)
+    crop, intensity = roi_volume(network, image_path)
+    x = intensity(crop)[None, None].to(device)  # (1, 1, *ROI)
     maps = []
     with torch.no_grad():
         for k in range(network.num_prompts):

@@ -113,7 +113,8 @@ class BackboneInfo:
 
     def intensity(self) -> Intensity:
         """How HU become this backbone's input: ``metrics["intensity"]`` where the backbone says more than a window
-        (an nnU-Net model's z-score), else the HU window (ours: -200..250) scaled to [0, 1]."""
+        (an nnU-Net model's z-score, a bundle's per-volume ``NormalizeIntensityd``), else the HU window (ours:
+        -200..250) scaled to [0, 1]."""
         if self.metrics.get("intensity"):
             return Intensity(**self.metrics["intensity"])
         return Intensity(tuple(self.metrics.get("hu_window") or HU_WINDOW))

@@ -4,9 +4,11 @@ MONAI bundles").
 Reading (:func:`read_bundle`, :func:`open_backbone`): the network is the bundle's ``network_def``, instantiated by
 ``monai.bundle.ConfigParser`` and loaded with ``models/model.pt`` (or the weights of ``models/model.ts``); its label map
 is the output's ``channel_def`` in ``metadata.json``, in which stage 1 of the cascade finds the liver by name; its
-working spacing is the ``Spacingd`` of its preprocessing and its intensity window that of ``ScaleIntensityRanged``.
-A bundle whose preprocessing normalises otherwise (e.g. ``NormalizeIntensityd`` over the whole volume) is refused with
-a message naming its transforms (an nnU-Net model's fixed z-score is supported: :class:`models.geometry.Intensity`).
+working spacing is the ``Spacingd`` of its preprocessing, and its intensity either the HU window of
+``ScaleIntensityRanged`` or, as wholeBody_ct_segmentation, each volume's own z-score (``NormalizeIntensityd``, then
+optionally ``ScaleIntensityd(minv, maxv)``), which the cascade binds to every whole volume
+(:meth:`models.geometry.Intensity.for_volume`). Preprocessing that our pipeline would not reproduce is refused with a
+message naming the transforms and why.
 
 Writing: a bundle is a folder that ``monai.bundle`` reads: ``configs/metadata.json`` (versions, the label map as the output's
 ``channel_def``), ``configs/inference.json`` (the network as ``network_def``, the preprocessing that the backbone was
@@ -35,7 +37,7 @@ from models.backbone import (
 )
 from models.checkpoint import load_slpt
 from models.errors import CheckpointError, ModelError
-from models.geometry import HU_WINDOW, WORKING_SPACING
+from models.geometry import WORKING_SPACING, Intensity
 from models.nnunet import is_nnunet, nnunet_info, read_nnunet
 from models.slpt import SLPTNet
 from storage.atomic import atomic_path
@@ -45,12 +47,17 @@ BUNDLE_VERSION = "0.1.0"
 #: Configuration files a bundle's network may be defined in, in the order they are tried.
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 #: Preprocessing transforms that change nothing our pipeline does differently (loading, typing, channels, cropping
-#: foreground, padding); any other transform than these, ``Orientationd`` (RAS), ``Spacingd`` and
-#: ``ScaleIntensityRanged`` makes the bundle's inputs something we would not reproduce.
+#: foreground, padding); any other transform than these, ``Orientationd`` (RAS), ``Spacingd``,
+#: ``ScaleIntensityRanged``, ``NormalizeIntensityd`` and ``ScaleIntensityd`` makes the bundle's inputs something we
+#: would not reproduce.
 NEUTRAL_TRANSFORMS = frozenset({
     "LoadImaged", "LoadImage", "EnsureTyped", "EnsureType", "EnsureChannelFirstd", "EnsureChannelFirst",
     "CastToTyped", "ToTensord", "ToDeviced", "CropForegroundd", "SpatialPadd", "DivisiblePadd", "Identityd",
 })
+#: Neutral transforms that change which voxels a volume has: harmless before a window, but before
+#: ``NormalizeIntensityd`` they change the statistics it computes, which the cascade (on the uncropped, unpadded
+#: working volume) would then not reproduce.
+EXTENT_TRANSFORMS = frozenset({"CropForegroundd", "SpatialPadd", "DivisiblePadd"})
 #: Network families with an adapter (:mod:`models.adapters`), by class name.
 FAMILIES = {"UNet": "unet", "SegResNet": "segresnet", "DynUNet": "dynunet", "SwinUNETR": "swinunetr"}
 
@@ -123,11 +130,15 @@ def _bundle_info(parser: ConfigParser, folder: Path) -> BackboneInfo:
                          f"adapter: {', '.join(FAMILIES)}")
     in_channels = int(parser.get_parsed_content("network_def#in_channels")) if "in_channels" in definition else 1
     labels = _label_map(parser, folder)
-    spacing, window = _preprocessing(parser, folder)
+    spacing, intensity = _preprocessing(parser, folder)
     config = BackboneConfig(name=family, in_channels=in_channels, out_channels=len(labels), bundle=str(folder))
     meta = parser.get("_meta_") or {}
     metrics = {"labels": {str(k): v for k, v in labels.items()}, "spacing": spacing, "coarse_spacing": spacing,
-               "hu_window": window, "source": f"MONAI bundle {meta.get('name', folder.name)} {meta.get('version', '')}"}
+               "source": f"MONAI bundle {meta.get('name', folder.name)} {meta.get('version', '')}"}
+    if intensity.scheme == "window":
+        metrics["hu_window"] = list(intensity.window)
+    else:
+        metrics["intensity"] = intensity.to_dict()
     return BackboneInfo(config, metrics)
 
 
@@ -174,44 +185,73 @@ def _label_map(parser: ConfigParser, folder: Path) -> dict[int, str]:
         ) from None
 
 
-def _preprocessing(parser: ConfigParser, folder: Path) -> tuple[list[float], list[float]]:
-    """(working spacing, HU window) of the bundle's preprocessing, checked to be what our pipeline reproduces: RAS,
-    one ``Spacingd``, and ``ScaleIntensityRanged`` into [0, 1]."""
+def _preprocessing(parser: ConfigParser, folder: Path) -> tuple[list[float], Intensity]:
+    """(working spacing, intensity) of the bundle's preprocessing, checked to be what our pipeline reproduces: RAS,
+    one ``Spacingd``, then either an HU window ``ScaleIntensityRanged`` into [0, 1] or a per-volume
+    ``NormalizeIntensityd`` (optionally followed by ``ScaleIntensityd(minv, maxv)``)."""
     try:
         transforms = parser["preprocessing"]["transforms"]
     except (KeyError, TypeError):
         raise ModelError(f"the bundle {folder} has no preprocessing.transforms to read its spacing and window from") from None
-    spacing = window = None
-    other = []
+    spacing = window = normalize = rescale = None
+    other, extent = [], []
     for index, transform in enumerate(transforms):
         target = str(transform.get("_target_", "")).rsplit(".", 1)[-1] if isinstance(transform, dict) else str(transform)
         here = f"preprocessing#transforms#{index}"
+
+        def value(key: str, default: Any) -> Any:
+            return parser.get_parsed_content(f"{here}#{key}") if key in transform else default
+
         if target in ("Spacingd", "Spacing"):
             spacing = [float(v) for v in parser.get_parsed_content(f"{here}#pixdim")]
         elif target in ("Orientationd", "Orientation"):
-            if str(parser.get_parsed_content(f"{here}#axcodes")) != "RAS":
-                other.append(f"{target}(axcodes={parser.get_parsed_content(f'{here}#axcodes')})")
+            if str(value("axcodes", "")) != "RAS":
+                other.append(f"{target}(axcodes={value('axcodes', None)})")
         elif target == "ScaleIntensityRanged":
-            def value(key: str, default: float) -> float:
-                return float(parser.get_parsed_content(f"{here}#{key}")) if key in transform else default
-            window = [value("a_min", 0.0), value("a_max", 1.0)]
-            if (value("b_min", 0.0), value("b_max", 1.0)) != (0.0, 1.0) or not transform.get("clip", False):
+            window = [float(value("a_min", 0.0)), float(value("a_max", 1.0))]
+            if (float(value("b_min", 0.0)), float(value("b_max", 1.0))) != (0.0, 1.0) or not value("clip", False):
                 other.append("ScaleIntensityRanged into another range than [0, 1] with clip")
+        elif target == "NormalizeIntensityd":  # channel_wise or not: one CT channel has one set of statistics
+            normalize = bool(value("nonzero", False))
+            if value("subtrahend", None) is not None or value("divisor", None) is not None:
+                other.append("NormalizeIntensityd with a fixed subtrahend or divisor")
+            if spacing is None:
+                other.append("NormalizeIntensityd before Spacingd (statistics of the original grid)")
+            if extent:
+                other.append(f"{', '.join(extent)} before NormalizeIntensityd (statistics of a cropped or padded "
+                             "volume)")
+        elif target == "ScaleIntensityd":
+            minv, maxv = value("minv", 0.0), value("maxv", 1.0)
+            if normalize is None:
+                other.append("ScaleIntensityd without NormalizeIntensityd before it")
+            elif minv is None and maxv is None:  # MONAI then multiplies by 1 + factor, or leaves the image
+                if value("factor", None) is not None:
+                    other.append("ScaleIntensityd by a factor")
+            elif minv is None or maxv is None:
+                rescale = [0.0, 1.0]  # one bound None: MONAI rescales the volume's range to [0, 1]
+            else:
+                rescale = [float(minv), float(maxv)]
         elif target not in NEUTRAL_TRANSFORMS:
             other.append(target)
-    if other or spacing is None or window is None:
+        elif target in EXTENT_TRANSFORMS:
+            extent.append(target)
+    if window is not None and normalize is not None:
+        other.append("both ScaleIntensityRanged and NormalizeIntensityd")
+    if other or spacing is None or (window is None and normalize is None):
         problems = ([f"transforms our pipeline does not reproduce: {', '.join(other)}"] if other else []) + (
-            ["no Spacingd"] if spacing is None else []) + (["no ScaleIntensityRanged"] if window is None else [])
+            ["no Spacingd"] if spacing is None else []) + (
+            ["no ScaleIntensityRanged or NormalizeIntensityd"] if window is None and normalize is None else [])
         raise ModelError(
             f"the bundle {folder} preprocesses its images in a way this server cannot match ({'; '.join(problems)}); "
-            "it supports RAS orientation, one Spacingd and an HU window ScaleIntensityRanged(a_min, a_max, b_min=0, "
-            "b_max=1, clip=True)" + (
-                "; NormalizeIntensityd uses each volume's own statistics, which the crops that this server trains and "
-                "segments do not reproduce" if "NormalizeIntensityd" in other else "")
+            "it supports RAS orientation, one Spacingd, and then either an HU window ScaleIntensityRanged(a_min, "
+            "a_max, b_min=0, b_max=1, clip=True) or each volume's own NormalizeIntensityd(nonzero) on the resampled "
+            "volume, optionally followed by ScaleIntensityd(minv, maxv)"
         )
     if len(spacing) == 1:
         spacing = spacing * 3
-    return spacing, window
+    if normalize is not None:
+        return spacing, Intensity(window=None, scheme="volume", nonzero=normalize, rescale=rescale)
+    return spacing, Intensity(window=window)
 
 
 def bundle_labels(info: BackboneInfo) -> dict[str, str]:
@@ -220,12 +260,26 @@ def bundle_labels(info: BackboneInfo) -> dict[str, str]:
     return {str(c): str(labels.get(str(c), "background" if c == 0 else f"class_{c}")) for c in range(info.config.out_channels)}
 
 
-def inference_config(info: BackboneInfo) -> dict[str, Any]:
+def intensity_transforms(intensity: Intensity, image: str = "@image_key") -> list[dict[str, Any]]:
+    """MONAI transforms that map HU as ``intensity`` does, after ``Spacingd``: one ``ScaleIntensityRanged`` (clip to
+    the window, then its linear map: [0, 1], or a fixed z-score), or a per-volume ``NormalizeIntensityd`` (and
+    ``ScaleIntensityd``)."""
+    if intensity.scheme == "volume":
+        return [{"_target_": "NormalizeIntensityd", "keys": image, "nonzero": intensity.nonzero}] + (
+            [] if intensity.rescale is None else
+            [{"_target_": "ScaleIntensityd", "keys": image, "minv": intensity.rescale[0],
+              "maxv": intensity.rescale[1]}])
+    low, high = intensity.window
+    return [{"_target_": "ScaleIntensityRanged", "keys": image, "a_min": low, "a_max": high,
+             "b_min": float(intensity(torch.tensor(low))), "b_max": float(intensity(torch.tensor(high))), "clip": True}]
+
+
+def inference_config(info: BackboneInfo, intensity: Intensity | None = None) -> dict[str, Any]:
     """``configs/inference.json`` of a backbone: its network, its pre-training's preprocessing (RAS, the working
-    spacing, the HU window scaled to [0, 1]) and a sliding-window evaluator writing argmax label maps."""
+    spacing, ``intensity``, default the backbone's: :func:`intensity_transforms`) and a sliding-window evaluator
+    writing argmax label maps."""
     target, arguments = network_arguments(info.config)
     spacing = [float(s) for s in info.metrics.get("spacing", WORKING_SPACING)]
-    a_min, a_max = (float(v) for v in info.metrics.get("hu_window", HU_WINDOW))
     patch = [int(p) for p in info.metrics.get("patch_size", (48, 48, 48))]
     image = "@image_key"
     return {
@@ -246,8 +300,7 @@ def inference_config(info: BackboneInfo) -> dict[str, Any]:
                 {"_target_": "EnsureChannelFirstd", "keys": image},
                 {"_target_": "Orientationd", "keys": image, "axcodes": "RAS"},
                 {"_target_": "Spacingd", "keys": image, "pixdim": "@pixdim", "mode": "bilinear"},
-                {"_target_": "ScaleIntensityRanged", "keys": image, "a_min": a_min, "a_max": a_max, "b_min": 0.0,
-                 "b_max": 1.0, "clip": True},
+                *intensity_transforms(intensity or info.intensity(), image),
                 {"_target_": "EnsureTyped", "keys": image},
             ],
         },
@@ -377,20 +430,15 @@ def export_model_bundle(version: Path, backbone: Path, out: Path) -> Path:
     network, info = open_backbone(backbone)
     model = load_slpt(version, network).eval()
     config = model.config
-    window = config.cascade.intensity
     labels = {"0": "background", "1": "liver", "2": "tumour"}
     with torch.no_grad():
         traced = torch.jit.trace(PromptEnsemble(model), torch.zeros(1, 1, *config.roi_size), check_trace=False)
-    inference = inference_config(info)
+    inference = inference_config(info, config.cascade.intensity)
     del inference["network_def"], inference["checkpointloader"]  # the TorchScript file holds the weights
     inference["initialize"] = []
     inference["network"] = "$torch.jit.load(@bundle_root + '/models/model.ts', map_location=@device)"
     inference["pixdim"] = [float(v) for v in config.cascade.spacing]
     inference["inferer"]["roi_size"] = list(config.roi_size)
-    scale = next(t for t in inference["preprocessing"]["transforms"] if t["_target_"] == "ScaleIntensityRanged")
-    # clip to the window, then the backbone's linear map: [0, 1], or nnU-Net's fixed z-score of the clipped HU
-    low, high = window.window
-    scale.update(a_min=low, a_max=high, b_min=float(window(torch.tensor(low))), b_max=float(window(torch.tensor(high))))
     post = inference["postprocessing"]["transforms"]
     inference["postprocessing"]["transforms"] = [t for t in post if t["_target_"] != "Activationsd"]  # already softmax
     description = (

@@ -52,10 +52,13 @@ class CascadeConfig:
         margin_mm: the ROI is the liver's bounding box grown by this much on every side.
         liver_class: upstream class index of the liver.
         min_liver_ml: a predicted liver smaller than this counts as "no liver found".
-        hu_window: the HU window network inputs are clipped to.
-        normalization, norm_mean, norm_std: what then becomes of the clipped HU (:class:`models.geometry.Intensity`:
-            "window" scales the window to [0, 1]; "zscore" is ``(hu - norm_mean) / norm_std``, nnU-Net's
-            ``CTNormalization``). Together with ``hu_window`` a property of the backbone (:meth:`intensity`).
+        hu_window: the HU window network inputs are clipped to (None for the "volume" scheme, which clips nothing).
+        normalization, norm_mean, norm_std, norm_nonzero, norm_rescale: what then becomes of the HU
+            (:class:`models.geometry.Intensity`: "window" scales the window to [0, 1]; "zscore" is
+            ``(hu - norm_mean) / norm_std``, nnU-Net's ``CTNormalization``; "volume" z-scores by each volume's own
+            statistics, of its nonzero voxels where ``norm_nonzero``, then rescales it to ``norm_rescale``, a MONAI
+            bundle's ``NormalizeIntensityd`` + ``ScaleIntensityd``). Together with ``hu_window`` a property of the
+            backbone (:meth:`intensity`).
     """
 
     spacing: tuple[float, float, float] = WORKING_SPACING
@@ -63,28 +66,33 @@ class CascadeConfig:
     margin_mm: float = 15.0
     liver_class: int = 1
     min_liver_ml: float = 50.0
-    hu_window: tuple[float, float] = HU_WINDOW
+    hu_window: tuple[float, float] | None = HU_WINDOW
     normalization: IntensityScheme = "window"
     norm_mean: float = 0.0
     norm_std: float = 1.0
+    norm_nonzero: bool = False
+    norm_rescale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("spacing", "coarse_spacing", "hu_window"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        for name in ("spacing", "coarse_spacing", "hu_window", "norm_rescale"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if min(self.spacing) <= 0 or min(self.coarse_spacing) <= 0 or self.margin_mm < 0:
             raise ModelError(f"spacings must be positive and the margin >= 0, got {self}")
         self.intensity  # validated now, not at the first volume
 
     @property
     def intensity(self) -> Intensity:
-        """HU -> network input, as the backbone was pre-trained."""
-        return Intensity(self.hu_window, self.normalization, self.norm_mean, self.norm_std)
+        """HU -> network input, as the backbone was pre-trained (a "volume" one is bound to each volume with
+        :meth:`~models.geometry.Intensity.for_volume` where the whole volume is loaded)."""
+        return Intensity(self.hu_window, self.normalization, self.norm_mean, self.norm_std, self.norm_nonzero,
+                         self.norm_rescale)
 
     @staticmethod
     def intensity_fields(intensity: Intensity) -> dict:
         """The keyword arguments of this config that hold ``intensity``."""
         return {"hu_window": intensity.window, "normalization": intensity.scheme, "norm_mean": intensity.mean,
-                "norm_std": intensity.std}
+                "norm_std": intensity.std, "norm_nonzero": intensity.nonzero, "norm_rescale": intensity.rescale}
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
@@ -135,7 +143,9 @@ def coarse_pass(backbone: nn.Module, working: MetaTensor, cfg: CascadeConfig = C
     window = tuple(min(MAX_COARSE_WINDOW, math.ceil(s / adapter.size_divisor) * adapter.size_divisor)
                    for s in coarse.shape[1:])
     device = next(backbone.parameters()).device
-    x = cfg.intensity(coarse.as_tensor())[None].to(device)
+    # A per-volume normalisation takes the statistics of the working-grid volume (the bundle's own spacing), not of
+    # this coarser copy: stage 1 then sees the bundle's normalised image, resampled (docs/design.md).
+    x = cfg.intensity.for_volume(working)(coarse.as_tensor())[None].to(device)
     stats: list[torch.Tensor] = []
 
     def channel_stats(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

@@ -14,7 +14,7 @@ voxel-to-RAS-millimetre matrix.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from monai.data import ImageReader, MetaTensor, NibabelReader
 from monai.transforms.io.array import switch_endianness
-from monai.transforms import Orientation, ScaleIntensityRange, SpatialResample, Spacing
+from monai.transforms import NormalizeIntensity, Orientation, ScaleIntensityRange, SpatialResample, Spacing
 from monai.utils import ImageMetaKey
 
 from models.errors import ModelError
@@ -162,45 +162,107 @@ def window_hu(volume: torch.Tensor | np.ndarray, window: Sequence[float] = HU_WI
     return scale(torch.as_tensor(volume, dtype=torch.float32))
 
 
-#: How an :class:`Intensity` maps clipped HU: "window" scales the window linearly to [0, 1]; "zscore" subtracts a fixed
-#: mean and divides by a fixed standard deviation (nnU-Net's ``CTNormalization``).
-IntensityScheme = Literal["window", "zscore"]
+#: How an :class:`Intensity` maps HU: "window" clips to the window and scales it linearly to [0, 1]; "zscore" clips and
+#: subtracts a fixed mean, divides by a fixed standard deviation (nnU-Net's ``CTNormalization``); "volume" z-scores by
+#: the statistics of each whole volume (MONAI's ``NormalizeIntensityd``, as wholeBody_ct_segmentation), optionally then
+#: rescaling that volume's range (``ScaleIntensityd(minv, maxv)``).
+IntensityScheme = Literal["window", "zscore", "volume"]
 
 
 @dataclass(frozen=True)
 class Intensity:
     """How CT values (HU) become a backbone's input: a property of the backbone, from its pre-training.
 
-    Both schemes first clip HU to ``window``. "window" then scales it linearly to [0, 1] (our pre-training, a MONAI
-    bundle's ``ScaleIntensityRanged``); "zscore" computes ``(hu - mean) / std`` with statistics fixed at training
-    time (nnU-Net's ``CTNormalization``: the foreground's 0.5 / 99.5 percentiles as the window, its mean and
-    standard deviation). Statistics of each volume itself are not supported: training and inference see crops of a
-    volume, whose statistics are not the volume's.
+    "window" clips HU to ``window`` and scales it linearly to [0, 1] (our pre-training, a MONAI bundle's
+    ``ScaleIntensityRanged``); "zscore" clips and computes ``(hu - mean) / std`` with statistics fixed at training
+    time (nnU-Net's ``CTNormalization``: the foreground's 0.5 / 99.5 percentiles as the window, its mean and standard
+    deviation). "volume" normalises each volume by its own statistics, as a bundle's ``NormalizeIntensityd`` (over
+    the ``nonzero`` voxels only, zeros staying 0, where set) and then ``ScaleIntensityd(*rescale)`` compute them on
+    the whole resampled volume. Training and inference see crops of a volume, whose statistics are not the volume's:
+    :meth:`for_volume` binds the statistics of the whole working-grid volume, and only a bound "volume" Intensity
+    normalises (docs/design.md, "Per-volume intensity").
     """
 
-    window: tuple[float, float] = HU_WINDOW
+    window: tuple[float, float] | None = HU_WINDOW
     scheme: IntensityScheme = "window"
     mean: float = 0.0
     std: float = 1.0
+    nonzero: bool = False
+    rescale: tuple[float, float] | None = None
+    #: "volume" bound to one volume: (mean, std, min, max), the last two of the normalised volume (before rescaling).
+    volume_stats: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "window", tuple(float(v) for v in self.window))
-        if len(self.window) != 2 or not self.window[1] > self.window[0]:
+        for name in ("window", "rescale", "volume_stats"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if self.scheme not in ("window", "zscore", "volume"):
+            raise ModelError(f"unknown intensity scheme {self.scheme!r}; expected window, zscore or volume")
+        if self.scheme == "volume":
+            if self.window is not None:
+                raise ModelError(f"the volume intensity scheme clips to no window, got {self.window}")
+        elif self.window is None or len(self.window) != 2 or not self.window[1] > self.window[0]:
             raise ModelError(f"the intensity window must be (low, high) with low < high, got {self.window}")
-        if self.scheme not in ("window", "zscore"):
-            raise ModelError(f"unknown intensity scheme {self.scheme!r}; expected window or zscore")
         if not self.std > 0:
             raise ModelError(f"the intensity standard deviation must be positive, got {self.std}")
+        if self.rescale is not None and (self.scheme != "volume" or len(self.rescale) != 2):
+            raise ModelError(f"rescale (minv, maxv) belongs to the volume scheme, got {self.rescale} with "
+                             f"{self.scheme}")
+
+    @property
+    def per_volume(self) -> bool:
+        """True where each volume's own statistics are needed (:meth:`for_volume`)."""
+        return self.scheme == "volume"
+
+    def for_volume(self, volume: torch.Tensor | np.ndarray) -> Intensity:
+        """This Intensity bound to one whole volume (HU on the working grid, any shape), for every crop of it:
+        the "volume" scheme's statistics computed as MONAI's ``NormalizeIntensity`` and ``ScaleIntensity`` compute
+        them on that volume. Other schemes have fixed statistics and are returned as they are."""
+        if not self.per_volume:
+            return self
+        hu = torch.as_tensor(volume).float()
+        hu = hu.as_tensor() if isinstance(hu, MetaTensor) else hu
+        values = hu[hu != 0] if self.nonzero else hu.flatten()
+        if values.numel() == 0:  # all zero: NormalizeIntensity leaves it as it is
+            return replace(self, volume_stats=(0.0, 1.0, 0.0, 0.0))
+        mean = float(torch.mean(values))
+        std = float(torch.std(values, unbiased=False)) or 1.0  # NormalizeIntensity divides by 1 where std is 0
+        # The normalised volume's range without normalising it: the map is increasing, so its extremes are those of
+        # the values (float32, as NormalizeIntensity computes them), and 0 where zeros stayed 0.
+        low, high = float((values.min() - mean) / std), float((values.max() - mean) / std)
+        if values.numel() < hu.numel():
+            low, high = min(low, 0.0), max(high, 0.0)
+        return replace(self, volume_stats=(mean, std, low, high))
+
+    def _normalise(self, hu: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+        return NormalizeIntensity(subtrahend=mean, divisor=std, nonzero=self.nonzero)(hu)
 
     def __call__(self, volume: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """HU -> network input, any shape, float32."""
+        """HU -> network input, any shape, float32. A "volume" Intensity must be bound (:meth:`for_volume`)."""
         if self.scheme == "window":
             return window_hu(volume, self.window)
-        hu = torch.as_tensor(volume, dtype=torch.float32).clamp(*self.window)
-        return (hu - self.mean) / self.std
+        hu = torch.as_tensor(volume, dtype=torch.float32)
+        hu = hu.as_tensor() if isinstance(hu, MetaTensor) else hu
+        if self.scheme == "zscore":
+            return (hu.clamp(*self.window) - self.mean) / self.std
+        if self.volume_stats is None:
+            raise ModelError("the volume intensity scheme normalises by a whole volume's statistics: bind them with "
+                             "Intensity.for_volume(working volume) where the volume is loaded, not on a crop")
+        mean, std, low, high = self.volume_stats
+        normalised = torch.as_tensor(self._normalise(hu.clone(), mean, std), dtype=torch.float32)
+        if self.rescale is None:
+            return normalised
+        minv, maxv = self.rescale
+        if high == low:  # ScaleIntensity of a constant volume: every value times minv
+            return normalised * minv
+        return ScaleIntensityRange(a_min=low, a_max=high, b_min=minv, b_max=maxv, clip=False,
+                                   dtype=torch.float32)(normalised)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"window": list(self.window), "scheme": self.scheme, "mean": self.mean, "std": self.std}
+        """The backbone's Intensity as plain values (never a bound one's statistics)."""
+        return {"window": None if self.window is None else list(self.window), "scheme": self.scheme,
+                "mean": self.mean, "std": self.std, "nonzero": self.nonzero,
+                "rescale": None if self.rescale is None else list(self.rescale)}
 
 
 def affine_of(volume: MetaTensor) -> np.ndarray:

@@ -21,7 +21,7 @@ from torch import nn
 from models.cascade import LiverROI, locate_liver, to_working
 from models.device import autocast, window_batch
 from models.errors import ModelError
-from models.geometry import Box, Source, affine_of, map_to_grid
+from models.geometry import Box, Intensity, Source, affine_of, map_to_grid
 from models.slpt import SLPTNet
 from strategies.uncertainty import any_prompt_foreground, mean_pairwise_js_divergence
 
@@ -51,14 +51,18 @@ def prompt_probabilities(
     overlap: float = 0.25,
     sw_batch_size: int | None = None,
     roi_size: tuple[int, int, int] | None = None,
+    intensity: Intensity | None = None,
 ) -> torch.Tensor:
     """Softmax maps of every prompt: volume (X, Y, Z) in HU on the working grid -> (K, C, X, Y, Z) float32 (CPU).
 
     ``roi_size`` is the sliding window (default: the model's training ``roi_size``); a window as large as
     the volume runs it in one pass, which is faster than several overlapping patches. ``sw_batch_size`` windows
     run in one forward pass (default :func:`~models.device.window_batch`: several on a GPU, one on the CPU).
+    ``intensity``: HU -> network input, bound to the whole volume that ``image_hu`` is a crop of
+    (:meth:`~models.geometry.Intensity.for_volume`); default the model's, which a per-volume scheme refuses to apply
+    unbound (a crop's statistics are not its volume's).
     """
-    volume = model.config.cascade.intensity(image_hu)
+    volume = (intensity or model.config.cascade.intensity)(image_hu)
     if volume.ndim != 3:
         raise ModelError(f"expected a 3D volume on the working grid, got shape {tuple(volume.shape)}")
     device = next(model.parameters()).device
@@ -103,12 +107,14 @@ def predict(
     overlap: float = 0.25,
     sw_batch_size: int | None = None,
     roi_size: tuple[int, int, int] | None = None,
+    intensity: Intensity | None = None,
 ) -> Prediction:
     """Segment one CT volume (X, Y, Z) in HU that is already on the working grid, with all K prompts.
 
-    See :func:`prompt_probabilities` for the sliding-window arguments.
+    See :func:`prompt_probabilities` for the sliding-window and ``intensity`` arguments.
     """
-    probs = prompt_probabilities(model, image_hu, overlap=overlap, sw_batch_size=sw_batch_size, roi_size=roi_size)
+    probs = prompt_probabilities(model, image_hu, overlap=overlap, sw_batch_size=sw_batch_size, roi_size=roi_size,
+                                 intensity=intensity)
     mean_prob = probs.mean(dim=0)
     return Prediction(
         mean_prob=mean_prob.numpy().astype(np.float32),
@@ -179,20 +185,24 @@ def segment_volume(
     original, working = to_working(image, model.config.cascade)
     roi = roi_of(model, working, locator, whole_volume)
     crop = roi.box.crop(working)
-    prediction = predict(model, crop[0].as_tensor(), overlap=overlap, sw_batch_size=sw_batch_size)
+    prediction = predict(model, crop[0].as_tensor(), overlap=overlap, sw_batch_size=sw_batch_size,
+                         intensity=model.config.cascade.intensity.for_volume(working))
     return VolumePrediction(
         prediction=prediction, roi=roi, roi_affine=affine_of(crop), original_affine=affine_of(original),
         original_shape=tuple(int(s) for s in original.shape[1:]),
     )
 
 
-def roi_volume(model: SLPTNet, image: Source, locator: nn.Module | None = None) -> torch.Tensor:
-    """The liver ROI of an image on ``model``'s working grid: (X, Y, Z) HU, what stage 2 segments."""
+def roi_volume(model: SLPTNet, image: Source, locator: nn.Module | None = None) -> tuple[torch.Tensor, Intensity]:
+    """The liver ROI of an image on ``model``'s working grid, what stage 2 segments: -> ((X, Y, Z) HU, the model's
+    intensity bound to the whole volume, which normalises it)."""
     _original, working = to_working(image, model.config.cascade)
-    return roi_of(model, working, locator).box.crop(working)[0].as_tensor()
+    crop = roi_of(model, working, locator).box.crop(working)[0].as_tensor()
+    return crop, model.config.cascade.intensity.for_volume(working)
 
 
 def roi_prompt_probabilities(model: SLPTNet, image: Source, locator: nn.Module | None = None) -> np.ndarray:
     """(K, C, *roi) prompt probabilities inside the liver ROI of an image: what uncertainty scoring reads."""
+    crop, intensity = roi_volume(model, image, locator)
     with torch.no_grad():
-        return prompt_probabilities(model, roi_volume(model, image, locator)).numpy()
+        return prompt_probabilities(model, crop, intensity=intensity).numpy()

@@ -37,8 +37,10 @@ from models.slpt import SLPTNet
 #: ``progress(step_done, total_steps, loss)``, called after every optimisation step.
 Progress = Callable[[int, int, float], None]
 #: (image, label): file paths (resampled and cropped to the liver ROI by :func:`roi_case`), or arrays already on
-#: the working grid, (X, Y, Z) HU and integer classes.
-Case = tuple[Source, Source]
+#: the working grid, (X, Y, Z) HU and integer classes, optionally with a third element, the backbone's
+#: :class:`~models.geometry.Intensity` bound to the whole volume the arrays were cropped from (what :func:`roi_case`
+#: returns; a per-volume intensity needs it).
+Case = tuple[Source, Source] | tuple[np.ndarray, np.ndarray, Intensity]
 
 DEFAULT_LR = {"prompt": 3e-2, "finetune": 1e-3}
 LR_DECAYS = ("constant", "cosine")
@@ -114,49 +116,58 @@ def training_box(stage1: Box, label: np.ndarray, working, margin_mm: float) -> B
 
 def roi_case(
     image_source: Source, label_source: Source, locator: torch.nn.Module, cfg: CascadeConfig = CascadeConfig()
-) -> tuple[np.ndarray, np.ndarray]:
-    """A labelled image on the working grid, cropped to its liver ROI: -> (image (X, Y, Z) HU, label (X, Y, Z)).
+) -> tuple[np.ndarray, np.ndarray, Intensity]:
+    """A labelled image on the working grid, cropped to its liver ROI: -> (image (X, Y, Z) HU, label (X, Y, Z),
+    the cascade's intensity bound to the whole working volume).
 
     The ROI is :func:`training_box`: stage 1's box (what inference will segment) joined with the labelled liver's.
     """
     _original, working = to_working(image_source, cfg)
     label = label_on_working_grid(label_source, working)
     box = training_box(locate_liver(locator, working, cfg).box, label, working, cfg.margin_mm)
-    return working[0].as_tensor().numpy()[box.slices()].astype(np.float32), label[box.slices()]
+    image = working[0].as_tensor().numpy()[box.slices()].astype(np.float32)
+    return image, label[box.slices()], cfg.intensity.for_volume(working)
 
 
 def load_cases(
-    cases: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int, intensity: Intensity
+    cases: Sequence[tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, Intensity]], num_classes: int,
+    intensity: Intensity,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Normalise labelled working-grid cases in HU as the backbone expects (``intensity``): -> [(image (1,X,Y,Z)
-    float32, label (1,X,Y,Z) int64)].
+    """Normalise labelled working-grid cases in HU as the backbone expects: -> [(image (1,X,Y,Z) float32, label
+    (1,X,Y,Z) int64)]. A case's own bound intensity (its third element) comes first, else ``intensity``.
 
     Raises:
-        ModelError: no cases, image/label shape mismatch, or label values outside 0..num_classes-1.
+        ModelError: no cases, image/label shape mismatch, label values outside 0..num_classes-1, or a per-volume
+            ``intensity`` for a case without its volume's statistics.
     """
     if not cases:
         raise ModelError("no labelled cases to train on")
     loaded = []
-    for i, (image, label) in enumerate(cases):
+    for i, (image, label, *bound) in enumerate(cases):
+        normalise = bound[0] if bound else intensity
         image, label = np.asarray(image), np.asarray(label)
         if image.ndim != 3 or image.shape != label.shape:
             raise ModelError(f"case {i}: need 3D image and label of one shape, got {image.shape} and {label.shape}")
         label = np.rint(label).astype(np.int64)
         if label.min() < 0 or label.max() >= num_classes:
             raise ModelError(f"case {i}: label values {sorted(np.unique(label).tolist())} outside 0..{num_classes - 1}")
-        loaded.append((intensity(image).numpy()[None], label[None]))
+        try:
+            loaded.append((normalise(image).numpy()[None], label[None]))
+        except ModelError as exc:
+            raise ModelError(f"case {i}: {exc}") from exc
     return loaded
 
 
-def prepare_cases(model: SLPTNet, cases: Sequence[Case]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Turn file-path cases into liver-ROI arrays on the model's working grid (arrays pass through).
+def prepare_cases(model: SLPTNet, cases: Sequence[Case]) -> list[Case]:
+    """Turn file-path cases into liver-ROI arrays on the model's working grid, with their volume's intensity (arrays
+    pass through).
 
     Stage 1 uses ``model.backbone`` as it is now, i.e. before training: the frozen upstream backbone.
     """
     cfg = model.config.cascade
     return [
-        (image, label) if isinstance(image, np.ndarray) else roi_case(image, label, model.backbone, cfg)
-        for image, label in cases
+        tuple(case) if isinstance(case[0], np.ndarray) else roi_case(case[0], case[1], model.backbone, cfg)
+        for case in cases
     ]
 
 

@@ -12,12 +12,17 @@ from monai.networks.nets import SegResNet, SwinUNETR, VNet
 from models.backbone import BackboneConfig, build_backbone, load_backbone, save_backbone
 from models.bundle import export_bundle, read_bundle
 from models.errors import CheckpointError, ModelError
+from models.geometry import Intensity
 from models.slpt import SLPTConfig, SLPTNet
 
 #: The first classes of MONAI's wholeBody_ct_segmentation label map (TotalSegmentator's 104 structures): the liver
 #: is class 5 there, not 1 as in ours.
 WHOLE_BODY_FIRST = ["background", "spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta"]
 WHOLE_BODY_CLASSES = 105
+#: wholeBody_ct_segmentation's intensity preprocessing (its configs/inference.json, after Spacingd): each volume
+#: z-scored by the statistics of its nonzero voxels, then that volume's range scaled to [-1, 1].
+WHOLE_BODY_INTENSITY = [{"_target_": "NormalizeIntensityd", "keys": "@image_key", "nonzero": True},
+                        {"_target_": "ScaleIntensityd", "keys": "@image_key", "minv": -1.0, "maxv": 1.0}]
 
 
 def whole_body_labels() -> dict[str, str]:
@@ -26,7 +31,8 @@ def whole_body_labels() -> dict[str, str]:
 
 
 def write_bundle(folder: Path, network_def: dict, network: torch.nn.Module, labels: dict[str, str],
-                 intensity: list[dict] | None = None, spacing: str = "$[2.5, 2.5, 2.5] if @highres else [5.0, 5.0, 5.0]",
+                 intensity: list[dict] | None = None,
+                 spacing: str = "$[2.5, 2.5, 2.5] if @displayable_configs#highres else [5.0, 5.0, 5.0]",
                  weights: str | None = "model.pt") -> Path:
     """A bundle folder in the model zoo's layout (configs/inference.json with a pixdim expression as
     wholeBody_ct_segmentation has, configs/metadata.json, models/model.pt wrapped as CheckpointSaver writes it)."""
@@ -44,7 +50,8 @@ def write_bundle(folder: Path, network_def: dict, network: torch.nn.Module, labe
          "clip": True},
     ])
     config = {
-        "imports": ["$import glob"], "bundle_root": ".", "image_key": "image", "highres": True, "pixdim": spacing,
+        "displayable_configs": {"highres": True, "sw_overlap": 0.25, "sw_batch_size": 1},
+        "imports": ["$import glob"], "bundle_root": ".", "image_key": "image", "pixdim": spacing,
         "device": "$torch.device('cpu')", "network_def": network_def, "network": "$@network_def.to(@device)",
         "preprocessing": {"_target_": "Compose", "transforms": transforms},
         "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96], "sw_batch_size": 1},
@@ -61,7 +68,9 @@ def write_bundle(folder: Path, network_def: dict, network: torch.nn.Module, labe
 
 
 def whole_body_like(folder: Path, **changes) -> Path:
-    """A small SegResNet with wholeBody_ct_segmentation's 105 named classes (liver = 5)."""
+    """A small SegResNet with wholeBody_ct_segmentation's 105 named classes (liver = 5) and its preprocessing
+    (RAS, Spacingd, per-volume NormalizeIntensityd(nonzero) and ScaleIntensityd(-1, 1))."""
+    changes.setdefault("intensity", WHOLE_BODY_INTENSITY)
     definition = {"_target_": "SegResNet", "spatial_dims": 3, "in_channels": 1, "out_channels": WHOLE_BODY_CLASSES,
                   "init_filters": 8, "blocks_down": [1, 2, 2], "blocks_up": [1, 1], "dropout_prob": 0.2}
     torch.manual_seed(0)
@@ -79,7 +88,9 @@ def test_a_whole_body_bundle_loads_with_its_weights_labels_and_preprocessing(tmp
     assert info.liver_class() == 5 and info.lesion_class() is None
     assert info.inherit_classes() == (0, 5, 5)  # no upstream lesion class: the tumour starts from the liver
     assert info.metrics["spacing"] == [2.5, 2.5, 2.5]  # the pixdim expression, evaluated
-    assert info.metrics["hu_window"] == [-150.0, 250.0]
+    # the per-volume z-score of the nonzero voxels, then ScaleIntensityd(-1, 1): no HU window
+    assert info.intensity() == Intensity(window=None, scheme="volume", nonzero=True, rescale=(-1.0, 1.0))
+    assert "hu_window" not in info.metrics
     slpt = SLPTNet(network, SLPTConfig(inherit_classes=info.inherit_classes()))
     backbone_params = sum(p.numel() for p in network.parameters())
     assert slpt.parameter_counts()["total_params"] - slpt.parameter_counts()["tunable_params"] == backbone_params
@@ -112,11 +123,27 @@ def test_our_exported_bundle_reads_back_as_the_same_backbone(tmp_path: Path):
     assert info.inherit_classes() == (0, 1, 4) and info.metrics["hu_window"] == [-200.0, 250.0]
 
 
+def test_a_window_bundle_keeps_its_hu_window(tmp_path: Path):
+    window = [{"_target_": "ScaleIntensityRanged", "keys": "@image_key", "a_min": -150, "a_max": 250, "b_min": 0.0,
+               "b_max": 1.0, "clip": True}]
+    _, info = read_bundle(whole_body_like(tmp_path / "b", intensity=window))
+    assert info.metrics["hu_window"] == [-150.0, 250.0] and info.intensity() == Intensity((-150.0, 250.0))
+
+
+NORMALIZE = {"_target_": "NormalizeIntensityd", "keys": "@image_key", "nonzero": True}
+
+
 @pytest.mark.parametrize("change, message", [
     ({"labels": {"0": "background", "1": "spleen", "2": "kidney_left"}}, "no class named 'liver'.*1: spleen, 2: kidney_left"),
-    ({"intensity": [{"_target_": "NormalizeIntensityd", "keys": "@image_key", "nonzero": True},
-                    {"_target_": "ScaleIntensityd", "keys": "@image_key", "minv": -1.0, "maxv": 1.0}]},
-     "does not reproduce: NormalizeIntensityd, ScaleIntensityd.*NormalizeIntensityd uses each volume's own statistics"),
+    ({"intensity": [{"_target_": "ScaleIntensityRangePercentilesd", "keys": "@image_key", "lower": 1, "upper": 99,
+                     "b_min": 0, "b_max": 1}]},
+     "does not reproduce: ScaleIntensityRangePercentilesd; no ScaleIntensityRanged or NormalizeIntensityd"),
+    ({"intensity": [{**NORMALIZE, "subtrahend": 50.0, "divisor": 100.0}]},
+     "does not reproduce: NormalizeIntensityd with a fixed subtrahend or divisor"),
+    ({"intensity": [{"_target_": "CropForegroundd", "keys": "@image_key", "source_key": "@image_key"}, NORMALIZE]},
+     r"CropForegroundd before NormalizeIntensityd \(statistics of a cropped or padded volume\)"),
+    ({"intensity": [{"_target_": "ScaleIntensityd", "keys": "@image_key", "minv": -1.0, "maxv": 1.0}]},
+     "ScaleIntensityd without NormalizeIntensityd before it"),
     ({"weights": None}, "no weights"),
 ])
 def test_a_bundle_the_server_cannot_use_is_explained(tmp_path: Path, change: dict, message: str):
