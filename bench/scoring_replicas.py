@@ -128,6 +128,9 @@ def measure(n: int, studies: Path, volumes: int, pg_url: str, backbone_path: Pat
 
         def complete(kind: str, target: str | None = None) -> bool:
             found = [b for b in batches(kind) if target is None or b.target == target]
+            failed = [b for b in found if b.state == "failed" or b.failures]
+            if failed:  # e.g. a geometry the backbone cannot take: say so instead of waiting
+                raise BenchError(f"a {kind} batch failed on a replica: {failed[0].error}")
             return sum(b.size for b in found if b.state == "done") == volumes
 
         try:
