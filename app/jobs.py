@@ -99,13 +99,14 @@ def fail_interrupted_jobs(sessions: sessionmaker[Session]) -> list[str]:
         for state in ("running", "queued"):
             for job in list_jobs(session, state=state, limit=10_000):
                 pid = job.detail.get("pid")
-                if job.detail.get("host") == host and isinstance(pid, int) and not _alive(pid):
+                if job.detail.get("host") == host and isinstance(pid, int) and not process_alive(pid):
                     finish_job(session, job.id, "failed", message=f"interrupted: process {pid} ended before the job did")
                     interrupted.append(job.id)
     return interrupted
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

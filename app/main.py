@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,10 +29,11 @@ from app.login_guard import LoginGuard
 from app.modelstore import ModelStore
 from app.predictions import PredictionCache
 from app.quality import QualityWorker, predictions_folder
-from app.scoring import SLPTScoring, catch_up_scoring
+from app.scoring import BackgroundWork, SLPTScoring
 from app.selection import RoundBuilder, review_only_strategies, served_strategies
 from app.settings import AppSettings
 from app.studies import StudiesLayout, resolve_studies
+from app.work import release_interrupted_batches
 from app.tasks.infer import SLPTInfer
 from app.tasks.train import SLPTTrain
 from db.datastore import SQLDatastore
@@ -135,14 +135,14 @@ class SLPTApp(MONAILabelApp):
             return review_only_strategies()
         self.round_builder = RoundBuilder(
             self.datastore(), self.model_store, self.settings.round_size,
-            self.settings.cascade(self.model_store.info()),
+            self.settings.cascade(self.model_store.info()), self.settings.work(),
         )
         return served_strategies(self.round_builder)  # Slicer preselects the first: the registry puts TESLA first
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         if self.settings.no_model:
             return {}
-        return {"slpt_uncertainty": SLPTScoring(self.model_store)}
+        return {"slpt_uncertainty": SLPTScoring(self.model_store, self.settings.work())}
 
     def on_init_complete(self):
         super().on_init_complete()
@@ -153,22 +153,19 @@ class SLPTApp(MONAILabelApp):
         self.ingestion.start()  # headers and checksums of volumes registered but not read yet
         if self.settings.no_model:
             return
-        threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
+        released = release_interrupted_batches(self.datastore().sessions)
+        if released:
+            logger.warning(f"gave back {released} work batch(es) leased by a process of this host that is gone")
+        # This replica's share of the embedding and scoring batches: it catches up on what a killed or failed
+        # worker left, joins every new model version's scoring, and builds a TESLA round once the work is complete
+        # (docs/design.md, "Work spread over replicas").
+        self.background_work = BackgroundWork(
+            self.datastore(), self.model_store, self.round_builder.cascade, self.settings.work(),
+            self.settings.work_poll_s, on_complete=lambda: self.round_builder.request("tesla"),
+        )
+        self.background_work.start()
         if self.settings.quality_interval_s > 0:  # never on the upload path: labels are measured in the background
             self.quality_worker.start()
-
-    def _catch_up(self, attempts: int = 3, pause_s: float = 30.0) -> None:
-        """Finish the newest version's scores if a killed or failed scoring left them incomplete (retried), then
-        build rounds: they need embeddings of new volumes and complete scores (docs/design.md, "Background
-        training and re-scoring")."""
-        for attempt in range(1, attempts + 1):
-            try:
-                catch_up_scoring(self.datastore(), self.model_store)
-                break
-            except Exception:
-                logger.exception(f"catching up on scores failed (attempt {attempt} of {attempts})")
-                time.sleep(pause_s)
-        self.round_builder.request("tesla")  # embeds volumes not embedded yet, then the round
 
     def strategy_names(self) -> list[str]:
         return list(self._strategies)

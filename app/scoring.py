@@ -8,20 +8,33 @@
   ``entropy`` (entropy of the mean prediction over the same voxels), ``epistemic`` (BALD with the K prompts as
   the ensemble: entropy of the mean minus mean entropy) and ``foreground`` (fg_random: the fraction of voxels the
   mean prediction calls tumour).
+
+Both are cut into batches that every replica leases through the database (``db.work``, ``app.work``; docs/design.md,
+"Work spread over replicas"): planning puts the volumes without a result into batches once per target (embedding key
+or model version), and each replica's :class:`BackgroundWork` thread, the training process that published a version
+and any explicit request claim batches until none is free.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
-from app.jobs import tracked_job
 from app.modelstore import ModelStore, NoModelError
+from app.work import WorkSettings, work_through
 from db.datastore import SQLDatastore
 from db.engine import write_session
+from db.images import image_ids
+from db.schema import Image
 from db.scores import embedded_image_ids, scored_image_ids, store_embeddings, store_scores
+from db.work import Plan, has_free_batch, plan_batches, work_totals
 from models.checkpoint import backbone_fingerprint
 from models.cascade import CascadeConfig
 from models.embedding import EMBEDDING_VERSION, volume_embedding
@@ -30,70 +43,173 @@ from strategies.uncertainty import SCORE_METHODS, volume_scores
 
 logger = logging.getLogger(__name__)
 
-BATCH = 32  # volumes per database write (progress granularity too)
-
-
 def embedding_key(store: ModelStore) -> str:
     """Embeddings are keyed by backbone weights and embedding definition: a change of either recomputes them."""
     backbone, _ = store.backbone()
     return f"backbone-{backbone_fingerprint(backbone)[:16]}-e{EMBEDDING_VERSION}"
 
 
-def compute_missing_embeddings(datastore: SQLDatastore, store: ModelStore, cascade: CascadeConfig) -> int:
-    """Embed every volume that has no embedding from this backbone yet; returns how many were computed."""
+def plan_embeddings(datastore: SQLDatastore, key: str, settings: WorkSettings) -> Plan:
+    """Batches of the campaign's volumes (archived ones left out) that have no embedding under ``key`` yet."""
+    with write_session(datastore.sessions) as session:
+        return plan_batches(session, "embedding", key, image_ids, lambda s: embedded_image_ids(s, key),
+                            settings.batch, settings.clock())
+
+
+def compute_missing_embeddings(
+    datastore: SQLDatastore, store: ModelStore, cascade: CascadeConfig, settings: WorkSettings = WorkSettings(),
+    plan: bool = True,
+) -> int:
+    """Plan (unless ``plan`` is False) and take part in embedding every volume that has no embedding from this
+    backbone yet, until no batch is free; returns how many volumes this call embedded (other workers may embed
+    the rest)."""
     key = embedding_key(store)
-    with datastore.sessions() as session:
-        done = embedded_image_ids(session, key)
-    todo = [i for i in datastore.list_images() if i not in done]
-    if not todo:
-        return 0
+    if plan:
+        plan_embeddings(datastore, key, settings)
     backbone, _ = store.backbone()
-    with tracked_job(datastore.sessions, "embedding", volumes=len(todo), key=key) as job:
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start : start + BATCH]
-            vectors = {i: volume_embedding(backbone, datastore.get_image_uri(i), cascade) for i in chunk}
-            with write_session(datastore.sessions) as session:
-                store_embeddings(session, key, vectors)
-            job(start + len(chunk), len(todo), f"{start + len(chunk)}/{len(todo)} volumes embedded")
-    return len(todo)
+    done = work_through(
+        datastore.sessions, "embedding", key,
+        compute=lambda image_id: volume_embedding(backbone, datastore.get_image_uri(image_id), cascade),
+        store=lambda session, vectors: store_embeddings(session, key, vectors),
+        settings=settings, noun="embedded", detail={"key": key},
+    )
+    return done.volumes
 
 
 class SLPTScoring(ScoringMethod):
     """Scores every unlabeled volume with the newest model version (skips work already stored for that version)."""
 
-    def __init__(self, store: ModelStore):
+    def __init__(self, store: ModelStore, settings: WorkSettings = WorkSettings()):
         super().__init__("Prompt-based uncertainty (K prompts, one batched pass) of every unlabeled volume")
         self.store = store
+        self.settings = settings
 
     def __call__(self, request: dict[str, Any], datastore: SQLDatastore) -> dict[str, Any]:
-        return catch_up_scoring(datastore, self.store)
+        return catch_up_scoring(datastore, self.store, self.settings)
 
 
-def catch_up_scoring(datastore: SQLDatastore, store: ModelStore) -> dict[str, Any]:
+def catch_up_scoring(datastore: SQLDatastore, store: ModelStore, settings: WorkSettings = WorkSettings()) -> dict[str, Any]:
     """Score what the newest version has not scored yet (a scoring that was killed, or failed, before it ended):
     rounds need complete scores of the current version. Does nothing when they are complete."""
     try:
         loaded = store.latest()
     except NoModelError as exc:
         return {"skipped": str(exc)}
-    return score_unlabeled(datastore, loaded.network, loaded.version)
+    return score_unlabeled(datastore, loaded.network, loaded.version, settings)
 
 
-def score_unlabeled(datastore: SQLDatastore, network, version: str) -> dict[str, Any]:
+def fully_scored(session: Session, version: str) -> set[str]:
+    """Volumes with every score of ``version``: one added since (e.g. ``foreground``) makes old versions' volumes
+    missing again, so they are scored again."""
+    return set.intersection(*(scored_image_ids(session, method, version) for method in SCORE_METHODS))
+
+
+def plan_scoring(datastore: SQLDatastore, version: str, settings: WorkSettings) -> Plan:
+    """Batches of the unlabeled volumes that lack a score of ``version``."""
+    with write_session(datastore.sessions) as session:
+        return plan_batches(session, "scoring", version, lambda s: image_ids(s, status="unlabeled"),
+                            lambda s: fully_scored(s, version), settings.batch, settings.clock())
+
+
+def score_unlabeled(
+    datastore: SQLDatastore, network, version: str, settings: WorkSettings = WorkSettings(), plan: bool = True
+) -> dict[str, Any]:
+    """Plan (unless ``plan`` is False) and take part in scoring the unlabeled volumes with ``network`` (the model
+    ``version``), until no batch is free. Returns how many volumes this call scored, and the version's totals."""
+    if plan:
+        plan_scoring(datastore, version, settings)
+
+    def score(image_id: str) -> dict[str, float]:
+        return volume_scores(roi_prompt_probabilities(network, datastore.get_image_uri(image_id)))
+
+    def store(session: Session, per_volume) -> None:
+        for method in SCORE_METHODS:
+            store_scores(session, method, version, {i: s[method] for i, s in per_volume.items()})
+
+    done = work_through(datastore.sessions, "scoring", version, compute=score, store=store, settings=settings,
+                        noun="scored", detail={"model_version": version})
     with datastore.sessions() as session:
-        # Done means every score is stored: a score added since (e.g. ``foreground``) gets computed for old versions too.
-        done = set.intersection(*(scored_image_ids(session, method, version) for method in SCORE_METHODS))
-    todo = [i for i in datastore.get_unlabeled_images() if i not in done]
-    if not todo:
-        return {"model_version": version, "scored": 0}
-    with tracked_job(datastore.sessions, "scoring", model_version=version, volumes=len(todo)) as job:
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start : start + BATCH]
-            per_volume = {i: volume_scores(roi_prompt_probabilities(network, datastore.get_image_uri(i))) for i in chunk}
-            with write_session(datastore.sessions) as session:
-                for method in SCORE_METHODS:
-                    store_scores(session, method, version, {i: s[method] for i, s in per_volume.items()})
-            job(start + len(chunk), len(todo), f"{start + len(chunk)}/{len(todo)} volumes scored")
-        job.result = {"model_version": version, "scored": len(todo)}
-    logger.info(f"scored {len(todo)} volumes with model {version}")
-    return {"model_version": version, "scored": len(todo)}
+        totals = work_totals(session, "scoring", version)
+    if done.volumes:
+        logger.info(f"scored {done.volumes} volumes with model {version} "
+                    f"({totals.done_volumes}/{totals.total_volumes} of the version's batches done)")
+    return {"model_version": version, "scored": done.volumes, "batches": done.batches,
+            "version_done": totals.done_volumes, "version_total": totals.total_volumes}
+
+
+class BackgroundWork:
+    """This replica's share of the embedding and scoring batches, in a background thread.
+
+    Every ``poll_s`` seconds (and at once at start) it plans what is new — the current embedding key's batches, and
+    the newest model version's — then claims batches until none is free. It plans again only when the key, the newest
+    version or the newest registered volume changed since it last planned (planning is idempotent, so replicas that
+    plan the same target at once add nothing twice). When it finds the current targets complete (embeddings, and the
+    newest version's scores when a model exists) for the first time, it calls ``on_complete`` (a round build)."""
+
+    def __init__(
+        self, datastore: SQLDatastore, store: ModelStore, cascade: CascadeConfig, settings: WorkSettings,
+        poll_s: float, on_complete: Callable[[], None],
+    ):
+        self.datastore = datastore
+        self.store = store
+        self.cascade = cascade
+        self.settings = settings
+        self.poll_s = poll_s
+        self.on_complete = on_complete
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._key: str | None = None
+        self._planned: dict[str, tuple[str, int | None]] = {}
+        self._completed: tuple[str, str | None] | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="background-work", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                logger.exception("background embedding/scoring work failed; trying again at the next poll")
+            self._stop.wait(self.poll_s)
+
+    def step(self) -> None:
+        """One poll: plan what is new, work through the free batches, report completion."""
+        sessions = self.datastore.sessions
+        with sessions() as session:
+            newest_volume = session.scalar(select(func.max(Image.seq)))
+        if self._key is None:
+            try:
+                self._key = embedding_key(self.store)  # the backbone's weights do not change while the server runs
+            except NoModelError as exc:
+                if not self._planned:  # said once, not at every poll
+                    logger.info(f"no embedding or scoring work without a backbone: {exc}")
+                    self._planned["none"] = ("", None)
+                return
+        key = self._key
+        if self._planned.get("embedding") != (key, newest_volume):
+            plan_embeddings(self.datastore, key, self.settings)
+            self._planned["embedding"] = (key, newest_volume)
+        compute_missing_embeddings(self.datastore, self.store, self.cascade, self.settings, plan=False)
+        version = self.store.latest_version()
+        if version is not None:
+            if self._planned.get("scoring") != (version, newest_volume):
+                plan_scoring(self.datastore, version, self.settings)
+                self._planned["scoring"] = (version, newest_volume)
+            with sessions() as session:
+                free = has_free_batch(session, "scoring", version, self.settings.clock())
+            if free:
+                loaded = self.store.latest()  # a newer version published meanwhile is planned at the next poll
+                score_unlabeled(self.datastore, loaded.network, loaded.version, self.settings, plan=False)
+        with sessions() as session:
+            complete = work_totals(session, "embedding", key).complete and (
+                version is None or work_totals(session, "scoring", version).complete)
+        if complete and self._completed != (key, version):
+            self._completed = (key, version)
+            self.on_complete()

@@ -26,6 +26,7 @@ from monailabel.interfaces.tasks.strategy import Strategy as MONAILabelStrategy
 
 from app.modelstore import ModelStore, NoModelError
 from app.scoring import compute_missing_embeddings, embedding_key
+from app.work import WorkSettings
 from db.datastore import SQLDatastore
 from db.engine import write_session
 from db.images import lease_holder_count
@@ -102,11 +103,13 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
 class RoundBuilder:
     """Builds rounds in a background thread, at most one at a time per strategy."""
 
-    def __init__(self, datastore: SQLDatastore, store: ModelStore, configured_size: int, cascade: CascadeConfig):
+    def __init__(self, datastore: SQLDatastore, store: ModelStore, configured_size: int, cascade: CascadeConfig,
+                 work: WorkSettings = WorkSettings()):
         self.datastore = datastore
         self.store = store
         self.configured_size = configured_size
         self.cascade = cascade
+        self.work = work
         self._building: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -126,7 +129,8 @@ class RoundBuilder:
 
     def _build(self, strategy_name: str) -> None:
         try:
-            compute_missing_embeddings(self.datastore, self.store, self.cascade)  # new volumes since the last round
+            # new volumes since the last round (batches other replicas hold are left to them)
+            compute_missing_embeddings(self.datastore, self.store, self.cascade, self.work)
             build_round(self.datastore, self.store, strategy_name, round_size(self.datastore, self.configured_size))
         except (SelectionUnavailable, NoModelError) as exc:
             logger.info(f"no new {strategy_name} round yet: {exc}")

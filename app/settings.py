@@ -24,8 +24,8 @@ class AppSettings(BaseSettings):
     db: str = Field("", description="SQLAlchemy URL; empty = SQLite file <studies>/.slpt/slpt.db")
     lease_hours: float = Field(2.0, gt=0, description="How long a claimed volume stays reserved for its annotator")
     clock: ImportString[Callable[[], datetime]] = Field(
-        utcnow, description="The leases' clock (claims, expiry, live-lease counts): import path of a function returning "
-        "the aware UTC time; default the system clock"
+        utcnow, description="The leases' clock (claims, expiry, live-lease counts, work-batch leases): import path of a "
+        "function returning the aware UTC time; default the system clock"
     )
     import_labels: bool = Field(
         False, description="Import an MSD folder's labelsTr/ as final labels (normally ground truth kept for simulations)"
@@ -38,6 +38,15 @@ class AppSettings(BaseSettings):
     train_gpus: int = Field(0, ge=0, description="GPUs one training uses data-parallel (DDP); 0 = all visible")
     num_prompts: int = Field(3, gt=0, description="K, the number of diversified prompt sets")
     round_size: int = Field(0, ge=0, description="Volumes per selection round; 0 = 2 x active annotators (at least 1)")
+    work_batch: int = Field(32, gt=0, description="Volumes per embedding or scoring batch that a replica leases")
+    work_lease_s: float = Field(
+        300.0, gt=0, description="How long a leased embedding or scoring batch stays reserved to its worker (renewed "
+        "while it works); a dead replica's batch is taken again after this"
+    )
+    work_poll_s: float = Field(
+        10.0, gt=0, description="How often each replica looks for embedding and scoring work (new volumes, a new "
+        "model version) and joins it"
+    )
     spacing: float = Field(2.5, gt=0, description="Working spacing in mm (isotropic) of training, inference and scoring")
     coarse_spacing: float = Field(5.0, gt=0, description="Spacing in mm at which the cascade's first stage finds the liver")
     roi_margin_mm: float = Field(15.0, ge=0, description="Margin around the found liver of the region the model segments")
@@ -114,6 +123,12 @@ class AppSettings(BaseSettings):
             spacing=spacing, coarse_spacing=coarse, margin_mm=self.roi_margin_mm, liver_class=backbone.liver_class(),
             **CascadeConfig.intensity_fields(backbone.intensity()),
         )
+
+    def work(self) -> "WorkSettings":
+        """How embedding and scoring are cut into leased batches (docs/design.md, "Work spread over replicas")."""
+        from app.work import WorkSettings
+
+        return WorkSettings(batch=self.work_batch, lease_s=self.work_lease_s, clock=self.clock)
 
     def work_dir(self, studies: Path) -> Path:
         """Folder for everything the server generates beside the studies (database, models, scores)."""

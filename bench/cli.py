@@ -102,6 +102,25 @@ def bench_scoring(
     run_bench(lambda: format_report(run_benchmark(cfg), command=command_line()), out)
 
 
+@bench_cli.command("scoring-replicas")
+def bench_scoring_replicas(
+    volumes: Annotated[int, typer.Option(help="Volumes in the generated pool (every one is scored)")] = 120,
+    size: Annotated[int, typer.Option(help="Edge length of the generated cubic volumes in voxels")] = 32,
+    spacing: Annotated[float, typer.Option(help="Working spacing in mm of the replicas (stage 1 at twice that)")] = 12.0,
+    roi: Annotated[int, typer.Option(help="Edge of the sliding window (roi_size, a multiple of 16)")] = 32,
+    batch: Annotated[int, typer.Option(help="Volumes per leased batch (work_batch)")] = 4,
+    threads: Annotated[int, typer.Option(help="torch/OpenMP threads per replica (one box's compute)")] = 1,
+    repeats: Annotated[int, typer.Option(help="Pairs of runs (1 and 2 replicas), alternating 1, 2, 2, 1, …")] = 2,
+    pg_url: Annotated[str, typer.Option(help="PostgreSQL server for the throw-away databases")] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    out: OutOption = None,
+) -> None:
+    """Scoring throughput of one model version with 1 and with 2 replicas on one pool and one PostgreSQL database."""
+    from bench.scoring_replicas import run_benchmark
+
+    run_bench(lambda: run_benchmark(volumes, size, spacing, roi, batch, threads, repeats, pg_url,
+                                    command=command_line()), out)
+
+
 @bench_cli.command("infer")
 def bench_infer(
     shape: Annotated[str, typer.Option(help="Voxels X,Y,Z of the generated CT")] = "512,512,200",

@@ -49,6 +49,9 @@ USER_ROLES = ("admin", "reviewer", "annotator")
 # Review states of a final label (docs/design.md, "Review, double reading and agreement").
 REVIEW_STATES = ("submitted", "approved", "changes_requested")
 ONE_TRAINING = "kind = 'train' AND state IN ('queued', 'running')"
+# Background work that every replica shares out in leased batches (docs/design.md, "Work spread over replicas").
+WORK_KINDS = ("embedding", "scoring")
+WORK_STATES = ("pending", "leased", "done", "failed")
 
 # Deterministic constraint/index names on every backend, so migrations can name what they alter.
 NAMING_CONVENTION = {
@@ -433,3 +436,44 @@ class LoginLimit(Base):
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     hits: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[datetime] = mapped_column(index=True)  # the window's end; the row counts nothing after it
+
+
+class WorkBatch(Base):
+    """A batch of background work (embedding or scoring some volumes for one ``target``: the embedding key or the
+    model version) that any replica may lease (``db.work``; docs/design.md, "Work spread over replicas").
+
+    ``pending`` → ``leased`` (``holder`` until ``lease_expires_at``; an expired lease is free to take again) →
+    ``done``, or back to ``pending`` after an error (``failed`` once ``failures`` reach the limit)."""
+
+    __tablename__ = "work_batches"
+    __table_args__ = (
+        _one_of("kind", WORK_KINDS, "kind"),
+        _one_of("state", WORK_STATES, "state"),
+        # The claim: the open batches of one target, best priority first, then in planning order.
+        Index(None, "kind", "target", "state", "priority", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(128))
+    priority: Mapped[int] = mapped_column(Integer)  # higher is claimed first
+    size: Mapped[int] = mapped_column(Integer)  # volumes in the batch
+    state: Mapped[str] = mapped_column(String(16))
+    # "host:pid:token" of the worker holding the lease; once done, the one whose results were stored
+    holder: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    claims: Mapped[int] = mapped_column(Integer)  # how often it was leased (more than once: a worker died or failed)
+    failures: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)  # the last failure
+    created_at: Mapped[datetime]
+    claimed_at: Mapped[datetime | None]  # the latest claim
+    finished_at: Mapped[datetime | None]
+
+
+class WorkItem(Base):
+    """A volume of a work batch. Planning never puts a volume into a second open batch of the same target."""
+
+    __tablename__ = "work_items"
+
+    batch_id: Mapped[int] = mapped_column(ForeignKey("work_batches.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)

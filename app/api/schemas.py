@@ -156,6 +156,24 @@ class AnnotatorTotals(BaseModel):
     skipped: int
 
 
+class WorkProgress(BaseModel):
+    """The newest embedding or scoring target's batches, leased by every replica (docs/design.md, "Work spread over
+    replicas")."""
+
+    kind: Literal["embedding", "scoring"]
+    target: str = Field(description="The embedding key, or the model version being scored")
+    batches: dict[str, int] = Field(description="Batches by state: pending, leased, done, failed")
+    volumes: dict[str, int] = Field(description="Volumes in those batches, by the batch's state")
+    done: int = Field(description="Volumes whose batch is done")
+    total: int = Field(description="Volumes planned for the target")
+    complete: bool = Field(description="No batch is pending or leased")
+
+    @classmethod
+    def of(cls, totals) -> "WorkProgress":
+        return cls(kind=totals.kind, target=totals.target, batches=totals.batches, volumes=totals.volumes,
+                   done=totals.done_volumes, total=totals.total_volumes, complete=totals.complete)
+
+
 class Progress(BaseModel):
     totals: dict[str, int] = Field(description="Volumes by status, and 'total'")
     by_annotator: dict[str, AnnotatorTotals]
@@ -165,6 +183,8 @@ class Progress(BaseModel):
     running_jobs: list[JobOut]
     review: dict[str, int] = Field(
         description="Volumes by the review state of their newest final label; double-read volumes, complete, adjudicated")
+    work: list[WorkProgress] = Field(
+        default_factory=list, description="Embedding and scoring batches of the newest targets, across every replica")
 
 
 class VolumeOut(BaseModel):

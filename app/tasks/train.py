@@ -42,8 +42,9 @@ class SLPTTrain(TrainTask):
             network, version, metrics = self._train(request, datastore, job)
             job.result = {"model_version": version, **metrics}
         logger.info(f"published model {version}: {metrics}")
-        # Re-score the unlabeled pool with the new version, here in the training process, with the network in memory.
-        scoring = score_unlabeled(datastore, network.eval(), version)
+        # Plan the new version's scoring and take part in it here, in the training process, with the network in memory;
+        # every replica joins when it sees the version (docs/design.md, "Work spread over replicas").
+        scoring = score_unlabeled(datastore, network.eval(), version, self.settings.work())
         return {"model_version": version, **metrics, "scoring": scoring}
 
     def _train(self, request: dict[str, Any], datastore: SQLDatastore, job: JobReporter) -> tuple[SLPTNet, str, dict]:

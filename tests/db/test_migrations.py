@@ -29,6 +29,8 @@ TABLES = {
     "agreements",
     "quality_records",
     "login_limits",
+    "work_batches",
+    "work_items",
 }
 
 

@@ -71,8 +71,9 @@ def test_port_is_published_on_loopback_by_default(config: dict):
 
 
 def test_settings_reach_the_app(tmp_path: Path):
-    env = compose_config(tmp_path, SLPT_SPACING="1.5", SLPT_LEASE_HOURS="4")["services"]["app"]["environment"]
+    env = compose_config(tmp_path, SLPT_SPACING="1.5", SLPT_LEASE_HOURS="4", SLPT_WORK_LEASE_S="120")["services"]["app"]["environment"]
     assert env["SLPT_SPACING"] == "1.5" and env["SLPT_LEASE_HOURS"] == "4" and env["SLPT_AUTH"] == "1"
+    assert env["SLPT_WORK_LEASE_S"] == "120" and env["SLPT_WORK_BATCH"] == "32"
     assert env["SLPT_DB"] == f"postgresql+psycopg://slpt:{SECRETS['POSTGRES_PASSWORD']}@db:5432/slpt"
     assert env["SLPT_PRETRAIN_IF_MISSING"] == "1"  # the demo backbone is made at first start if none is given
 

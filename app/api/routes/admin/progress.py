@@ -6,11 +6,12 @@ from fastapi import APIRouter
 
 from app.api.deps import AdminUser, AppDep, SessionDep
 from app.api.routes.admin.jobs import job_out
-from app.api.schemas import ModelVersionOut, Progress
+from app.api.schemas import ModelVersionOut, Progress, WorkProgress
 from db.jobs import list_jobs
 from db.model_versions import latest_model_version
 from db.reviews import review_totals
 from db.overview import labels_per_day, status_totals, totals_by_annotator, totals_by_group
+from db.work import latest_work
 
 router = APIRouter(tags=["Admin: progress"])
 
@@ -28,4 +29,5 @@ def progress(user: AdminUser, app: AppDep, session: SessionDep) -> Progress:
         model=ModelVersionOut.model_validate(model) if model else None,
         running_jobs=[job_out(j) for j in running],
         review=review_totals(session),
+        work=[WorkProgress.of(totals) for totals in latest_work(session)],
     )
