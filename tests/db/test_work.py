@@ -66,6 +66,20 @@ def test_planning_cuts_the_volumes_without_a_result_into_batches_once(sessions, 
     assert (totals.batches, totals.volumes, totals.complete) == ({"pending": 3}, {"pending": 10}, False)
 
 
+def run_together(target, threads: int, engines: list) -> None:
+    """Run ``target(n)`` for n < ``threads`` in threads (each waits on its own barrier first), then dispose of
+    ``engines`` (the "replicas'" connection pools)."""
+    try:
+        started = [threading.Thread(target=target, args=(n,)) for n in range(threads)]
+        for thread in started:
+            thread.start()
+        for thread in started:
+            thread.join(120)
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
 def test_two_concurrent_claimers_get_disjoint_batches_until_none_is_left(db_url, sessions, ingest) -> None:
     ids = ingest(60)
     plan(sessions, ids, size=2)  # 30 batches
@@ -83,15 +97,7 @@ def test_two_concurrent_claimers_get_disjoint_batches_until_none_is_left(db_url,
             with lock:
                 claimed.append((holder, lease.batch_id))
 
-    try:
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-    finally:
-        for engine in engines:
-            engine.dispose()
+    run_together(worker, 6, engines)
     batch_ids = [batch_id for _, batch_id in claimed]
     assert len(batch_ids) == len(set(batch_ids)) == 30  # every batch once, none twice
     with sessions() as session:
@@ -206,15 +212,7 @@ def test_concurrent_planners_of_one_target_never_put_a_volume_into_two_batches(d
         start.wait()
         plan(session_factory(engines[n]), ids, size=7)
 
-    try:
-        threads = [threading.Thread(target=planner, args=(n,)) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-    finally:
-        for engine in engines:
-            engine.dispose()
+    run_together(planner, 4, engines)
     planned = Counter(v for batch in items_by_batch(sessions).values() for v in batch)
     assert sorted(planned) == ids and set(planned.values()) == {1}
 
