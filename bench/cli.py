@@ -43,12 +43,14 @@ def bench_next_sample(
     size: Annotated[int, typer.Option(help="Edge length of the cubic volumes in voxels")] = 8,
     cycle: Annotated[bool, typer.Option(help="Follow each next sample with its label upload (the full annotator cycle)")] = False,
     db: Annotated[Optional[str], typer.Option(help="Our server's SQLAlchemy URL (default: SQLite in its studies folder)")] = None,
+    replicas: Annotated[int, typer.Option(help="Our server as this many replicas over one PostgreSQL --db")] = 1,
     out: OutOption = None,
 ) -> None:
     """Next Sample latency, throughput and duplicate assignments under concurrent annotators: ours vs stock."""
     from bench.next_sample import run_benchmark
 
-    run_bench(lambda: run_benchmark(volumes, clients, requests, size, command=command_line(), cycle=cycle, db=db), out)
+    run_bench(lambda: run_benchmark(volumes, clients, requests, size, command=command_line(), cycle=cycle, db=db,
+                                    replicas=replicas), out)
 
 
 @bench_cli.command("soak")

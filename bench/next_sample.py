@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from bench import BenchError
 from bench.harness import Environment, markdown_table, measure_environment, report_header
-from bench.serverproc import free_port, running_server, slpt_serve_command
+from bench.serverproc import distinct_ports, running_server, slpt_serve_command
 from cohort.synth import generate_cohort
 
 STRATEGY = "random"
@@ -129,7 +129,7 @@ def client_id(client: int) -> str:
 
 
 def run_load(
-    url: str,
+    urls: Sequence[str],
     clients: int,
     requests: int,
     *,
@@ -138,18 +138,20 @@ def run_load(
     progress: Callable[[], None] | None = None,
     labels: dict[str, bytes] | None = None,
 ) -> LoadResult:
-    """Load ``url`` with ``clients`` concurrent annotators, each sending ``warmup`` untimed then ``requests`` timed
-    sequential next-sample requests; ``progress`` is called after each timed response.
+    """Load the server at ``urls`` (one per replica; client n talks to ``urls[n % len(urls)]``) with ``clients``
+    concurrent annotators, each sending ``warmup`` untimed then ``requests`` timed sequential next-sample requests;
+    ``progress`` is called after each timed response.
 
     With ``labels`` (image id -> NIfTI bytes) every next sample is followed by ``PUT /datastore/label`` of that
     volume's label (tag ``final``) before the client asks again: the annotators' full cycle."""
     if clients < 1 or requests < 1 or warmup < 0:
         raise BenchError(f"need clients >= 1, requests >= 1, warmup >= 0; got {clients}, {requests}, {warmup}")
-    address = urlsplit(url)
+    addresses = [urlsplit(url) for url in urls]
     start_together = threading.Barrier(clients)
 
     def annotator(client: int) -> list[Response]:
         answered = []
+        address = addresses[client % len(addresses)]
         connection = http.client.HTTPConnection(address.hostname, address.port, timeout=REQUEST_TIMEOUT_S)
         try:
             for index in range(warmup + requests):
@@ -346,15 +348,17 @@ def stock_serve_command(app_dir: Path, studies: Path, port: int) -> list[str]:
 
 def run_benchmark(
     volumes: int, clients: int, requests: int, size: int = 8, command: str = "", cycle: bool = False,
-    db: str | None = None,
+    db: str | None = None, replicas: int = 1,
 ) -> str:
     """Generate a ``volumes``-case cohort of ``size``³ volumes, load our server then the stock one with the same
     clients, and return the markdown report (``command`` is quoted in it).
 
     ``cycle``: each next sample is followed by the volume's label upload (the annotators' full cycle). ``db``: our
     server's database URL (default SQLite in its studies folder); stock MONAI Label keeps its JSON file either way.
+    ``replicas``: our server runs as that many processes over one studies folder and one PostgreSQL database
+    (docs/design.md, "Faults, load and replicas"), the clients spread over them; stock runs as one.
     """
-    _check_arguments(volumes, clients, requests, size, cycle)
+    _check_arguments(volumes, clients, requests, size, cycle, db, replicas)
     env = measure_environment()  # before the servers add their own load
     with tempfile.TemporaryDirectory(prefix="slpt-bench-") as scratch:
         work = Path(scratch)
@@ -368,27 +372,34 @@ def run_benchmark(
         startup_timeout = 180.0 + 0.05 * volumes
 
         stock_app = write_stock_app(work / "stock_app")
-        ours_port, stock_port = free_port(), free_port()
-        while stock_port == ours_port:
-            stock_port = free_port()
+        *ours_ports, stock_port = distinct_ports(replicas + 1)
+        database = "PostgreSQL" if db and db.startswith("postgresql") else "SQLite"
+        ours_name = f"ours (`slpt serve`{f' × {replicas} replicas' if replicas > 1 else ''}, {database} claims)"
         servers = {
-            f"ours (`slpt serve`, {'PostgreSQL' if db and db.startswith('postgresql') else 'SQLite'} claims)": (
-                slpt_serve_command(ours_studies, ours_port, {"db": db} if db else None), ours_port,
-            ),
+            **{f"{ours_name} #{n}": (slpt_serve_command(ours_studies, port, {"db": db} if db else None), port)
+               for n, port in enumerate(ours_ports)},
             f"stock MONAI Label {env.versions['MONAI Label']} (LocalDatastore + Random)": (
                 stock_serve_command(stock_app, stock_studies, stock_port),
                 stock_port,
             ),
         }
         with contextlib.ExitStack() as running:
-            urls = _start_together(running, servers, work, startup_timeout)
-            ours, stock = [_measure(name, url, clients, requests, labels) for name, url in urls.items()]
-    return format_report(ours, stock, volumes, clients, requests, size, command, env, cycle)
+            urls = list(_start_together(running, servers, work, startup_timeout).values())
+            ours = _measure(ours_name, urls[:replicas], clients, requests, labels)
+            stock = _measure(list(servers)[-1], urls[replicas:], clients, requests, labels)
+    return format_report(ours, stock, volumes, clients, requests, size, command, env, cycle, replicas)
 
 
-def _check_arguments(volumes: int, clients: int, requests: int, size: int, cycle: bool = False) -> None:
+
+def _check_arguments(
+    volumes: int, clients: int, requests: int, size: int, cycle: bool = False, db: str | None = None, replicas: int = 1
+) -> None:
     if clients < 1 or requests < 1:
         raise BenchError(f"clients and requests must be >= 1, got {clients} and {requests}")
+    if replicas < 1 or replicas > clients:
+        raise BenchError(f"replicas must be between 1 and the number of clients ({clients}), got {replicas}")
+    if replicas > 1 and not (db or "").startswith("postgresql"):
+        raise BenchError("--replicas above 1 needs --db postgresql+psycopg://…: replicas share one PostgreSQL database")
     if cycle and volumes < clients * (WARMUP_REQUESTS + requests):
         needed = clients * (WARMUP_REQUESTS + requests)
         raise BenchError(f"--cycle labels one volume per request: volumes must be at least clients × (requests + "
@@ -419,10 +430,12 @@ def _start_together(
     return {name: future.result() for name, future in futures.items()}
 
 
-def _measure(name: str, url: str, clients: int, requests: int, labels: dict[str, bytes] | None) -> ServerStats:
-    """Load one server (the others sit idle) and summarise it."""
+def _measure(
+    name: str, urls: Sequence[str], clients: int, requests: int, labels: dict[str, bytes] | None
+) -> ServerStats:
+    """Load one server (at each of its replicas' ``urls``; the other server sits idle) and summarise it."""
     with tqdm(total=clients * requests, desc=f"load {name.split(' (')[0]}", unit="req") as bar:
-        result = run_load(url, clients, requests, progress=lambda: bar.update(1), labels=labels)
+        result = run_load(urls, clients, requests, progress=lambda: bar.update(1), labels=labels)
     return summarize(name, result)
 
 
@@ -436,6 +449,7 @@ def format_report(
     command: str,
     env: Environment,
     cycle: bool = False,
+    replicas: int = 1,
 ) -> str:
     cycle_note = (", each followed by `PUT /datastore/label` of that volume's label (tag `final`, multipart, as "
                   "the Slicer plugin sends it): the full annotator cycle; latencies are next-sample only"
@@ -444,7 +458,9 @@ def format_report(
         f"Load: {volumes} volumes of {size}³ voxels; {clients} concurrent clients × {requests} sequential "
         f"`POST /activelearning/{STRATEGY}` each (`{{\"client_id\": \"annotator-<n>\"}}`), after {WARMUP_REQUESTS} "
         f"untimed warm-up requests per client{cycle_note}; both servers were started together, each over its own "
-        "copy of the cohort, and loaded one after the other (the other one idle)",
+        "copy of the cohort, and loaded one after the other (the other one idle)"
+        + (f"; ours ran as {replicas} replicas over one studies folder and one PostgreSQL database, client n talking "
+           f"to replica n mod {replicas}, duplicates counted across all of them" if replicas > 1 else ""),
     ], load_note="cores shared with other work", date_note=" (start)")
     footnote = (
         "A duplicate assignment is a response (warm-up included) whose volume another client held when it arrived; "

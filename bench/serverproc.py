@@ -22,6 +22,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def distinct_ports(count: int) -> list[int]:
+    """``count`` different free loopback ports (servers started together must not draw the same one)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
+
+
 @dataclass
 class ServerProcess:
     url: str

@@ -190,3 +190,43 @@ def test_bench_next_sample_cycle_needs_a_volume_per_request():
          "--cycle"], capture_output=True, text=True, timeout=120,
     )
     assert result.returncode != 0 and "--cycle labels one volume per request" in result.stderr
+
+
+def test_bench_next_sample_spreads_the_annotators_over_replicas_of_one_postgresql(tmp_path: Path):
+    """--replicas 2: two `slpt serve` processes over one studies folder and one database, the clients spread over
+    them; every answered next sample is labelled once, and no volume goes to two annotators at once."""
+    from sqlalchemy import create_engine, func, select
+
+    from db.schema import Label
+    from tests.pg import postgres_unavailable_reason, temporary_database
+
+    if reason := postgres_unavailable_reason():
+        pytest.fail(reason)
+    with temporary_database() as url:
+        result = subprocess.run(
+            [sys.executable, "-m", "slpt", "bench", "next-sample", "--volumes", "40", "--clients", "4",
+             "--requests", "3", "--cycle", "--db", url, "--replicas", "2"],
+            capture_output=True, text=True, timeout=400,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            finals = connection.execute(select(Label.image_id).where(Label.tag == "final")).scalars().all()
+        engine.dispose()
+    report = result.stdout
+    assert "× 2 replicas, PostgreSQL claims" in report and "client n talking to replica n mod 2" in report
+    assert len(finals) == len(set(finals)) == 4 * (3 + WARMUP_REQUESTS)  # each volume labelled once, all of them
+    row = next(line for line in report.splitlines() if line.startswith("| ours"))
+    assert "| 0 of " in row  # no duplicate assignment across the replicas
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--replicas", "2"], "--replicas above 1 needs --db postgresql"),
+    (["--replicas", "9"], "replicas must be between 1 and the number of clients (4)"),
+])
+def test_bench_next_sample_refuses_replicas_it_cannot_run(extra: list[str], message: str):
+    result = subprocess.run(
+        [sys.executable, "-m", "slpt", "bench", "next-sample", "--volumes", "40", "--clients", "4", "--requests", "2",
+         *extra], capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
