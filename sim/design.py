@@ -63,7 +63,7 @@ class Study:
 
 def study_of(profile: SimProfile) -> Study:
     """The profile's own study design (``slpt simulate`` without options that change it)."""
-    return Study(**{f.name: getattr(profile, f.name) for f in fields(Study)})
+    return Study(**{f.name: getattr(profile, f.name) for f in fields(Study) if hasattr(profile, f.name)})
 
 
 def check_study(study: Study) -> None:
