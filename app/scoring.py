@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -33,11 +34,14 @@ from db.datastore import SQLDatastore
 from db.engine import write_session
 from db.images import image_ids
 from db.schema import Image
-from db.scores import embedded_image_ids, scored_image_ids, store_embeddings, store_scores
-from db.work import Plan, has_free_batch, plan_batches, work_totals
+from db.scores import embedded_image_ids, load_embeddings, scored_image_ids, store_embeddings, store_scores
+from db.work import (
+    Plan, has_free_batch, lock_target, plan_batches, priority_image_ids, target_planned, work_totals,
+)
 from models.checkpoint import backbone_fingerprint
 from models.cascade import CascadeConfig
-from models.embedding import EMBEDDING_VERSION, volume_embedding
+from models.embedding import EMBEDDING_VERSION, embedding_blocks, volume_embedding
+from strategies.candidates import stratified_subset
 from models.inference import roi_prompt_probabilities
 from strategies.uncertainty import SCORE_METHODS, volume_scores
 
@@ -95,7 +99,7 @@ def catch_up_scoring(datastore: SQLDatastore, store: ModelStore, settings: WorkS
         loaded = store.latest()
     except NoModelError as exc:
         return {"skipped": str(exc)}
-    return score_unlabeled(datastore, loaded.network, loaded.version, settings)
+    return score_unlabeled(datastore, loaded.network, loaded.version, settings, store=store)
 
 
 def fully_scored(session: Session, version: str) -> set[str]:
@@ -104,30 +108,89 @@ def fully_scored(session: Session, version: str) -> set[str]:
     return set.intersection(*(scored_image_ids(session, method, version) for method in SCORE_METHODS))
 
 
-def plan_scoring(datastore: SQLDatastore, version: str, settings: WorkSettings) -> Plan:
-    """Batches of the unlabeled volumes that lack a score of ``version``."""
+#: Priority of a version's candidate batches (docs/design.md, "Candidate subsets"); the rest of the pool is planned at 0.
+CANDIDATE_PRIORITY = 1
+
+
+def candidate_seed(version: str) -> int:
+    """Each version draws its own subset (a fresh random subset per round), the same one on every replica."""
+    return zlib.crc32(version.encode())
+
+
+def draw_candidates(datastore: SQLDatastore, store: ModelStore, version: str, settings: WorkSettings) -> list[str]:
+    """``settings.candidates`` unlabeled volumes drawn stratified by TESLA's clusters over their embeddings
+    (:func:`strategies.candidates.stratified_subset`), in pool order; empty when the setting is 0 or the embedded
+    pool is not larger than it (then the whole pool is one tier). Volumes without an embedding are never candidates."""
+    if settings.candidates <= 0:
+        return []
+    with datastore.sessions() as session:
+        ids, embeddings = load_embeddings(session, embedding_key(store), image_ids(session, status="unlabeled"))
+    if len(ids) <= settings.candidates:
+        return []
+    chosen = stratified_subset(embeddings.reshape(len(ids), -1), settings.candidates,
+                               block_sizes=embedding_blocks(store.backbone()[0]), strata=settings.strata,
+                               seed=candidate_seed(version))
+    return [ids[i] for i in chosen]
+
+
+def version_candidates(session: Session, version: str) -> set[str]:
+    """The volumes ``version`` scores first (its candidate batches, in any state); empty when it has no subset."""
+    return priority_image_ids(session, "scoring", version, CANDIDATE_PRIORITY)
+
+
+def candidates_pending(session: Session, version: str) -> int:
+    """Candidate volumes of ``version`` still in a pending or leased batch."""
+    return len(priority_image_ids(session, "scoring", version, CANDIDATE_PRIORITY, states=("pending", "leased")))
+
+
+def plan_scoring(datastore: SQLDatastore, version: str, settings: WorkSettings, store: ModelStore | None = None) -> Plan:
+    """Batches of the unlabeled volumes that lack a score of ``version``. At the version's first planning, with a
+    ``store`` (for the embeddings) and ``settings.candidates`` > 0, a candidate subset is planned first at
+    :data:`CANDIDATE_PRIORITY`, the rest at 0, so every worker scores the candidates before the rest."""
+    with datastore.sessions() as session:
+        first = not target_planned(session, "scoring", version)
+    # drawn outside the write transaction (k-means on the pool): SQLite's write lock is not held meanwhile
+    chosen = draw_candidates(datastore, store, version, settings) if first and store is not None else []
     with write_session(datastore.sessions) as session:
-        return plan_batches(session, "scoring", version, lambda s: image_ids(s, status="unlabeled"),
+        lock_target(session, "scoring", version)
+        tiers = Plan(0, 0)
+        if chosen and not target_planned(session, "scoring", version):  # another planner may have been first
+            tiers = plan_batches(session, "scoring", version, lambda s: chosen, lambda s: fully_scored(s, version),
+                                 settings.batch, settings.clock(), priority=CANDIDATE_PRIORITY)
+        rest = plan_batches(session, "scoring", version, lambda s: image_ids(s, status="unlabeled"),
                             lambda s: fully_scored(s, version), settings.batch, settings.clock())
+    return Plan(tiers.batches + rest.batches, tiers.volumes + rest.volumes)
 
 
 def score_unlabeled(
-    datastore: SQLDatastore, network, version: str, settings: WorkSettings = WorkSettings(), plan: bool = True
+    datastore: SQLDatastore, network, version: str, settings: WorkSettings = WorkSettings(), plan: bool = True,
+    store: ModelStore | None = None, on_candidates: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Plan (unless ``plan`` is False) and take part in scoring the unlabeled volumes with ``network`` (the model
-    ``version``), until no batch is free. Returns how many volumes this call scored, and the version's totals."""
+    """Plan (unless ``plan`` is False; with ``store``, a new version's candidates first, see :func:`plan_scoring`)
+    and take part in scoring the unlabeled volumes with ``network`` (the model ``version``), until no batch is free:
+    the candidate batches first, then (``on_candidates`` called when the candidates are all scored) the rest.
+    Returns how many volumes this call scored, and the version's totals."""
     if plan:
-        plan_scoring(datastore, version, settings)
+        plan_scoring(datastore, version, settings, store)
 
     def score(image_id: str) -> dict[str, float]:
         return volume_scores(roi_prompt_probabilities(network, datastore.get_image_uri(image_id)))
 
-    def store(session: Session, per_volume) -> None:
+    def store_all(session: Session, per_volume) -> None:
         for method in SCORE_METHODS:
             store_scores(session, method, version, {i: s[method] for i, s in per_volume.items()})
 
-    done = work_through(datastore.sessions, "scoring", version, compute=score, store=store, settings=settings,
+    first = work_through(datastore.sessions, "scoring", version, compute=score, store=store_all, settings=settings,
+                         noun="scored", detail={"model_version": version}, min_priority=CANDIDATE_PRIORITY)
+    if on_candidates is not None:
+        with datastore.sessions() as session:
+            ready = bool(version_candidates(session, version)) and not candidates_pending(session, version)
+        if ready:
+            on_candidates()
+    done = work_through(datastore.sessions, "scoring", version, compute=score, store=store_all, settings=settings,
                         noun="scored", detail={"model_version": version})
+    done.volumes += first.volumes
+    done.batches += first.batches
     with datastore.sessions() as session:
         totals = work_totals(session, "scoring", version)
     if done.volumes:
@@ -200,13 +263,14 @@ class BackgroundWork:
         version = self.store.latest_version()
         if version is not None:
             if self._planned.get("scoring") != (version, newest_volume):
-                plan_scoring(self.datastore, version, self.settings)
+                plan_scoring(self.datastore, version, self.settings, self.store)
                 self._planned["scoring"] = (version, newest_volume)
             with sessions() as session:
                 free = has_free_batch(session, "scoring", version, self.settings.clock())
             if free:
                 loaded = self.store.latest()  # a newer version published meanwhile is planned at the next poll
-                score_unlabeled(self.datastore, loaded.network, loaded.version, self.settings, plan=False)
+                score_unlabeled(self.datastore, loaded.network, loaded.version, self.settings, plan=False,
+                                on_candidates=self.on_complete)
         with sessions() as session:
             complete = work_totals(session, "embedding", key).complete and (
                 version is None or work_totals(session, "scoring", version).complete)

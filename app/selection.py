@@ -25,7 +25,7 @@ import numpy as np
 from monailabel.interfaces.tasks.strategy import Strategy as MONAILabelStrategy
 
 from app.modelstore import ModelStore, NoModelError
-from app.scoring import compute_missing_embeddings, embedding_key
+from app.scoring import candidates_pending, compute_missing_embeddings, embedding_key, version_candidates
 from app.work import WorkSettings
 from db.datastore import SQLDatastore
 from db.engine import write_session
@@ -60,7 +60,8 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
 
     ``budget`` is clipped to 1 … pool size (a round never asks for more volumes than are left). Before any model
     exists the rule's cold start applies; once one does, the round waits (:class:`SelectionUnavailable`) until that
-    model's scores cover the pool.
+    model's scores cover the pool, or, when the version scores a candidate subset first, until the candidates are
+    scored: it then selects among the scored candidates (docs/design.md, "Candidate subsets").
     """
     version = store.latest_version()
     key = embedding_key(store)
@@ -70,15 +71,29 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
         ids, embeddings = load_embeddings(session, key, pool)
         labeled_ids, labeled = load_embeddings(session, key, datastore.get_labeled_images())
         stored = {method: load_scores(session, method, version, ids) for method in methods}
+        candidates = version_candidates(session, version) if methods else set()
+        waiting = candidates_pending(session, version) if candidates else 0
     if not pool:
         raise SelectionUnavailable("no unlabeled volume is left")
     if len(ids) < len(pool):
         raise SelectionUnavailable(f"{len(pool) - len(ids)} of {len(pool)} unlabeled volumes have no embedding yet")
-    for method, scores in stored.items():
-        if len(scores) < len(ids):
+    scored = [i for i in ids if all(i in stored[method] for method in methods)]
+    scope = {"pool": len(ids)}
+    if len(scored) < len(ids):
+        # The version scores a candidate subset first (docs/design.md, "Candidate subsets"): once no candidate batch
+        # is open, the round selects among the candidates that have scores; the rest of the pool joins once it is
+        # all scored. Without a subset (or before its batches are done) the round waits for the whole pool.
+        if not candidates or waiting:
+            method = next(m for m in methods if len(stored[m]) < len(ids))
             raise SelectionUnavailable(
-                f"{method!r} scores of model {version} cover {len(scores)} of {len(ids)} volumes so far"
-            )
+                f"the candidate subset of model {version}: {waiting} of {len(candidates)} volumes not scored yet"
+                if candidates else
+                f"{method!r} scores of model {version} cover {len(stored[method])} of {len(ids)} volumes so far")
+        keep = [n for n, i in enumerate(ids) if i in candidates and all(i in stored[m] for m in methods)]
+        if not keep:
+            raise SelectionUnavailable(f"no candidate of model {version} is unlabeled and scored")
+        ids, embeddings = [ids[n] for n in keep], embeddings[keep]
+        scope["candidates"] = len(ids)
     # one column per score key; a single key gives the (N,) vector rules take
     table = np.array([[stored[method][i] for method in methods] for i in ids]) if methods else None
     chosen = select_round(
@@ -91,7 +106,8 @@ def build_round(datastore: SQLDatastore, store: ModelStore, strategy_name: str, 
         seed=seed,
     )
     ranked = [ids[i] for i in chosen.picks]
-    config = {**chosen.rule.config(), "rule": chosen.rule.name, "budget": budget, "ranked_by": chosen.ranked_by}
+    config = {**chosen.rule.config(), "rule": chosen.rule.name, "budget": budget, "ranked_by": chosen.ranked_by,
+              **scope}
     with write_session(datastore.sessions) as session:
         round_id = create_round(
             session, strategy_name, ranked, model_version=version, config=config, reasons=chosen.reasons

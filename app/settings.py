@@ -38,6 +38,10 @@ class AppSettings(BaseSettings):
     train_gpus: int = Field(0, ge=0, description="GPUs one training uses data-parallel (DDP); 0 = all visible")
     num_prompts: int = Field(3, gt=0, description="K, the number of diversified prompt sets")
     round_size: int = Field(0, ge=0, description="Volumes per selection round; 0 = 2 x active annotators (at least 1)")
+    round_candidates: int = Field(
+        2000, ge=0, description="Volumes of the pool a new model version scores first, drawn stratified by TESLA's "
+        "clusters; rounds select among them while the rest is scored in the background (0 = the whole pool)"
+    )
     work_batch: int = Field(32, gt=0, description="Volumes per embedding or scoring batch that a replica leases")
     work_lease_s: float = Field(
         300.0, gt=0, description="How long a leased embedding or scoring batch stays reserved to its worker (renewed "
@@ -128,7 +132,7 @@ class AppSettings(BaseSettings):
         """How embedding and scoring are cut into leased batches (docs/design.md, "Work spread over replicas")."""
         from app.work import WorkSettings
 
-        return WorkSettings(batch=self.work_batch, lease_s=self.work_lease_s, clock=self.clock)
+        return WorkSettings(batch=self.work_batch, candidates=self.round_candidates, lease_s=self.work_lease_s, clock=self.clock)
 
     def work_dir(self, studies: Path) -> Path:
         """Folder for everything the server generates beside the studies (database, models, scores)."""

@@ -33,10 +33,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class WorkSettings:
-    """How work is cut and leased: ``batch`` volumes per batch, leases of ``lease_s`` seconds, ``max_failures`` tries
+    """How work is cut and leased: ``batch`` volumes per batch, a new model version's ``candidates`` (drawn in
+    ``strata`` TESLA clusters; 0 = none) scored before the rest of the pool (docs/design.md, "Candidate subsets"), leases of ``lease_s`` seconds, ``max_failures`` tries
     of a batch, time from ``clock`` (the app's leases' clock: tests move it by hand)."""
 
     batch: int = 32
+    candidates: int = 2000
+    strata: int = 32
     lease_s: float = 300.0
     max_failures: int = 3
     clock: Callable[[], datetime] = utcnow
@@ -93,18 +96,21 @@ def work_through(
     *,
     noun: str,
     detail: dict[str, Any],
+    min_priority: int | None = None,
 ) -> WorkDone:
     """Claim and compute ``target``'s free batches until none is left; ``compute(image_id)`` one volume,
     ``store(session, {image_id: result})`` a batch's results inside the transaction that marks it done.
 
     The first claimed batch opens a ``kind`` job (with ``detail``) whose progress is the whole target's, every
     worker's batches counted; a worker that finds no free batch opens none. Raises :class:`WorkFailed` after the
-    loop when a batch reached ``max_failures`` (the job then ends failed)."""
+    loop when a batch reached ``max_failures`` (the job then ends failed). With ``min_priority``, only batches of at
+    least that priority are claimed (e.g. a round's candidates, before the rest of the pool)."""
     holder = holder_id()
     done = WorkDone()
     with ExitStack() as stack:
         job: JobReporter | None = None
-        while (lease := claim_batch(sessions, kind, target, holder, settings.lease, settings.clock())) is not None:
+        while (lease := claim_batch(sessions, kind, target, holder, settings.lease, settings.clock(),
+                                          min_priority)) is not None:
             if job is None:
                 job = stack.enter_context(tracked_job(sessions, kind, **detail, worker=holder))
             try:

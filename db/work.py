@@ -113,8 +113,7 @@ def plan_batches(
     _check(kind, target, now)
     if size < 1:
         raise DBError(f"a work batch holds at least one volume, not {size}")
-    if is_postgresql(session):
-        session.execute(_PLAN_LOCK, {"namespace": _PLAN_LOCK_NAMESPACE, "name": f"{kind}:{target}"})
+    lock_target(session, kind, target)
     planned = open_image_ids(session, kind, target)  # before the results: see the module docstring
     planned |= finished(session)
     todo = [image_id for image_id in candidates(session) if image_id not in planned]
@@ -133,6 +132,32 @@ def plan_batches(
     return Plan(len(chunks), len(todo))
 
 
+def lock_target(session: Session, kind: str, target: str) -> None:
+    """Serialise the planners of one target until the caller's transaction ends (PostgreSQL: a transaction-scoped
+    advisory lock, which one session may take again; SQLite: :func:`db.engine.write_session` holds the write lock)."""
+    if is_postgresql(session):
+        session.execute(_PLAN_LOCK, {"namespace": _PLAN_LOCK_NAMESPACE, "name": f"{kind}:{target}"})
+
+
+def target_planned(session: Session, kind: str, target: str) -> bool:
+    """Whether any batch of ``target`` exists (in any state): it has been planned before."""
+    query = select(_batches.c.id).where(_batches.c.kind == kind, _batches.c.target == target).limit(1)
+    return session.scalar(query) is not None
+
+
+def priority_image_ids(session: Session, kind: str, target: str, min_priority: int,
+                       states: Iterable[str] | None = None) -> set[str]:
+    """Volumes in batches of ``target`` whose priority is at least ``min_priority`` (in ``states``, or any state)."""
+    query = (
+        select(_items.c.image_id)
+        .join(_batches, _batches.c.id == _items.c.batch_id)
+        .where(_batches.c.kind == kind, _batches.c.target == target, _batches.c.priority >= min_priority)
+    )
+    if states is not None:
+        query = query.where(_batches.c.state.in_(list(states)))
+    return set(session.scalars(query))
+
+
 def open_image_ids(session: Session, kind: str, target: str) -> set[str]:
     """Volumes in a pending or leased batch of ``target``."""
     query = (
@@ -143,19 +168,22 @@ def open_image_ids(session: Session, kind: str, target: str) -> set[str]:
     return set(session.scalars(query))
 
 
-def _claimable(kind: str, target: str, now: datetime):
-    return and_(
+def _claimable(kind: str, target: str, now: datetime, min_priority: int | None = None):
+    free = and_(
         _batches.c.kind == kind,
         _batches.c.target == target,
         or_(_batches.c.state == "pending", and_(_batches.c.state == "leased", _batches.c.lease_expires_at < now)),
     )
+    return free if min_priority is None else and_(free, _batches.c.priority >= min_priority)
 
 
 def claim_batch(
-    sessions: sessionmaker[Session], kind: str, target: str, holder: str, lease: timedelta, now: datetime
+    sessions: sessionmaker[Session], kind: str, target: str, holder: str, lease: timedelta, now: datetime,
+    min_priority: int | None = None,
 ) -> Lease | None:
     """Lease the best free batch of ``target`` (highest priority, then oldest) to ``holder`` until ``now + lease``:
-    a pending batch, or a leased one whose lease expired before ``now``. None when no batch is free."""
+    a pending batch, or a leased one whose lease expired before ``now``; only batches of at least ``min_priority``
+    when given. None when no batch is free."""
     _check(kind, target, now)
     if not holder:
         raise DBError("a work lease needs a holder")
@@ -163,7 +191,7 @@ def claim_batch(
         raise DBError(f"a work lease must last a positive time, not {lease}")
     candidate = (
         select(_batches.c.id)
-        .where(_claimable(kind, target, now))
+        .where(_claimable(kind, target, now, min_priority))
         .order_by(_batches.c.priority.desc(), _batches.c.id)
         .limit(1)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders none (its claim holds the write lock)
@@ -173,7 +201,7 @@ def claim_batch(
     claim = (
         update(_batches)
         # Conditional: the batch must still be free when it is updated (SQLite's safe claim; PostgreSQL re-checks it).
-        .where(_batches.c.id == candidate, _claimable(kind, target, now))
+        .where(_batches.c.id == candidate, _claimable(kind, target, now, min_priority))
         .values(state="leased", holder=holder, lease_expires_at=expires, claims=_batches.c.claims + 1, claimed_at=now)
         .returning(_batches.c.id)
     )
@@ -280,6 +308,7 @@ def latest_work(session: Session) -> list[WorkTotals]:
     return found
 
 
-def has_free_batch(session: Session, kind: str, target: str, now: datetime) -> bool:
+def has_free_batch(session: Session, kind: str, target: str, now: datetime, min_priority: int | None = None) -> bool:
     """Whether a claim of ``target`` would find a batch now (without taking it)."""
-    return session.scalar(select(_batches.c.id).where(_claimable(kind, target, now)).limit(1)) is not None
+    query = select(_batches.c.id).where(_claimable(kind, target, now, min_priority)).limit(1)
+    return session.scalar(query) is not None

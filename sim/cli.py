@@ -26,6 +26,7 @@ def simulate(
     backbone: Annotated[Optional[Path], typer.Option(help="Frozen backbone checkpoint (its .json beside it), copied into the records")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes, one thread each (default: the profile's, at most the CPUs)")] = None,
     records: Annotated[Optional[Path], typer.Option(help="Folder of the kept backbone, measured rows, round state, report and run.json (default: --out); keep it in git to resume in another session")] = None,
+    candidates: Annotated[Optional[float], typer.Option(help="Fraction of the unlabeled pool a scored round selects among (a candidate subset stratified by TESLA's clusters, as the server's round_candidates); 0 = the whole pool")] = None,
     stop_after: Annotated[Optional[float], typer.Option(help="Start no new model after this many minutes from the command's start (the run resumes later)")] = None,
 ) -> None:
     """Label-efficiency study: strategies × seeds × rounds against full-data references (resumes an interrupted run)."""
@@ -64,6 +65,7 @@ def simulate(
     study = replace(
         study, budget=study.budget if budget is None else budget, rounds=study.rounds if rounds is None else rounds,
         seeds=study.seeds if seeds is None else seeds, tunings=names(tuning, study.tunings),
+        candidates=study.candidates if candidates is None else candidates,
     )
     n_workers = workers or min(chosen.workers, os.cpu_count() or 1)
     folder = records or out

@@ -46,6 +46,9 @@ class Study:
     curve_strategies: tuple[str, ...] = ()
     curve_budgets: tuple[float, ...] = ()
     finetune_budget_only: bool = False
+    #: Fraction of the unlabeled pool a scored round selects among: a candidate subset stratified by TESLA's clusters,
+    #: as the server's ``round_candidates`` (docs/design.md, "Candidate subsets"); 0 = the whole pool.
+    candidates: float = 0.0
 
     def trains(self, tuning: str, round_index: int) -> bool:
         """Whether ``tuning`` is trained and evaluated in round ``round_index``. Selection follows prompt tuning, which
@@ -60,7 +63,7 @@ class Study:
 
 def study_of(profile: SimProfile) -> Study:
     """The profile's own study design (``slpt simulate`` without options that change it)."""
-    return Study(**{f.name: getattr(profile, f.name) for f in fields(Study)})
+    return Study(**{f.name: getattr(profile, f.name) for f in fields(Study) if hasattr(profile, f.name)})
 
 
 def check_study(study: Study) -> None:
@@ -77,6 +80,9 @@ def check_study(study: Study) -> None:
         raise SimulationError(f"unknown tuning {bad_tunings or '(none given)'}; expected prompt and/or finetune")
     if not 0 < study.budget < 1:
         raise SimulationError(f"budget is the fraction of the pool to label and must lie in (0, 1), got {study.budget}")
+    if not 0 <= study.candidates < 1:
+        raise SimulationError(f"candidates is a fraction of the unlabeled pool in [0, 1) (0 = the whole pool), got "
+                              f"{study.candidates}")
     if study.rounds < 1 or study.seeds < 1:
         raise SimulationError(f"rounds and seeds must be >= 1, got rounds={study.rounds}, seeds={study.seeds}")
     if list(study.curve_budgets) != sorted(study.curve_budgets) or any(
@@ -131,5 +137,8 @@ def reference_labels(study: Study, pool_size: int, reference: str) -> int:
 
 def design_identity(profile: SimProfile, study: Study) -> dict:
     """The design a study's rows belong to: the profile without its worker count, and the study. JSON-ready."""
-    design = {k: v for k, v in asdict(profile).items() if k != "workers"} | {"study": asdict(study)}
+    study_fields = asdict(study)
+    if not study.candidates:  # studies recorded before the option existed keep their identity
+        del study_fields["candidates"]
+    design = {k: v for k, v in asdict(profile).items() if k != "workers"} | {"study": study_fields}
     return json.loads(json.dumps(design))

@@ -40,6 +40,7 @@ from sim.prepared import PreparedCohort, load_prepared
 from sim.profiles import Schedule, SimProfile
 from sim.round_models import RoundModels
 from strategies import STRATEGIES
+from strategies.candidates import stratified_subset
 from strategies.rounds import select_round
 from strategies.uncertainty import volume_scores
 
@@ -249,6 +250,12 @@ def _select(
 ) -> list[int]:
     """Pool indices the strategy picks this round (:func:`strategies.rounds.select_round`, as the server does)."""
     unlabeled = [i for i in ctx.pool if i not in labeled]
+    if scores is not None and ctx.study.candidates:
+        # a scored round selects among a stratified candidate subset, as the server does while the rest is scored
+        size = max(budget, round(ctx.study.candidates * len(unlabeled)))
+        subset = stratified_subset(cohort.embeddings[unlabeled], size, block_sizes=blocks,
+                                   seed=unit.seed * 1000 + round_index)
+        unlabeled = [unlabeled[p] for p in subset]
     selection = select_round(
         unit.strategy, cohort.embeddings[unlabeled], budget, block_sizes=blocks,
         scores=None if scores is None else np.array([scores[str(i)] for i in unlabeled]),

@@ -44,7 +44,7 @@ class SLPTTrain(TrainTask):
         logger.info(f"published model {version}: {metrics}")
         # Plan the new version's scoring and take part in it here, in the training process, with the network in memory;
         # every replica joins when it sees the version (docs/design.md, "Work spread over replicas").
-        scoring = score_unlabeled(datastore, network.eval(), version, self.settings.work())
+        scoring = score_unlabeled(datastore, network.eval(), version, self.settings.work(), store=self.store)
         return {"model_version": version, **metrics, "scoring": scoring}
 
     def _train(self, request: dict[str, Any], datastore: SQLDatastore, job: JobReporter) -> tuple[SLPTNet, str, dict]:
