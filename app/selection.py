@@ -199,8 +199,9 @@ class RoundStrategy(ServedStrategy):
 
 class ReviewStrategy(MONAILabelStrategy):
     """Next Sample for reviewers: the oldest submitted final label of a single-read volume that is not the reviewer's
-    own (:func:`db.reviews.next_to_review`). Nothing is leased: reviewing changes no lease, and a review of a version
-    that changed meanwhile is refused as stale. The route lets only reviewers and admins call it (``reviewers_only``)."""
+    own or held for another reviewer (:func:`db.reviews.next_to_review`, which holds it for the caller a while; no
+    volume lease changes), and a review of a version that changed meanwhile is refused as stale. The route lets only
+    reviewers and admins call it (``reviewers_only``)."""
 
     name = "review"
     reviewers_only = True

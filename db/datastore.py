@@ -401,9 +401,10 @@ class SQLDatastore(Datastore):
 
     def next_to_review(self, reviewer: str) -> dict[str, Any] | None:
         """What the ``review`` strategy answers: the volume's info, ``id``, ``path`` and the label to review
-        (``label_version``, ``label_annotator``), or None when no label waits for review."""
-        with self.sessions() as session:
-            label = reviews.next_to_review(session, reviewer)
+        (``label_version``, ``label_annotator``), or None when no label waits for review. The label is held for the
+        reviewer for a while (:func:`db.reviews.next_to_review`), so another reviewer is offered the next one."""
+        with write_session(self.sessions) as session:
+            label = reviews.next_to_review(session, reviewer, now=self.clock())
             if label is None:
                 return None
             image = images.get_image(session, label.image_id)

@@ -129,9 +129,22 @@ def review_history(session: Session, image_id: str) -> list[LabelReview]:
     return list(session.scalars(query))
 
 
-def next_to_review(session: Session, reviewer: str) -> Label | None:
-    """The oldest submitted final label that is the newest version of a labeled, single-read volume, and not
-    ``reviewer``'s own."""
+#: How long a label served to a reviewer is held for them; after that the queue offers it again.
+REVIEW_HOLD = timedelta(minutes=30)
+
+
+def next_to_review(
+    session: Session, reviewer: str, now: datetime | None = None, hold: timedelta = REVIEW_HOLD
+) -> Label | None:
+    """The oldest submitted final label that is the newest version of a labeled, single-read volume, not
+    ``reviewer``'s own and not held for another reviewer; it is then held for ``reviewer`` until ``now + hold``, so two
+    reviewers asking at once get different labels. Asking again gives the reviewer the label they hold.
+
+    Call it in a write transaction (it records the hold); on PostgreSQL a label another reviewer's transaction is
+    taking right now is skipped (``SKIP LOCKED``), on SQLite write transactions are serial anyway.
+    """
+    check_aware(now)
+    when = now or utcnow()
     newest = (select(Label.image_id, func.max(Label.version).label("version")).where(Label.tag == FINAL_TAG)
               .group_by(Label.image_id).subquery())
     query = (
@@ -139,11 +152,17 @@ def next_to_review(session: Session, reviewer: str) -> Label | None:
         .join(newest, (newest.c.image_id == Label.image_id) & (newest.c.version == Label.version))
         .join(Image, Image.id == Label.image_id)
         .where(Label.tag == FINAL_TAG, Label.review_status == SUBMITTED, Image.label_status == "labeled",
-               Image.readers <= 1, (Label.annotator != reviewer) | Label.annotator.is_(None))
+               Image.readers <= 1, (Label.annotator != reviewer) | Label.annotator.is_(None),
+               Label.review_holder.is_(None) | (Label.review_holder == reviewer) | (Label.review_held_until <= when))
         .order_by(Label.created_at, Label.image_id)
         .limit(1)
     )
-    return session.scalar(query)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Label)
+    label = session.scalar(query)
+    if label is not None:
+        label.review_holder, label.review_held_until = reviewer, when + hold
+    return label
 
 
 def set_readers(session: Session, image_ids: list[str], readers: int, actor: str) -> list[str]:

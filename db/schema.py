@@ -161,7 +161,9 @@ class LabelColumns:
 
 
 class Label(LabelColumns, Base):
-    """One saved label file; ``version`` counts up per (image, tag)."""
+    """One saved label file; ``version`` counts up per (image, tag). A final label served to a reviewer is held for
+    them (``review_holder`` until ``review_held_until``) so that the review queue offers other reviewers the next one
+    (:func:`db.reviews.next_to_review`)."""
 
     __tablename__ = "labels"
     __table_args__ = (
@@ -169,6 +171,9 @@ class Label(LabelColumns, Base):
         # The review queue: the oldest submitted final label first.
         Index(None, "review_status", "created_at"),
     )
+
+    review_holder: Mapped[str | None] = mapped_column(String(255))
+    review_held_until: Mapped[datetime | None]
 
 
 class ArchivedLabel(LabelColumns, Base):

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from db import Image, Label, claim_next_volume, record_label, write_session
 from db.datastore import SQLDatastore
 from db.reviews import (
+    REVIEW_HOLD,
     OwnLabelError,
     ReviewConflictError,
     StaleReviewError,
@@ -108,13 +109,52 @@ def test_the_review_queue_gives_the_oldest_submitted_label_never_the_reviewers_o
     _label(sessions, ids[2], "ann", T0)
     _label(sessions, ids[0], "ann", T0 + timedelta(minutes=1))
     _label(sessions, ids[1], "rev", T0 - timedelta(minutes=1))
-    with sessions() as session:
-        assert next_to_review(session, "rev").image_id == ids[2]
-        assert next_to_review(session, "third").image_id == ids[1]
+    with write_session(sessions) as session:
+        assert next_to_review(session, "rev", now=T0).image_id == ids[2]
+        assert next_to_review(session, "third", now=T0).image_id == ids[1]
     with write_session(sessions) as session:
         review_label(session, ids[2], 1, "approved", "rev")
-    with sessions() as session:
-        assert next_to_review(session, "rev").image_id == ids[0]
+    with write_session(sessions) as session:
+        assert next_to_review(session, "rev", now=T0).image_id == ids[0]
+
+
+def test_a_label_served_to_a_reviewer_is_held_for_them_until_the_hold_lapses(sessions, ingest) -> None:
+    ids = ingest(2)
+    _label(sessions, ids[0], "ann", T0)
+    _label(sessions, ids[1], "ann", T0 + timedelta(minutes=1))
+    asked = T0 + timedelta(minutes=2)
+
+    def next_for(reviewer: str, when: datetime = asked) -> str | None:
+        with write_session(sessions) as session:
+            label = next_to_review(session, reviewer, now=when)
+            return None if label is None else label.image_id
+
+    assert (next_for("r1"), next_for("r2")) == (ids[0], ids[1])  # the second reviewer gets the next label
+    assert next_for("r1") == ids[0]  # asking again: the label one holds
+    assert next_for("r3") is None  # both held
+    assert next_for("r3", asked + REVIEW_HOLD) == ids[0]  # a hold lapses
+
+
+def test_reviewers_asking_at_the_same_moment_are_served_different_labels(sessions, ingest) -> None:
+    ids = ingest(6)
+    for n, image_id in enumerate(ids):
+        _label(sessions, image_id, "ann", T0 + timedelta(seconds=n))
+    start, served, lock = threading.Barrier(6), [], threading.Lock()
+
+    def reviewer(n: int) -> None:
+        start.wait()
+        with write_session(sessions) as session:
+            label = next_to_review(session, f"r{n}", now=T0 + timedelta(minutes=1))
+            image_id = label.image_id if label else None
+        with lock:
+            served.append(image_id)
+
+    threads = [threading.Thread(target=reviewer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(served) == sorted(ids)  # six reviewers, six labels, none twice
 
 
 def test_a_double_read_volume_waits_for_k_readers_and_blinds_them_from_each_other(sessions, ingest) -> None:
