@@ -41,11 +41,12 @@ from db.work import (
 from models.checkpoint import backbone_fingerprint
 from models.cascade import CascadeConfig
 from models.embedding import EMBEDDING_VERSION, embedding_blocks, volume_embedding
-from strategies.candidates import stratified_subset
 from models.inference import roi_prompt_probabilities
+from strategies.candidates import stratified_subset
 from strategies.uncertainty import SCORE_METHODS, volume_scores
 
 logger = logging.getLogger(__name__)
+
 
 def embedding_key(store: ModelStore) -> str:
     """Embeddings are keyed by backbone weights and embedding definition: a change of either recomputes them."""

@@ -34,8 +34,9 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class WorkSettings:
     """How work is cut and leased: ``batch`` volumes per batch, a new model version's ``candidates`` (drawn in
-    ``strata`` TESLA clusters; 0 = none) scored before the rest of the pool (docs/design.md, "Candidate subsets"), leases of ``lease_s`` seconds, ``max_failures`` tries
-    of a batch, time from ``clock`` (the app's leases' clock: tests move it by hand)."""
+    ``strata`` TESLA clusters; 0 = none) scored before the rest of the pool (docs/design.md, "Candidate subsets"),
+    leases of ``lease_s`` seconds, ``max_failures`` tries of a batch, time from ``clock`` (the app's leases' clock:
+    tests move it by hand)."""
 
     batch: int = 32
     candidates: int = 2000
